@@ -30,7 +30,8 @@ from __future__ import annotations
 import errno
 import socket
 import time
-from typing import TYPE_CHECKING, Any
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any, Generic, Protocol, TypeVar
 
 from ._errors import (
     HandshakeClosedError,
@@ -51,6 +52,8 @@ if TYPE_CHECKING:
 __all__ = [
     "BufferListener",
     "BufferSocket",
+    "connect_with_buffer",
+    "listen_with_buffers",
     "map_os_error",
     "open_connection",
     "open_listener",
@@ -424,14 +427,28 @@ class BufferSocket(_SocketBase):
         return f"<{type(self).__name__} {state} {self._buffer!r}>"
 
 
-class BufferListener(_SocketBase):
-    """A listening TLSSocket whose ``accept()`` returns handshaken ``BufferSocket``s."""
+class _Handshaking(Protocol):
+    def do_handshake(self) -> None: ...
+    def close(self, force: bool = False) -> None: ...
 
-    __slots__ = ("_closed", "_context", "_sock")
 
-    def __init__(self, sock: socket.socket, context: ServerContext) -> None:
+_T = TypeVar("_T", bound=_Handshaking)
+
+
+class BufferListener(_SocketBase, Generic[_T]):
+    """A listening TLSSocket whose ``accept()`` returns handshaken connections.
+
+    ``wrap`` turns an accepted plain socket into the engine's TLS socket (not yet handshaken).
+    """
+
+    __slots__ = ("_closed", "_context", "_sock", "_wrap")
+
+    def __init__(
+        self, sock: socket.socket, context: ServerContext, wrap: Callable[[socket.socket], _T]
+    ) -> None:
         self._sock = sock
         self._context = context
+        self._wrap = wrap
         self._closed = False
 
     @property
@@ -441,7 +458,7 @@ class BufferListener(_SocketBase):
     def listen(self, backlog: int) -> None:
         self._sock.listen(backlog)
 
-    def accept(self) -> tuple[BufferSocket, tuple[str | None, int]]:
+    def accept(self) -> tuple[_T, tuple[str | None, int]]:
         """Accept a TCP connection and complete its TLS handshake.
 
         The connection inherits this socket's timeout, which also bounds the handshake. A client
@@ -453,13 +470,17 @@ class BufferListener(_SocketBase):
             raise WantReadError("no connection is waiting to be accepted") from None
         except OSError as exc:
             raise map_os_error(exc, "accept failed") from exc
-        conn.settimeout(self._sock.gettimeout())
-        tls = BufferSocket(conn, self._context.create_buffer(), self._context)
+        try:
+            conn.settimeout(self._sock.gettimeout())
+            tls = self._wrap(conn)
+        except BaseException:
+            conn.close()
+            raise
         try:
             tls.do_handshake()
         except BaseException:
+            tls.close(force=True)
             conn.close()
-            tls._closed = True
             raise
         return tls, (addr[0], addr[1])
 
@@ -489,6 +510,35 @@ class BufferListener(_SocketBase):
     def __repr__(self) -> str:
         state = "closed" if self._closed else f"listening on {self._sock.getsockname()}"
         return f"<{type(self).__name__} {state}>"
+
+
+def listen_with_buffers(
+    context: ServerContext, address: tuple[str | None, int]
+) -> BufferListener[BufferSocket]:
+    """``ServerContext.connect`` for engines whose sockets are BufferSockets."""
+    return BufferListener(
+        open_listener(address),
+        context,
+        lambda conn: BufferSocket(conn, context.create_buffer(), context),
+    )
+
+
+def connect_with_buffer(
+    context: ClientContext, address: tuple[str | None, int]
+) -> BufferSocket:
+    """``ClientContext.connect`` for engines whose sockets are BufferSockets."""
+    host = _check_address(address)[0]
+    if not host:
+        raise ValueError("a client needs a host name or address to connect to")
+    buffer = context.create_buffer(host)
+    sock = open_connection(address, None)
+    tls = BufferSocket(sock, buffer, context)
+    try:
+        tls.do_handshake()
+    except BaseException:
+        sock.close()
+        raise
+    return tls
 
 
 def upgrade_socket(

@@ -1,0 +1,862 @@
+"""The OpenSSL engine: PEP 748 over the stdlib ``ssl`` module.
+
+Sockets wrap ``ssl.SSLSocket`` (its I/O loop runs in C: the fast path); buffers wrap
+``ssl.SSLObject`` with two ``MemoryBIO``s. Each configuration is translated once, when the context
+is made, into ``ssl.SSLContext`` objects (one per server signing chain, picked by SNI); equal
+configurations without file paths share them. Every ``ssl.SSLError``/``OSError`` is turned into
+the matching ``TLSError`` subclass with the original chained as ``__cause__``.
+
+What the stdlib cannot do is refused with ``ConfigurationError``, never ignored: Python 3.11 cannot
+restrict TLS 1.3 cipher suites, so a cipher list naming only some of them is refused (a list with
+TLS 1.2 suites only limits the connection to TLS 1.2 when the configuration allows it).
+"""
+
+from __future__ import annotations
+
+import functools
+import ipaddress
+import os
+import socket
+import ssl
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING, Any
+
+from ._config import TLSClientConfiguration, TLSServerConfiguration
+from ._engine import (
+    TLS12,
+    TLS13,
+    read_source,
+    reject_ids,
+    split_ciphers,
+    suite_name,
+    version_bounds,
+)
+from ._enums import CipherSuite, NextProtocol, TLSVersion, cipher_from_id, protocol_from_bytes
+from ._errors import (
+    CertificateVerificationError,
+    ConfigurationError,
+    HandshakeClosedError,
+    ProtocolError,
+    RaggedEOF,
+    TLSError,
+    WantReadError,
+    WantWriteError,
+)
+from ._objects import Certificate, PrivateKey, SigningChain, TrustStore
+from ._protocols import TLSImplementation
+from ._socket import (
+    BufferListener,
+    BufferSocket,
+    _SocketBase,
+    map_os_error,
+    open_connection,
+    open_listener,
+    upgrade_socket,
+)
+from .insecure import InsecureConfiguration, InsecureTLSImplementation, warn
+
+if TYPE_CHECKING:
+    from typing_extensions import Buffer
+
+__all__ = [
+    "IMPLEMENTATION",
+    "LIBRARY_VERSION",
+    "OpenSSLBuffer",
+    "OpenSSLClientContext",
+    "OpenSSLServerContext",
+    "OpenSSLSocket",
+    "insecure_implementation",
+]
+
+LIBRARY_VERSION: str = ssl.OPENSSL_VERSION
+
+# The original class: once unitls.compat injects itself into the ssl module, ``ssl.SSLContext``
+# is the bridge, and building bridge contexts here would recurse.
+_SSLContext = ssl.SSLContext
+
+# Above this many unprocessed incoming bytes, process_incoming refuses more (PEP: WantReadError).
+_INCOMING_LIMIT = 4 * 1024 * 1024
+
+# TLS 1.2 suites used when a configuration gives none: AEAD with forward secrecy only.
+_DEFAULT_TLS12_CIPHERS = "ECDHE+AESGCM:ECDHE+CHACHA20"
+
+
+def _cipher_tables() -> tuple[dict[int, str], dict[str, int], frozenset[int]]:
+    ctx = _SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    default_tls13 = frozenset(
+        c["id"] & 0xFFFF for c in ctx.get_ciphers() if c["protocol"] == "TLSv1.3"
+    )
+    ctx.set_ciphers("ALL:@SECLEVEL=0")
+    by_id = {c["id"] & 0xFFFF: c["name"] for c in ctx.get_ciphers()}
+    return by_id, {name: i for i, name in by_id.items()}, default_tls13
+
+
+_NAME_BY_ID, _ID_BY_NAME, _TLS13_ENABLED = _cipher_tables()
+
+
+# -- translating a configuration ---------------------------------------------------------------
+
+
+def _cipher_plan(
+    config: TLSClientConfiguration | TLSServerConfiguration,
+) -> tuple[str | None, int, int]:
+    """(OpenSSL TLS 1.2 cipher string, lowest, highest wire version) honouring ``ciphers``.
+
+    Raises ConfigurationError when the list cannot be honoured exactly.
+    """
+    low, high = version_bounds(config)
+    if config.ciphers is None:
+        return _DEFAULT_TLS12_CIPHERS, low, high
+    tls13, tls12 = split_ciphers([int(c) for c in config.ciphers])
+    usable12 = [c for c in tls12 if c in _NAME_BY_ID]
+    if high >= TLS13:
+        if not tls13:
+            high = TLS12  # only TLS 1.2 suites are allowed: do not offer TLS 1.3
+        elif not _TLS13_ENABLED <= set(tls13):
+            missing = ", ".join(suite_name(c) for c in sorted(_TLS13_ENABLED - set(tls13)))
+            raise ConfigurationError(
+                "the openssl engine cannot restrict TLS 1.3 cipher suites (the ssl module of "
+                f"this Python has no call for it): it would also negotiate {missing}. Allow all "
+                "of them, set highest_supported_version=TLSv1_2, or use the rustls engine"
+            )
+    if low <= TLS12 and not usable12:
+        low = TLS13  # no TLS 1.2 suite this OpenSSL has: TLS 1.2 cannot be used
+    if low > high:
+        names = ", ".join(suite_name(int(c)) for c in config.ciphers)
+        raise ConfigurationError(
+            f"none of the cipher suites ({names}) can be used by {LIBRARY_VERSION} with the "
+            "TLS versions this configuration allows"
+        )
+    return (":".join(_NAME_BY_ID[c] for c in usable12) or None), low, high
+
+
+def _apply_common(
+    ctx: ssl.SSLContext, config: TLSClientConfiguration | TLSServerConfiguration
+) -> None:
+    cipher_string, low, high = _cipher_plan(config)
+    ctx.minimum_version = ssl.TLSVersion.TLSv1_3 if low >= TLS13 else ssl.TLSVersion.TLSv1_2
+    ctx.maximum_version = ssl.TLSVersion.TLSv1_3 if high >= TLS13 else ssl.TLSVersion.TLSv1_2
+    if cipher_string is not None:
+        try:
+            ctx.set_ciphers(cipher_string)
+        except ssl.SSLError as exc:
+            raise ConfigurationError(f"OpenSSL refused the cipher list: {exc.reason}") from exc
+    ctx.options |= ssl.OP_NO_COMPRESSION | ssl.OP_CIPHER_SERVER_PREFERENCE
+    if config.inner_protocols:
+        names = []
+        for proto in config.inner_protocols:
+            raw = proto.value if isinstance(proto, NextProtocol) else proto
+            try:
+                names.append(raw.decode("ascii"))
+            except UnicodeDecodeError:
+                raise ConfigurationError(
+                    f"the openssl engine only takes ASCII ALPN names, not {raw!r}"
+                ) from None
+        ctx.set_alpn_protocols(names)
+
+
+def _is_pem(data: bytes, marker: bytes = b"-----BEGIN") -> bool:
+    return marker in data[:4096] or data.lstrip().startswith(b"-----BEGIN")
+
+
+def _load_trust(ctx: ssl.SSLContext, store: TrustStore) -> None:
+    if store.is_system:
+        ctx.load_default_certs(ssl.Purpose.SERVER_AUTH)
+        return
+    data = read_source(store, "trust store")
+    try:
+        if _is_pem(data):
+            ctx.load_verify_locations(cadata=data.decode("ascii", "replace"))
+        else:
+            ctx.load_verify_locations(cadata=data)
+    except (ssl.SSLError, ValueError) as exc:
+        raise ConfigurationError(
+            f"trust store {store!r} holds no usable certificate "
+            f"(expected PEM certificates or DER): {getattr(exc, 'reason', None) or exc}"
+        ) from exc
+    if not ctx.cert_store_stats().get("x509_ca") and not ctx.cert_store_stats().get("x509"):
+        raise ConfigurationError(f"trust store {store!r} holds no certificate")
+
+
+def _cert_pem(cert: Certificate, what: str) -> bytes:
+    data = read_source(cert, what)
+    if _is_pem(data):
+        if b"-----BEGIN CERTIFICATE-----" not in data:
+            raise ConfigurationError(f"{what} {cert!r} is PEM but holds no CERTIFICATE block")
+        return data if data.endswith(b"\n") else data + b"\n"
+    return ssl.DER_cert_to_PEM_cert(data).encode("ascii")
+
+
+def _key_pem(key: PrivateKey) -> bytes:
+    from cryptography.hazmat.primitives import serialization
+
+    data = read_source(key, "private key")
+    try:
+        if _is_pem(data):
+            loaded = serialization.load_pem_private_key(data, password=None)
+        else:
+            loaded = serialization.load_der_private_key(data, password=None)
+    except TypeError as exc:
+        raise ConfigurationError(
+            f"private key {key!r} is encrypted: PEP 748 has no password; decrypt it first"
+        ) from exc
+    except ValueError as exc:
+        raise ConfigurationError(
+            f"private key {key!r} is not a PEM or DER private key: {exc}"
+        ) from exc
+    return loaded.private_bytes(
+        serialization.Encoding.PEM,
+        serialization.PrivateFormat.PKCS8,
+        serialization.NoEncryption(),
+    )
+
+
+def _memfile(data: bytes) -> int:
+    """An anonymous in-memory file (never on disk) holding ``data``; returns its fd."""
+    fd = os.memfd_create("unitls", os.MFD_CLOEXEC)
+    try:
+        os.write(fd, data)
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd
+
+
+def _no_password() -> str:
+    raise ConfigurationError("the private key is encrypted: PEP 748 has no password; decrypt it")
+
+
+def _load_chain(ctx: ssl.SSLContext, chain: SigningChain) -> None:
+    cert, key = chain.leaf
+    cert_data = _cert_pem(cert, "certificate") + b"".join(
+        _cert_pem(c, "chain certificate") for c in chain.chain
+    )
+    if key is not None:
+        key_data = _key_pem(key)
+    else:
+        # The PEP allows the key inside the certificate's own buffer or file.
+        raw = read_source(cert, "certificate")
+        if b"PRIVATE KEY-----" not in raw:
+            raise ConfigurationError(
+                f"signing chain for {cert!r} has no private key: pass one in leaf=(cert, key)"
+            )
+        key_data = _key_pem(PrivateKey.from_buffer(raw))
+    cert_fd = _memfile(cert_data)
+    key_fd = _memfile(key_data)
+    try:
+        ctx.load_cert_chain(f"/proc/self/fd/{cert_fd}", f"/proc/self/fd/{key_fd}", _no_password)
+    except ssl.SSLError as exc:
+        if "KEY_VALUES_MISMATCH" in str(exc):
+            raise ConfigurationError(
+                f"the private key does not match the certificate {cert!r}"
+            ) from exc
+        raise ConfigurationError(f"cannot load certificate chain {cert!r}: {exc}") from exc
+    finally:
+        os.close(cert_fd)
+        os.close(key_fd)
+
+
+def _names_of(chain: SigningChain) -> tuple[tuple[str, ...], tuple[str, ...]]:
+    """(DNS names, IP addresses) a chain's leaf is valid for (SAN; CN only without SAN)."""
+    from cryptography import x509
+    from cryptography.x509.oid import NameOID
+
+    data = read_source(chain.leaf[0], "certificate")
+    try:
+        leaf = x509.load_pem_x509_certificate(data) if _is_pem(data) else (
+            x509.load_der_x509_certificate(data)
+        )
+    except ValueError as exc:
+        raise ConfigurationError(f"cannot parse certificate {chain.leaf[0]!r}: {exc}") from exc
+    try:
+        san = leaf.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+    except x509.ExtensionNotFound:
+        cns = leaf.subject.get_attributes_for_oid(NameOID.COMMON_NAME)
+        return tuple(str(a.value).lower() for a in cns), ()
+    dns = tuple(n.lower() for n in san.get_values_for_type(x509.DNSName))
+    ips = tuple(str(ip) for ip in san.get_values_for_type(x509.IPAddress))
+    return dns, ips
+
+
+def name_matches(pattern: str, name: str) -> bool:
+    """RFC 6125 matching: exact, or a wildcard as the whole left-most label."""
+    if pattern == name:
+        return True
+    if pattern.startswith("*.") and "." in name:
+        return name.split(".", 1)[1] == pattern[2:] and pattern.count(".") >= 2
+    return False
+
+
+def _sni_selector(
+    contexts: Sequence[ssl.SSLContext], names: Sequence[tuple[tuple[str, ...], tuple[str, ...]]]
+) -> Callable[[Any, str | None, ssl.SSLContext], None]:
+    @functools.lru_cache(maxsize=1024)
+    def pick(server_name: str) -> ssl.SSLContext | None:
+        try:
+            ip = str(ipaddress.ip_address(server_name))
+        except ValueError:
+            ip = None
+        for ctx, (dns, ips) in zip(contexts, names, strict=True):
+            if ip is not None:
+                if ip in ips:
+                    return ctx
+            elif any(name_matches(p, server_name) for p in dns):
+                return ctx
+        return None
+
+    def callback(sslobj: Any, server_name: str | None, _ctx: ssl.SSLContext) -> None:
+        if server_name:
+            chosen = pick(server_name.rstrip(".").lower())
+            if chosen is not None and chosen is not _ctx:
+                sslobj.context = chosen
+
+    return callback
+
+
+def _client_context(
+    config: TLSClientConfiguration, verify: bool, check_hostname: bool
+) -> ssl.SSLContext:
+    ctx = _SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    _apply_common(ctx, config)
+    ctx.check_hostname = check_hostname and verify
+    ctx.verify_mode = ssl.CERT_REQUIRED if verify else ssl.CERT_NONE
+    if verify:
+        _load_trust(ctx, config.trust_store or TrustStore.system())
+    if config.certificate_chain is not None:
+        _load_chain(ctx, config.certificate_chain)
+    return ctx
+
+
+def _server_contexts(config: TLSServerConfiguration, verify: bool) -> list[ssl.SSLContext]:
+    contexts = []
+    for chain in config.certificate_chain:
+        ctx = _SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        _apply_common(ctx, config)
+        if config.trust_store is not None:
+            if verify:
+                _load_trust(ctx, config.trust_store)
+                ctx.verify_mode = ssl.CERT_REQUIRED
+            else:
+                ctx.verify_mode = ssl.CERT_OPTIONAL  # ask for a certificate, accept anything
+        _load_chain(ctx, chain)
+        contexts.append(ctx)
+    if len(contexts) > 1:
+        names = [_names_of(chain) for chain in config.certificate_chain]
+        contexts[0].sni_callback = _sni_selector(contexts, names)
+    return contexts
+
+
+def _has_paths(config: TLSClientConfiguration | TLSServerConfiguration) -> bool:
+    chains = config.certificate_chain
+    if isinstance(chains, SigningChain):
+        chains = (chains,)
+    objs: list[Any] = [config.trust_store]
+    for chain in chains or ():
+        objs.extend([*chain.leaf, *chain.chain])
+    return any(o is not None and o.path is not None for o in objs)
+
+
+# Equal configurations share their ssl contexts (loading the system store alone takes ~40 ms).
+# Configurations naming files are not cached, so rotated files are read again.
+_cached_client_context = functools.lru_cache(maxsize=64)(_client_context)
+_cached_server_contexts = functools.lru_cache(maxsize=64)(_server_contexts)
+
+
+def validate_config(config: TLSClientConfiguration | TLSServerConfiguration) -> None:
+    """Raise ConfigurationError if this engine cannot honour ``config``."""
+    if not isinstance(config, (TLSClientConfiguration, TLSServerConfiguration)):
+        raise TypeError(f"expected a TLS configuration, not {type(config).__name__}")
+    reject_ids(config, "openssl")
+    _cipher_plan(config)
+
+
+# -- errors ------------------------------------------------------------------------------------
+
+# Alerts and reasons meaning the peer (or we) rejected a certificate.
+_CERT_REASONS = (
+    "CERTIFICATE",
+    "UNKNOWN_CA",
+    "PEER_DID_NOT_RETURN",
+    "CERTIFICATE_REQUIRED",
+    "NO_CERTIFICATE",
+)
+
+
+def _translate(exc: Exception, handshaking: bool) -> TLSError:
+    """The TLSError for an exception raised by the ssl module (caller chains it)."""
+    if isinstance(exc, ssl.SSLCertVerificationError):
+        reason = exc.verify_message or exc.reason or "certificate rejected"
+        return CertificateVerificationError(reason, f"certificate verification failed: {reason}")
+    if isinstance(exc, ssl.SSLWantReadError):
+        return WantReadError("more TLS data must be read from the network")
+    if isinstance(exc, ssl.SSLWantWriteError):
+        return WantWriteError("TLS data must be written to the network first")
+    if isinstance(exc, ssl.SSLEOFError):
+        if handshaking:
+            return HandshakeClosedError("the peer closed the connection during the TLS handshake")
+        return RaggedEOF("the peer closed the connection without a TLS close_notify")
+    if isinstance(exc, ssl.SSLError):
+        reason = exc.reason or str(exc)
+        if reason == "PEER_DID_NOT_RETURN_A_CERTIFICATE":
+            return CertificateVerificationError(
+                "the client sent no certificate", "the client sent no certificate, but one is required"
+            )
+        if "ALERT" in reason and any(m in reason for m in _CERT_REASONS):
+            return CertificateVerificationError(
+                f"peer rejected our certificate ({reason})",
+                f"the peer rejected our certificate: {reason}",
+            )
+        if reason in ("WRONG_VERSION_NUMBER", "UNSUPPORTED_PROTOCOL", "HTTP_REQUEST"):
+            return ProtocolError(f"TLS protocol error: {reason} (is the peer speaking TLS?)")
+        return ProtocolError(f"TLS protocol error: {reason}")
+    if isinstance(exc, OSError):
+        if handshaking and isinstance(exc, (ConnectionResetError, BrokenPipeError)):
+            return HandshakeClosedError(
+                f"the peer closed the connection during the TLS handshake ({exc.strerror})"
+            )
+        return map_os_error(exc, "TLS connection failed")
+    return TLSError(str(exc))
+
+
+# -- buffers -----------------------------------------------------------------------------------
+
+
+def _version_of(name: str | None) -> TLSVersion | None:
+    if name == "TLSv1.3":
+        return TLSVersion.TLSv1_3
+    if name == "TLSv1.2":
+        return TLSVersion.TLSv1_2
+    return None
+
+
+def _cipher_of(info: tuple[str, str, int] | None) -> CipherSuite | int | None:
+    if info is None:
+        return None
+    suite = _ID_BY_NAME.get(info[0])
+    return cipher_from_id(suite) if suite is not None else None
+
+
+def _protocol_of(name: str | None) -> NextProtocol | bytes | None:
+    return protocol_from_bytes(name.encode("latin-1")) if name else None
+
+
+class OpenSSLBuffer:
+    """A TLSBuffer over ``ssl.SSLObject`` and two ``ssl.MemoryBIO``s."""
+
+    __slots__ = ("_context", "_done", "_in", "_obj", "_out")
+
+    def __init__(
+        self,
+        context: OpenSSLClientContext | OpenSSLServerContext,
+        ssl_context: ssl.SSLContext,
+        server_hostname: str | None,
+    ) -> None:
+        self._context = context
+        self._in = ssl.MemoryBIO()
+        self._out = ssl.MemoryBIO()
+        self._obj = ssl_context.wrap_bio(
+            self._in, self._out, server_side=server_hostname is None,
+            server_hostname=server_hostname,
+        )
+        self._done = False
+
+    def read(self, amt: int, buffer: Buffer | None = None) -> bytes | int:
+        try:
+            if buffer is None:
+                return self._obj.read(amt)
+            return self._obj.read(amt, buffer)
+        except ssl.SSLZeroReturnError:
+            return b"" if buffer is None else 0
+        except (ssl.SSLError, OSError) as exc:
+            raise self._error(exc) from exc
+
+    def write(self, buf: Buffer) -> int:
+        try:
+            return self._obj.write(buf)
+        except (ssl.SSLError, OSError) as exc:
+            raise self._error(exc) from exc
+
+    def do_handshake(self) -> None:
+        try:
+            self._obj.do_handshake()
+        except (ssl.SSLError, OSError) as exc:
+            raise self._error(exc) from exc
+        self._done = True
+
+    def _error(self, exc: Exception) -> TLSError:
+        if not self._done and self._obj.version() is not None:
+            self._done = True
+        if isinstance(exc, ssl.SSLWantReadError) and self._in.eof:
+            if not self._done:
+                return HandshakeClosedError(
+                    "the peer closed the connection during the TLS handshake"
+                )
+            return RaggedEOF("the peer closed the connection without a TLS close_notify")
+        return _translate(exc, not self._done)
+
+    def shutdown(self) -> None:
+        if self._obj.version() is None:
+            return  # nothing to close before a handshake
+        try:
+            self._obj.unwrap()
+        except (ssl.SSLWantReadError, ssl.SSLZeroReturnError):
+            pass  # close_notify is queued; the peer's arrives later (or never)
+        except (ssl.SSLError, OSError) as exc:
+            raise self._error(exc) from exc
+
+    def process_incoming(self, data_from_network: bytes) -> None:
+        if not data_from_network:
+            self._in.write_eof()
+            return
+        if self._in.pending > _INCOMING_LIMIT:
+            raise WantReadError("incoming buffer is full: read() decrypted data first")
+        try:
+            self._in.write(data_from_network)
+        except ssl.SSLError as exc:
+            raise TLSError("data received after the transport reported EOF") from exc
+
+    def incoming_bytes_buffered(self) -> int:
+        return self._in.pending
+
+    def process_outgoing(self, amount_bytes_for_network: int) -> bytes:
+        return self._out.read(amount_bytes_for_network)
+
+    def outgoing_bytes_buffered(self) -> int:
+        return self._out.pending
+
+    def getpeercert(self) -> bytes | None:
+        try:
+            return self._obj.getpeercert(binary_form=True)
+        except ValueError:
+            return None
+
+    def cipher(self) -> CipherSuite | int | None:
+        return _cipher_of(self._obj.cipher())
+
+    def negotiated_protocol(self) -> NextProtocol | bytes | None:
+        return _protocol_of(self._obj.selected_alpn_protocol())
+
+    @property
+    def negotiated_tls_version(self) -> TLSVersion | None:
+        return _version_of(self._obj.version())
+
+    @property
+    def context(self) -> OpenSSLClientContext | OpenSSLServerContext:
+        return self._context
+
+    @property
+    def server_name(self) -> str | None:
+        """Client side: the name used for SNI and verification."""
+        return self._obj.server_hostname
+
+    def __repr__(self) -> str:
+        side = "server" if self._obj.server_side else f"client to {self._obj.server_hostname!r}"
+        return f"<OpenSSLBuffer {side} version={self._obj.version()}>"
+
+
+# -- sockets -----------------------------------------------------------------------------------
+
+
+class OpenSSLSocket(_SocketBase):
+    """A connected TLSSocket over ``ssl.SSLSocket`` (the stdlib's C I/O loop)."""
+
+    __slots__ = ("_closed", "_context", "_done", "_sock", "_ssl")
+
+    def __init__(
+        self,
+        ssl_sock: ssl.SSLSocket,
+        context: OpenSSLClientContext | OpenSSLServerContext,
+    ) -> None:
+        self._ssl = ssl_sock
+        self._sock: socket.socket = ssl_sock
+        self._context = context
+        self._closed = False
+        self._done = False
+
+    def do_handshake(self) -> None:
+        try:
+            self._ssl.do_handshake()
+        except (ssl.SSLError, OSError) as exc:
+            raise _translate(exc, True) from exc
+        self._done = True
+
+    def recv(self, bufsize: int) -> bytes:
+        try:
+            return self._ssl.recv(bufsize)
+        except (ssl.SSLError, OSError) as exc:
+            raise self._error(exc) from exc
+
+    def recv_into(self, buffer: Buffer, nbytes: int = 0) -> int:
+        try:
+            return self._ssl.recv_into(buffer, nbytes)
+        except (ssl.SSLError, OSError) as exc:
+            raise self._error(exc) from exc
+
+    def send(self, data: Buffer) -> int:
+        try:
+            return self._ssl.send(data)
+        except (ssl.SSLError, OSError) as exc:
+            raise self._error(exc) from exc
+
+    def sendall(self, data: Buffer) -> None:
+        try:
+            self._ssl.sendall(data)
+        except (ssl.SSLError, OSError) as exc:
+            raise self._error(exc) from exc
+
+    def _error(self, exc: Exception) -> TLSError:
+        if self._closed or self._ssl.fileno() == -1:
+            return TLSError("the TLS socket is closed")
+        if isinstance(exc, BlockingIOError):
+            return WantReadError("no TLS data available on the socket yet")
+        if isinstance(exc, ConnectionResetError):
+            return RaggedEOF("the peer reset the connection without a TLS close_notify")
+        return _translate(exc, False)
+
+    def close(self, force: bool = False) -> None:
+        """Send close_notify and close. ``force=False`` waits for the peer's close_notify (up
+        to the socket's timeout, five seconds when blocking; non-blocking: WantReadError)."""
+        if self._closed:
+            return
+        s = self._ssl
+        timeout = s.gettimeout()
+        try:
+            s.settimeout(0 if force else (timeout if timeout is not None else 5.0))
+            s.unwrap()
+        except ssl.SSLWantReadError:
+            if not force and timeout == 0:
+                s.settimeout(timeout)
+                raise WantReadError("waiting for the peer's close_notify") from None
+        except (ssl.SSLError, OSError, ValueError):
+            pass  # the peer is gone or misbehaved; closing is all that is left to do
+        self._closed = True
+        s.close()
+
+    def shutdown(self, how: int = socket.SHUT_RDWR) -> None:
+        """Shut down the TCP connection like ``socket.shutdown`` (send close_notify first with
+        ``close()`` if the peer needs it)."""
+        try:
+            self._ssl.shutdown(how)
+        except OSError as exc:
+            raise map_os_error(exc, "shutdown failed") from exc
+
+    def listen(self, backlog: int) -> None:
+        raise TLSError("listen() is for server sockets made by ServerContext.connect()")
+
+    def accept(self) -> tuple[OpenSSLSocket, tuple[str | None, int]]:
+        raise TLSError("accept() is for server sockets made by ServerContext.connect()")
+
+    @property
+    def context(self) -> OpenSSLClientContext | OpenSSLServerContext:
+        return self._context
+
+    def getpeercert(self) -> bytes | None:
+        try:
+            return self._ssl.getpeercert(binary_form=True)
+        except ValueError:
+            return None
+
+    def cipher(self) -> CipherSuite | int | None:
+        return _cipher_of(self._ssl.cipher())
+
+    def negotiated_protocol(self) -> NextProtocol | bytes | None:
+        return _protocol_of(self._ssl.selected_alpn_protocol())
+
+    @property
+    def negotiated_tls_version(self) -> TLSVersion | None:
+        return _version_of(self._ssl.version())
+
+    def pending(self) -> int:
+        """Decrypted bytes ready to be read without touching the network."""
+        return self._ssl.pending()
+
+    def __repr__(self) -> str:
+        state = "closed" if self._closed else f"fd={self._ssl.fileno()}"
+        return f"<OpenSSLSocket {state} version={self._ssl.version()}>"
+
+
+# -- contexts ----------------------------------------------------------------------------------
+
+
+class OpenSSLClientContext:
+    """A client context: ``connect`` for sockets, ``create_buffer`` for in-memory use."""
+
+    __slots__ = ("_configuration", "_ssl_context")
+
+    def __init__(self, configuration: TLSClientConfiguration) -> None:
+        if not isinstance(configuration, TLSClientConfiguration):
+            raise TypeError(
+                f"expected a TLSClientConfiguration, not {type(configuration).__name__}"
+            )
+        validate_config(configuration)
+        self._configuration = configuration
+        self._ssl_context = self._build(configuration)
+
+    def _build(self, configuration: TLSClientConfiguration) -> ssl.SSLContext:
+        builder = _client_context if _has_paths(configuration) else _cached_client_context
+        return builder(configuration, True, True)
+
+    @property
+    def configuration(self) -> TLSClientConfiguration:
+        return self._configuration
+
+    def connect(self, address: tuple[str | None, int]) -> OpenSSLSocket:
+        """Connect, handshake and verify the server against ``address``'s host."""
+        host = address[0] if isinstance(address, tuple) and address else None
+        if not host:
+            raise ValueError("a client needs a host name or address to connect to")
+        sock = open_connection(address, None)
+        try:
+            ssl_sock = self._ssl_context.wrap_socket(
+                sock,
+                server_hostname=host,
+                do_handshake_on_connect=False,
+                suppress_ragged_eofs=False,
+            )
+        except BaseException:
+            sock.close()
+            raise
+        tls = OpenSSLSocket(ssl_sock, self)
+        try:
+            tls.do_handshake()
+        except BaseException:
+            ssl_sock.close()
+            raise
+        return tls
+
+    def create_buffer(self, server_hostname: str) -> OpenSSLBuffer:
+        if not isinstance(server_hostname, str) or not server_hostname:
+            raise ValueError("create_buffer needs the server's host name (for SNI and checks)")
+        return OpenSSLBuffer(self, self._ssl_context, server_hostname)
+
+    def upgrade(self, sock: socket.socket, server_hostname: str | None = None) -> BufferSocket:
+        """STARTTLS: run TLS as the client on an already connected plain socket."""
+        return upgrade_socket(self, sock, server_hostname)
+
+    def __repr__(self) -> str:
+        return f"<OpenSSLClientContext {self._configuration!r}>"
+
+
+class OpenSSLServerContext:
+    """A server context: ``connect`` binds and listens, ``create_buffer`` for in-memory use."""
+
+    __slots__ = ("_configuration", "_ssl_context", "_ssl_contexts")
+
+    def __init__(self, configuration: TLSServerConfiguration) -> None:
+        if not isinstance(configuration, TLSServerConfiguration):
+            raise TypeError(
+                f"expected a TLSServerConfiguration, not {type(configuration).__name__}"
+            )
+        validate_config(configuration)
+        self._configuration = configuration
+        self._ssl_contexts = self._build(configuration)
+        self._ssl_context = self._ssl_contexts[0]
+
+    def _build(self, configuration: TLSServerConfiguration) -> list[ssl.SSLContext]:
+        builder = _server_contexts if _has_paths(configuration) else _cached_server_contexts
+        return builder(configuration, True)
+
+    @property
+    def configuration(self) -> TLSServerConfiguration:
+        return self._configuration
+
+    def _wrap(self, conn: socket.socket) -> OpenSSLSocket:
+        ssl_sock = self._ssl_context.wrap_socket(
+            conn, server_side=True, do_handshake_on_connect=False, suppress_ragged_eofs=False
+        )
+        return OpenSSLSocket(ssl_sock, self)
+
+    def connect(self, address: tuple[str | None, int]) -> BufferListener[OpenSSLSocket]:
+        """Bind and listen on ``address``; ``accept()`` returns handshaken connections."""
+        return BufferListener(open_listener(address), self, self._wrap)
+
+    def create_buffer(self) -> OpenSSLBuffer:
+        return OpenSSLBuffer(self, self._ssl_context, None)
+
+    def upgrade(self, sock: socket.socket, server_hostname: None = None) -> BufferSocket:
+        """STARTTLS: run TLS as the server on an already connected plain socket."""
+        return upgrade_socket(self, sock, server_hostname)
+
+    def __repr__(self) -> str:
+        return f"<OpenSSLServerContext {self._configuration!r}>"
+
+
+IMPLEMENTATION: TLSImplementation[OpenSSLClientContext, OpenSSLServerContext] = (
+    TLSImplementation(
+        client_context=OpenSSLClientContext,
+        server_context=OpenSSLServerContext,
+        validate_config=validate_config,
+        name="openssl",
+    )
+)
+
+
+# -- insecure variants (see unitls.insecure) ---------------------------------------------------
+
+
+class InsecureOpenSSLClientContext(OpenSSLClientContext):
+    """A client context that may skip certificate and/or hostname verification."""
+
+    __slots__ = ("_insecure",)
+
+    def __init__(
+        self,
+        configuration: TLSClientConfiguration,
+        insecure_configuration: InsecureConfiguration | None = None,
+    ) -> None:
+        self._insecure = insecure_configuration or InsecureConfiguration()
+        warn(f"insecure TLS client context: {self._insecure!r}")
+        super().__init__(configuration)
+
+    def _build(self, configuration: TLSClientConfiguration) -> ssl.SSLContext:
+        insecure = self._insecure
+        builder = _client_context if _has_paths(configuration) else _cached_client_context
+        return builder(
+            configuration, not insecure.disable_verification, not insecure.disable_hostname_check
+        )
+
+    @property
+    def insecure_configuration(self) -> InsecureConfiguration:
+        return self._insecure
+
+    def connect(self, address: tuple[str | None, int]) -> OpenSSLSocket:
+        warn("connecting with TLS verification weakened (insecure context)")
+        return super().connect(address)
+
+    def create_buffer(self, server_hostname: str) -> OpenSSLBuffer:
+        warn("TLS buffer with verification weakened (insecure context)")
+        return super().create_buffer(server_hostname)
+
+
+class InsecureOpenSSLServerContext(OpenSSLServerContext):
+    """A server context that may accept any client certificate."""
+
+    __slots__ = ("_insecure",)
+
+    def __init__(
+        self,
+        configuration: TLSServerConfiguration,
+        insecure_configuration: InsecureConfiguration | None = None,
+    ) -> None:
+        self._insecure = insecure_configuration or InsecureConfiguration()
+        warn(f"insecure TLS server context: {self._insecure!r}")
+        super().__init__(configuration)
+
+    def _build(self, configuration: TLSServerConfiguration) -> list[ssl.SSLContext]:
+        verify = not self._insecure.disable_verification
+        builder = _server_contexts if _has_paths(configuration) else _cached_server_contexts
+        return builder(configuration, verify)
+
+    @property
+    def insecure_configuration(self) -> InsecureConfiguration:
+        return self._insecure
+
+
+def insecure_implementation() -> InsecureTLSImplementation[Any, Any]:
+    """The insecure variant of this engine (warns; see ``unitls.insecure``)."""
+    return InsecureTLSImplementation(
+        client_context=InsecureOpenSSLClientContext,
+        server_context=InsecureOpenSSLServerContext,
+        validate_config=validate_config,
+        name="openssl",
+    )
