@@ -25,6 +25,7 @@ from ._objects import Certificate, PrivateKey, SigningChain, TrustStore
 __all__ = ["CA", "Issued", "KeyType"]
 
 KeyType = Literal["ec", "rsa", "rsa1024", "ed25519", "ec384"]
+_Hash = hashes.SHA256 | hashes.SHA384 | hashes.SHA512
 _PrivateKeyTypes = ec.EllipticCurvePrivateKey | rsa.RSAPrivateKey | ed25519.Ed25519PrivateKey
 
 
@@ -61,7 +62,7 @@ def _san(names: tuple[str, ...]) -> list[x509.GeneralName]:
 
 
 def _now() -> datetime.datetime:
-    return datetime.datetime.now(datetime.timezone.utc)
+    return datetime.datetime.now(datetime.UTC)
 
 
 @dataclass(frozen=True)
@@ -178,7 +179,7 @@ class CA:
         server: bool = True,
         client: bool = False,
         include_san: bool = True,
-        hash_algorithm: hashes.HashAlgorithm | None = None,
+        hash_algorithm: _Hash | None = None,
     ) -> Issued:
         """A leaf certificate for ``names`` (DNS names or IP addresses), signed by this CA.
 
@@ -277,5 +278,5 @@ class CA:
         return (self.cert_pem, *self._parents_pem)
 
 
-def _hash_for(key: _PrivateKeyTypes) -> hashes.HashAlgorithm | None:
+def _hash_for(key: _PrivateKeyTypes) -> _Hash | None:
     return None if isinstance(key, ed25519.Ed25519PrivateKey) else hashes.SHA256()

@@ -71,9 +71,7 @@ def read_source(obj: Certificate | PrivateKey | TrustStore, what: str) -> bytes:
     raise ConfigurationError(f"{what} {obj!r} has no buffer or file to read")
 
 
-def reject_ids(
-    config: TLSClientConfiguration | TLSServerConfiguration, engine: str
-) -> None:
+def reject_ids(config: TLSClientConfiguration | TLSServerConfiguration, engine: str) -> None:
     """Raise ConfigurationError if any certificate, key or trust store is ``from_id``."""
     from ._objects import SigningChain
 

@@ -235,7 +235,9 @@ class SigningChain:
         chain_t = tuple(chain) if chain is not None else ()
         for c in chain_t:
             if not isinstance(c, Certificate):
-                raise TypeError(f"chain entries must be Certificate objects, not {type(c).__name__}")
+                raise TypeError(
+                    f"chain entries must be Certificate objects, not {type(c).__name__}"
+                )
         object.__setattr__(self, "_leaf", (cert, key))
         object.__setattr__(self, "_chain", chain_t)
 

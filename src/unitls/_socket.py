@@ -44,7 +44,9 @@ from ._errors import (
 )
 
 if TYPE_CHECKING:
-    from typing_extensions import Buffer, Self
+    from typing import Self
+
+    from typing_extensions import Buffer
 
     from ._enums import CipherSuite, NextProtocol, TLSVersion
     from ._protocols import ClientContext, ServerContext, TLSBuffer
@@ -523,9 +525,7 @@ def listen_with_buffers(
     )
 
 
-def connect_with_buffer(
-    context: ClientContext, address: tuple[str | None, int]
-) -> BufferSocket:
+def connect_with_buffer(context: ClientContext, address: tuple[str | None, int]) -> BufferSocket:
     """``ClientContext.connect`` for engines whose sockets are BufferSockets."""
     host = _check_address(address)[0]
     if not host:
@@ -564,11 +564,11 @@ def upgrade_socket(
     if isinstance(context.configuration, TLSClientConfiguration):
         if not server_hostname:
             raise ValueError("upgrading a client connection needs server_hostname")
-        buffer = context.create_buffer(server_hostname)  # type: ignore[call-arg]
+        buffer = context.create_buffer(server_hostname)
     else:
         if server_hostname is not None:
             raise ValueError("a server context takes no server_hostname")
-        buffer = context.create_buffer()  # type: ignore[call-arg]
+        buffer = context.create_buffer()
     tls = BufferSocket(sock, buffer, context)
     if do_handshake:
         tls.do_handshake()

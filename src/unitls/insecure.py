@@ -15,7 +15,7 @@ from typing import Any, Protocol, TypeVar, runtime_checkable
 from ._config import TLSClientConfiguration, TLSServerConfiguration
 from ._errors import ConfigurationError
 from ._protocols import ClientContext, ServerContext, TLSImplementation
-from ._registry import ENGINE_ENV, _BUILTIN
+from ._registry import _BUILTIN, ENGINE_ENV
 
 __all__ = [
     "InsecureClientContext",
@@ -46,6 +46,8 @@ class InsecureConfiguration:
     """
 
     __slots__ = ("_disable_hostname_check", "_disable_verification")
+    _disable_verification: bool
+    _disable_hostname_check: bool
 
     def __init__(
         self, disable_verification: bool = False, disable_hostname_check: bool = False
@@ -68,11 +70,11 @@ class InsecureConfiguration:
 
     @property
     def disable_verification(self) -> bool:
-        return self._disable_verification  # type: ignore[no-any-return]
+        return self._disable_verification
 
     @property
     def disable_hostname_check(self) -> bool:
-        return self._disable_hostname_check  # type: ignore[no-any-return]
+        return self._disable_hostname_check
 
     def __eq__(self, other: object) -> bool:
         if not isinstance(other, InsecureConfiguration):

@@ -263,8 +263,10 @@ def _names_of(chain: SigningChain) -> tuple[tuple[str, ...], tuple[str, ...]]:
 
     data = read_source(chain.leaf[0], "certificate")
     try:
-        leaf = x509.load_pem_x509_certificate(data) if _is_pem(data) else (
-            x509.load_der_x509_certificate(data)
+        leaf = (
+            x509.load_pem_x509_certificate(data)
+            if _is_pem(data)
+            else (x509.load_der_x509_certificate(data))
         )
     except ValueError as exc:
         raise ConfigurationError(f"cannot parse certificate {chain.leaf[0]!r}: {exc}") from exc
@@ -399,7 +401,8 @@ def _translate(exc: Exception, handshaking: bool) -> TLSError:
         reason = exc.reason or str(exc)
         if reason == "PEER_DID_NOT_RETURN_A_CERTIFICATE":
             return CertificateVerificationError(
-                "the client sent no certificate", "the client sent no certificate, but one is required"
+                "the client sent no certificate",
+                "the client sent no certificate, but one is required",
             )
         if "ALERT" in reason and any(m in reason for m in _CERT_REASONS):
             return CertificateVerificationError(
@@ -455,7 +458,9 @@ class OpenSSLBuffer:
         self._in = ssl.MemoryBIO()
         self._out = ssl.MemoryBIO()
         self._obj = ssl_context.wrap_bio(
-            self._in, self._out, server_side=server_hostname is None,
+            self._in,
+            self._out,
+            server_side=server_hostname is None,
             server_hostname=server_hostname,
         )
         self._done = False
@@ -781,13 +786,11 @@ class OpenSSLServerContext:
         return f"<OpenSSLServerContext {self._configuration!r}>"
 
 
-IMPLEMENTATION: TLSImplementation[OpenSSLClientContext, OpenSSLServerContext] = (
-    TLSImplementation(
-        client_context=OpenSSLClientContext,
-        server_context=OpenSSLServerContext,
-        validate_config=validate_config,
-        name="openssl",
-    )
+IMPLEMENTATION: TLSImplementation[OpenSSLClientContext, OpenSSLServerContext] = TLSImplementation(
+    client_context=OpenSSLClientContext,
+    server_context=OpenSSLServerContext,
+    validate_config=validate_config,
+    name="openssl",
 )
 
 
