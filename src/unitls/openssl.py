@@ -329,11 +329,16 @@ def _client_context(
     return ctx
 
 
-def _server_contexts(config: TLSServerConfiguration, verify: bool) -> list[ssl.SSLContext]:
+def _server_contexts(
+    config: TLSServerConfiguration, verify: bool, session_tickets: bool = True
+) -> list[ssl.SSLContext]:
     contexts = []
     for chain in config.certificate_chain:
         ctx = _SSLContext(ssl.PROTOCOL_TLS_SERVER)
         _apply_common(ctx, config)
+        if not session_tickets:
+            ctx.num_tickets = 0
+            ctx.options |= ssl.OP_NO_TICKET
         if config.trust_store is not None:
             if verify:
                 _load_trust(ctx, config.trust_store)
@@ -743,23 +748,29 @@ class OpenSSLClientContext:
 
 
 class OpenSSLServerContext:
-    """A server context: ``connect`` binds and listens, ``create_buffer`` for in-memory use."""
+    """A server context: ``connect`` binds and listens, ``create_buffer`` for in-memory use.
 
-    __slots__ = ("_configuration", "_ssl_context", "_ssl_contexts")
+    ``session_tickets=False`` stops issuing resumption tickets (every handshake is full).
+    """
 
-    def __init__(self, configuration: TLSServerConfiguration) -> None:
+    __slots__ = ("_configuration", "_session_tickets", "_ssl_context", "_ssl_contexts")
+
+    def __init__(
+        self, configuration: TLSServerConfiguration, *, session_tickets: bool = True
+    ) -> None:
         if not isinstance(configuration, TLSServerConfiguration):
             raise TypeError(
                 f"expected a TLSServerConfiguration, not {type(configuration).__name__}"
             )
         validate_config(configuration)
         self._configuration = configuration
+        self._session_tickets = session_tickets
         self._ssl_contexts = self._build(configuration)
         self._ssl_context = self._ssl_contexts[0]
 
     def _build(self, configuration: TLSServerConfiguration) -> list[ssl.SSLContext]:
         builder = _server_contexts if _has_paths(configuration) else _cached_server_contexts
-        return builder(configuration, True)
+        return builder(configuration, True, self._session_tickets)
 
     @property
     def configuration(self) -> TLSServerConfiguration:
@@ -806,10 +817,11 @@ class InsecureOpenSSLClientContext(OpenSSLClientContext):
         self,
         configuration: TLSClientConfiguration,
         insecure_configuration: InsecureConfiguration | None = None,
+        **options: bool,
     ) -> None:
         self._insecure = insecure_configuration or InsecureConfiguration()
         warn(f"insecure TLS client context: {self._insecure!r}")
-        super().__init__(configuration)
+        super().__init__(configuration, **options)
 
     def _build(self, configuration: TLSClientConfiguration) -> ssl.SSLContext:
         insecure = self._insecure
@@ -840,15 +852,16 @@ class InsecureOpenSSLServerContext(OpenSSLServerContext):
         self,
         configuration: TLSServerConfiguration,
         insecure_configuration: InsecureConfiguration | None = None,
+        **options: bool,
     ) -> None:
         self._insecure = insecure_configuration or InsecureConfiguration()
         warn(f"insecure TLS server context: {self._insecure!r}")
-        super().__init__(configuration)
+        super().__init__(configuration, **options)
 
     def _build(self, configuration: TLSServerConfiguration) -> list[ssl.SSLContext]:
         verify = not self._insecure.disable_verification
         builder = _server_contexts if _has_paths(configuration) else _cached_server_contexts
-        return builder(configuration, verify)
+        return builder(configuration, verify, self._session_tickets)
 
     @property
     def insecure_configuration(self) -> InsecureConfiguration:

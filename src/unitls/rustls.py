@@ -103,7 +103,10 @@ def validate_config(config: TLSClientConfiguration | TLSServerConfiguration) -> 
 
 
 def _client_config(
-    config: TLSClientConfiguration, verify: bool = True, check_hostname: bool = True
+    config: TLSClientConfiguration,
+    verify: bool = True,
+    check_hostname: bool = True,
+    resumption: bool = True,
 ) -> _rustls.ClientConfig:
     ca_certs, system = _trust(config.trust_store)
     chain_certs: list[bytes] | None = None
@@ -120,10 +123,13 @@ def _client_config(
         alpn=_alpn(config),
         verify_certificates=verify,
         verify_hostname=check_hostname and verify,
+        resumption=resumption,
     )
 
 
-def _server_config(config: TLSServerConfiguration) -> _rustls.ServerConfig:
+def _server_config(
+    config: TLSServerConfiguration, session_tickets: bool = True
+) -> _rustls.ServerConfig:
     client_cas = None
     if config.trust_store is not None:
         client_cas = _trust(config.trust_store)[0]
@@ -134,6 +140,7 @@ def _server_config(config: TLSServerConfiguration) -> _rustls.ServerConfig:
         cipher_suites=_cipher_ids(config),
         versions=versions(config),
         alpn=_alpn(config),
+        session_tickets=session_tickets,
     )
 
 
@@ -204,21 +211,26 @@ class RustlsBuffer:
 
 
 class RustlsClientContext:
-    """A client context: ``connect`` for sockets, ``create_buffer`` for in-memory use."""
+    """A client context: ``connect`` for sockets, ``create_buffer`` for in-memory use.
 
-    __slots__ = ("_configuration", "_rustls_config")
+    Connections from one context resume earlier sessions (TLS 1.3 tickets, TLS 1.2 ids)
+    unless ``resumption=False``.
+    """
 
-    def __init__(self, configuration: TLSClientConfiguration) -> None:
+    __slots__ = ("_configuration", "_resumption", "_rustls_config")
+
+    def __init__(self, configuration: TLSClientConfiguration, *, resumption: bool = True) -> None:
         if not isinstance(configuration, TLSClientConfiguration):
             raise TypeError(
                 f"expected a TLSClientConfiguration, not {type(configuration).__name__}"
             )
         validate_config(configuration)
         self._configuration = configuration
+        self._resumption = resumption
         self._rustls_config = self._build(configuration)
 
     def _build(self, configuration: TLSClientConfiguration) -> _rustls.ClientConfig:
-        return _client_config(configuration)
+        return _client_config(configuration, resumption=self._resumption)
 
     @property
     def configuration(self) -> TLSClientConfiguration:
@@ -242,18 +254,23 @@ class RustlsClientContext:
 
 
 class RustlsServerContext:
-    """A server context: ``connect`` binds and listens, ``create_buffer`` for in-memory use."""
+    """A server context: ``connect`` binds and listens, ``create_buffer`` for in-memory use.
+
+    ``session_tickets=False`` stops issuing resumption tickets (every handshake is full).
+    """
 
     __slots__ = ("_configuration", "_rustls_config")
 
-    def __init__(self, configuration: TLSServerConfiguration) -> None:
+    def __init__(
+        self, configuration: TLSServerConfiguration, *, session_tickets: bool = True
+    ) -> None:
         if not isinstance(configuration, TLSServerConfiguration):
             raise TypeError(
                 f"expected a TLSServerConfiguration, not {type(configuration).__name__}"
             )
         validate_config(configuration)
         self._configuration = configuration
-        self._rustls_config = _server_config(configuration)
+        self._rustls_config = _server_config(configuration, session_tickets)
 
     @property
     def configuration(self) -> TLSServerConfiguration:
@@ -291,16 +308,18 @@ class InsecureRustlsClientContext(RustlsClientContext):
         self,
         configuration: TLSClientConfiguration,
         insecure_configuration: InsecureConfiguration | None = None,
+        **options: bool,
     ) -> None:
         self._insecure = insecure_configuration or InsecureConfiguration()
         warn(f"insecure TLS client context: {self._insecure!r}")
-        super().__init__(configuration)
+        super().__init__(configuration, **options)
 
     def _build(self, configuration: TLSClientConfiguration) -> _rustls.ClientConfig:
         return _client_config(
             configuration,
             not self._insecure.disable_verification,
             not self._insecure.disable_hostname_check,
+            self._resumption,
         )
 
     @property
@@ -326,6 +345,7 @@ class InsecureRustlsServerContext(RustlsServerContext):
         self,
         configuration: TLSServerConfiguration,
         insecure_configuration: InsecureConfiguration | None = None,
+        **options: bool,
     ) -> None:
         self._insecure = insecure_configuration or InsecureConfiguration()
         warn(f"insecure TLS server context: {self._insecure!r}")
@@ -334,7 +354,7 @@ class InsecureRustlsServerContext(RustlsServerContext):
                 "the rustls engine cannot accept unverified client certificates: "
                 "drop trust_store (no client authentication) or keep verification on"
             )
-        super().__init__(configuration)
+        super().__init__(configuration, **options)
 
     @property
     def insecure_configuration(self) -> InsecureConfiguration:
