@@ -154,7 +154,7 @@ fn certificate_reason(e: &CertificateError) -> String {
 }
 
 fn crl_reason(e: &CertRevocationListError) -> String {
-    format!("invalid certificate revocation list: {e}")
+    format!("invalid certificate revocation list: {e:?}")
 }
 
 /// Map a fatal rustls error. `handshaking` tells whether the handshake was still running.
@@ -192,10 +192,14 @@ pub fn map_rustls_error(err: &rustls::Error, handshaking: bool) -> Failure {
                 reason,
             }
         }
-        E::AlertReceived(a) => Failure::Protocol(format!("peer sent fatal alert {}", alert_name(*a))),
+        E::AlertReceived(a) => {
+            Failure::Protocol(format!("peer sent fatal alert {}", alert_name(*a)))
+        }
         E::InvalidMessage(
             InvalidMessage::InvalidContentType | InvalidMessage::UnknownProtocolVersion,
-        ) => Failure::Protocol(format!("TLS protocol error: {err} (is the peer speaking TLS?)")),
+        ) => Failure::Protocol(format!(
+            "TLS protocol error: {err} (is the peer speaking TLS?)"
+        )),
         _ => Failure::Protocol(format!("TLS protocol error: {err}")),
     }
 }

@@ -98,7 +98,7 @@ def main(argv: list[str] | None = None) -> int:
     except BrokenPipeError:
         # stdout closed early (e.g. `unitls engines | head`): not an error worth a message.
         try:
-            sys.stdout = open(os.devnull, "w")  # noqa: SIM115 - silence the exit-time flush
+            sys.stdout = open(os.devnull, "w")
         except OSError:
             pass
         return EXIT_ERROR

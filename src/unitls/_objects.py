@@ -66,7 +66,8 @@ class _Source:
     def __setattr__(self, name: str, value: Any) -> None:
         raise AttributeError(f"{type(self).__name__} objects are immutable")
 
-    __delattr__ = __setattr__  # type: ignore[assignment]
+    def __delattr__(self, name: str) -> None:
+        raise AttributeError(f"{type(self).__name__} objects are immutable")
 
     def __eq__(self, other: object) -> bool:
         if type(other) is not type(self):
@@ -244,7 +245,8 @@ class SigningChain:
     def __setattr__(self, name: str, value: Any) -> None:
         raise AttributeError("SigningChain objects are immutable")
 
-    __delattr__ = __setattr__  # type: ignore[assignment]
+    def __delattr__(self, name: str) -> None:
+        raise AttributeError(f"{type(self).__name__} objects are immutable")
 
     @property
     def leaf(self) -> tuple[Certificate, PrivateKey | None]:

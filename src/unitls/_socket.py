@@ -78,6 +78,21 @@ def map_os_error(exc: OSError, what: str) -> TLSError:
     return TLSConnectionError(exc.errno or errno.EIO, f"{what}: {reason}")
 
 
+def _discard_unread(sock: socket.socket) -> None:
+    """Read off bytes the kernel holds for us (e.g. TLS 1.3 session tickets never read).
+
+    Closing a TCP socket with unread data makes the kernel send a reset instead of a FIN, and a
+    reset can destroy our close_notify before the peer reads it.
+    """
+    try:
+        sock.setblocking(False)
+        for _ in range(16):
+            if not sock.recv(65536):
+                return
+    except OSError:
+        return
+
+
 def _format_addr(address: tuple[Any, ...]) -> str:
     host, port = address[0], address[1]
     return f"[{host}]:{port}" if host and ":" in str(host) else f"{host}:{port}"
@@ -335,11 +350,12 @@ class BufferSocket(_SocketBase):
             if not force:
                 raise  # non-blocking: the caller retries close()
         except TLSError:
-            if not force:
-                self._closed = True
-                sock.close()
-                raise
+            # The peer is gone or broke the protocol while we said goodbye (e.g. it sent its
+            # close_notify and closed first: our close_notify then meets a broken pipe).
+            # Closing is all that is left to do, as for socket.socket.close().
+            pass
         self._closed = True
+        _discard_unread(sock)
         sock.close()
 
     def _await_close_notify(self) -> None:

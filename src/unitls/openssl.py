@@ -320,6 +320,7 @@ def _client_context(
 ) -> ssl.SSLContext:
     ctx = _SSLContext(ssl.PROTOCOL_TLS_CLIENT)
     _apply_common(ctx, config)
+    ctx.hostname_checks_common_name = False  # names come from the SAN only (RFC 6125)
     ctx.check_hostname = check_hostname and verify
     ctx.verify_mode = ssl.CERT_REQUIRED if verify else ssl.CERT_NONE
     if verify:

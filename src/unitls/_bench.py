@@ -1,0 +1,503 @@
+"""Core benchmarks: each engine against the stdlib ``ssl`` module, measured in the same run.
+
+Four measurements, each run for both sides in alternating short rounds (stdlib, engine, engine,
+stdlib, ...) so machine noise hits both alike; the best round of each side is kept and the
+result is reported as a ratio (engine / stdlib):
+
+1. ``bulk-socket``: bulk throughput over loopback TCP, 16 KiB sends, client and server threads.
+2. ``bulk-memory``: bulk throughput in memory, both ends in one thread, 16 KiB writes
+   (stdlib side: ``SSLObject`` + ``MemoryBIO``).
+3. ``handshake-memory``: full TLS 1.3 handshakes per second in memory, ECDSA P-256, no
+   resumption (stdlib server ``num_tickets = 0``; engines that allow it get tickets/resumption off).
+4. ``roundtrip-socket``: 100-byte request/response round trips per second over loopback.
+
+Both sides use TLS 1.3 and the same certificate. Python 3.11's ``ssl`` cannot choose TLS 1.3
+suites, so the engine is asked for TLS_AES_256_GCM_SHA384 (what OpenSSL prefers by default)
+when it accepts that, and the suite each side negotiated is reported with every row.
+
+Rows are dicts with keys ``name, engine, value, unit, baseline, ratio`` (plus ``suite``,
+``target`` and ``seconds``), the format ``benchmarks/bench_*.py`` modules share.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import socket
+import ssl
+import tempfile
+import threading
+import time
+from collections.abc import Callable, Iterator
+from typing import Any
+
+from ._certgen import CA, Issued
+from ._config import TLSClientConfiguration, TLSServerConfiguration
+from ._enums import CipherSuite, TLSVersion
+from ._errors import ConfigurationError, WantReadError
+
+__all__ = ["BENCHMARKS", "TARGETS", "run_core"]
+
+Row = dict[str, Any]
+Progress = Callable[[str], None]
+
+CHUNK = 16 * 1024
+MESSAGE = 100
+# Alternating slices per side: many short ones track a shared machine's load swings better
+# than two long ones (the best slice of each side is kept).
+SLICE = 0.1
+MAX_ROUNDS = 10
+_IO_TIMEOUT = 30.0
+
+BENCHMARKS = ("bulk-socket", "bulk-memory", "handshake-memory", "roundtrip-socket")
+UNITS = {
+    "bulk-socket": "MiB/s",
+    "bulk-memory": "MiB/s",
+    "handshake-memory": "handshakes/s",
+    "roundtrip-socket": "round trips/s",
+}
+#: The lowest acceptable ratio (engine / stdlib) per engine and benchmark (None: no target).
+TARGETS: dict[str, dict[str, float]] = {
+    "openssl": {
+        "bulk-socket": 0.95,
+        "bulk-memory": 0.95,
+        "handshake-memory": 0.95,
+        "roundtrip-socket": 0.85,
+    },
+    "rustls": {"bulk-socket": 1.0, "bulk-memory": 1.0, "handshake-memory": 1.5},
+}
+
+
+# -- the two sides ------------------------------------------------------------------------------
+
+
+class _Stdlib:
+    """The baseline: ``ssl.SSLSocket`` and ``ssl.SSLObject`` used directly."""
+
+    name = "stdlib"
+
+    def __init__(self, leaf: Issued, ca: CA, tmpdir: str) -> None:
+        cert = os.path.join(tmpdir, "cert.pem")
+        key = os.path.join(tmpdir, "key.pem")
+        with open(cert, "wb") as f:
+            f.write(leaf.chain_pem)
+        with open(key, "wb") as f:
+            f.write(leaf.key_pem)
+        self.server = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        self.server.load_cert_chain(cert, key)
+        self.server.minimum_version = ssl.TLSVersion.TLSv1_3
+        self.server.num_tickets = 0
+        self.client = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+        self.client.load_verify_locations(cadata=ca.cert_pem.decode())
+        self.client.minimum_version = ssl.TLSVersion.TLSv1_3
+        self.suite = "?"
+
+    # sockets
+    def listen(self) -> tuple[Any, int]:
+        sock = socket.create_server(("127.0.0.1", 0))
+        sock.settimeout(_IO_TIMEOUT)
+        return sock, sock.getsockname()[1]
+
+    def accept(self, listener: Any) -> Any:
+        raw, _ = listener.accept()
+        raw.settimeout(_IO_TIMEOUT)
+        return self.server.wrap_socket(raw, server_side=True)
+
+    def connect(self, port: int) -> Any:
+        raw = socket.create_connection(("127.0.0.1", port), timeout=_IO_TIMEOUT)
+        conn = self.client.wrap_socket(raw, server_hostname="127.0.0.1")
+        cipher = conn.cipher()
+        self.suite = cipher[0] if cipher else "?"
+        return conn
+
+    # memory
+    def buffer_pair(self) -> tuple[Any, Any, Callable[[], None], Callable[[], None]]:
+        c_in, c_out, s_in, s_out = (ssl.MemoryBIO() for _ in range(4))
+        c = self.client.wrap_bio(c_in, c_out, server_hostname="localhost")
+        s = self.server.wrap_bio(s_in, s_out, server_side=True)
+
+        def c2s() -> None:
+            if c_out.pending:
+                s_in.write(c_out.read())
+
+        def s2c() -> None:
+            if s_out.pending:
+                c_in.write(s_out.read())
+
+        return c, s, c2s, s2c
+
+    def handshake(self, c: Any, s: Any, c2s: Callable[[], None], s2c: Callable[[], None]) -> None:
+        c_done = s_done = False
+        while not (c_done and s_done):
+            if not c_done:
+                try:
+                    c.do_handshake()
+                    c_done = True
+                except ssl.SSLWantReadError:
+                    pass
+            c2s()
+            if not s_done:
+                try:
+                    s.do_handshake()
+                    s_done = True
+                except ssl.SSLWantReadError:
+                    pass
+            s2c()
+        c2s()
+
+
+class _Engine:
+    """A PEP 748 engine, used only through the PEP API."""
+
+    def __init__(self, impl: Any, leaf: Issued, ca: CA) -> None:
+        self.impl = impl
+        self.name = impl.name
+        chain = [leaf.signing_chain()]
+        v13 = TLSVersion.TLSv1_3
+        suites = [CipherSuite.TLS_AES_256_GCM_SHA384]
+        server = TLSServerConfiguration(chain, ciphers=suites, lowest_supported_version=v13)
+        client = TLSClientConfiguration(
+            trust_store=ca.trust_store(), ciphers=suites, lowest_supported_version=v13
+        )
+        try:
+            impl.validate_config(server)
+            impl.validate_config(client)
+        except ConfigurationError:
+            # The engine cannot pick TLS 1.3 suites: take its defaults, report what they gave.
+            server = TLSServerConfiguration(chain, lowest_supported_version=v13)
+            client = TLSClientConfiguration(
+                trust_store=ca.trust_store(), lowest_supported_version=v13
+            )
+        self.server = _with_options(impl.server_context, server, session_tickets=False)
+        self.client = _with_options(impl.client_context, client, resumption=False)
+        self.suite = "?"
+
+    def listen(self) -> tuple[Any, int]:
+        listener = self.server.connect(("127.0.0.1", 0))
+        listener.settimeout(_IO_TIMEOUT)
+        return listener, listener.getsockname()[1]
+
+    def accept(self, listener: Any) -> Any:
+        conn, _ = listener.accept()
+        conn.settimeout(_IO_TIMEOUT)
+        return conn
+
+    def connect(self, port: int) -> Any:
+        conn = self.client.connect(("127.0.0.1", port))
+        conn.settimeout(_IO_TIMEOUT)
+        self.suite = _suite_name(conn.cipher())
+        return conn
+
+    def buffer_pair(self) -> tuple[Any, Any, Callable[[], None], Callable[[], None]]:
+        c = self.client.create_buffer("localhost")
+        s = self.server.create_buffer()
+
+        def c2s() -> None:
+            n = c.outgoing_bytes_buffered()
+            if n:
+                s.process_incoming(c.process_outgoing(n))
+
+        def s2c() -> None:
+            n = s.outgoing_bytes_buffered()
+            if n:
+                c.process_incoming(s.process_outgoing(n))
+
+        return c, s, c2s, s2c
+
+    def handshake(self, c: Any, s: Any, c2s: Callable[[], None], s2c: Callable[[], None]) -> None:
+        # The same loop shape as the stdlib side's.
+        c_done = s_done = False
+        while not (c_done and s_done):
+            if not c_done:
+                try:
+                    c.do_handshake()
+                    c_done = True
+                except WantReadError:
+                    pass
+            c2s()
+            if not s_done:
+                try:
+                    s.do_handshake()
+                    s_done = True
+                except WantReadError:
+                    pass
+            s2c()
+        c2s()
+
+
+_Side = _Stdlib | _Engine
+
+
+def _with_options(factory: Any, config: Any, **options: bool) -> Any:
+    """A context with engine-specific options (no tickets/resumption) when the engine has them."""
+    try:
+        return factory(config, **options)
+    except TypeError:
+        return factory(config)
+
+
+def _suite_name(suite: object) -> str:
+    if suite is None:
+        return "?"
+    try:
+        return CipherSuite(int(suite)).name  # type: ignore[call-overload]
+    except (ValueError, TypeError):
+        return str(suite)
+
+
+# -- the measurements ---------------------------------------------------------------------------
+
+
+def _recv_into(conn: Any) -> Callable[[memoryview], int]:
+    fn = getattr(conn, "recv_into", None)
+    if fn is not None:
+        return fn  # type: ignore[no-any-return]
+
+    def via_recv(view: memoryview) -> int:
+        data = conn.recv(len(view))
+        view[: len(data)] = data
+        return len(data)
+
+    return via_recv
+
+
+def _close(conn: Any) -> None:
+    with contextlib.suppress(Exception):
+        conn.close()
+
+
+def bulk_socket(side: _Side, seconds: float) -> float:
+    """MiB/s received by a server thread while a client sends 16 KiB chunks."""
+    listener, port = side.listen()
+    received = [0]
+    last = [0.0]
+    errors: list[BaseException] = []
+
+    def server() -> None:
+        try:
+            conn = side.accept(listener)
+            recv_into = _recv_into(conn)
+            view = memoryview(bytearray(256 * 1024))
+            total = 0
+            while True:
+                n = recv_into(view)
+                if not n:
+                    break
+                total += n
+                last[0] = time.perf_counter()
+            received[0] = total
+            _close(conn)
+        except BaseException as exc:
+            errors.append(exc)
+
+    thread = threading.Thread(target=server, daemon=True)
+    thread.start()
+    try:
+        conn = side.connect(port)
+        chunk = bytes(CHUNK)
+        sendall = conn.sendall
+        start = time.perf_counter()
+        deadline = start + seconds
+        while time.perf_counter() < deadline:
+            for _ in range(8):
+                sendall(chunk)
+        _close(conn)
+        thread.join(_IO_TIMEOUT)
+    finally:
+        _close(listener)
+    if errors:
+        raise errors[0]
+    elapsed = max(last[0] - start, 1e-9)
+    return received[0] / elapsed / (1024 * 1024)
+
+
+def bulk_memory(side: _Side, seconds: float) -> float:
+    """MiB/s through a client -> server pair of in-memory connections in one thread."""
+    c, s, c2s, s2c = side.buffer_pair()
+    side.handshake(c, s, c2s, s2c)
+    s2c()
+    chunk = bytes(CHUNK)
+    view = memoryview(bytearray(CHUNK))
+    write, read = c.write, s.read
+    total = 0
+    start = time.perf_counter()
+    deadline = start + seconds
+    while time.perf_counter() < deadline:
+        for _ in range(16):
+            write(chunk)
+            c2s()
+            # Read exactly what was written: no reliance on WantRead exceptions on either side.
+            want = CHUNK
+            while want:
+                want -= read(want, view)
+        total += 16 * CHUNK
+    elapsed = time.perf_counter() - start
+    if isinstance(side, _Engine):
+        side.suite = _suite_name(c.cipher())
+    else:
+        cipher = c.cipher()
+        side.suite = cipher[0] if cipher else "?"
+    return total / elapsed / (1024 * 1024)
+
+
+def handshake_memory(side: _Side, seconds: float) -> float:
+    """Full handshakes per second, both ends in memory in one thread."""
+    count = 0
+    start = time.perf_counter()
+    deadline = start + seconds
+    while time.perf_counter() < deadline:
+        c, s, c2s, s2c = side.buffer_pair()
+        side.handshake(c, s, c2s, s2c)
+        count += 1
+    return count / (time.perf_counter() - start)
+
+
+def roundtrip_socket(side: _Side, seconds: float) -> float:
+    """100-byte request/response round trips per second over loopback."""
+    listener, port = side.listen()
+    errors: list[BaseException] = []
+
+    def server() -> None:
+        try:
+            conn = side.accept(listener)
+            recv_into = _recv_into(conn)
+            buf = bytearray(MESSAGE)
+            view = memoryview(buf)
+            while True:
+                got = 0
+                while got < MESSAGE:
+                    n = recv_into(view[got:])
+                    if not n:
+                        _close(conn)
+                        return
+                    got += n
+                conn.sendall(buf)
+        except BaseException as exc:
+            errors.append(exc)
+
+    thread = threading.Thread(target=server, daemon=True)
+    thread.start()
+    try:
+        conn = side.connect(port)
+        recv_into = _recv_into(conn)
+        msg = bytes(MESSAGE)
+        view = memoryview(bytearray(MESSAGE))
+
+        def round_trips(n: int) -> None:
+            for _ in range(n):
+                conn.sendall(msg)
+                got = 0
+                while got < MESSAGE:
+                    k = recv_into(view[got:])
+                    if not k:
+                        raise ConnectionError("the echo server closed the connection")
+                    got += k
+
+        # Warm up untimed: the first request after the handshake can wait ~40 ms for a delayed
+        # ACK (Nagle), which would dominate short runs.
+        round_trips(4)
+        count = 0
+        start = time.perf_counter()
+        deadline = start + seconds
+        while time.perf_counter() < deadline:
+            round_trips(16)
+            count += 16
+        elapsed = time.perf_counter() - start
+        _close(conn)
+        thread.join(_IO_TIMEOUT)
+    finally:
+        _close(listener)
+    if errors:
+        raise errors[0]
+    return count / elapsed
+
+
+_FUNCS: dict[str, Callable[[_Side, float], float]] = {
+    "bulk-socket": bulk_socket,
+    "bulk-memory": bulk_memory,
+    "handshake-memory": handshake_memory,
+    "roundtrip-socket": roundtrip_socket,
+}
+
+
+@contextlib.contextmanager
+def _material() -> Iterator[tuple[Issued, CA, str]]:
+    ca = CA.create("unitls bench CA")
+    leaf = ca.issue("localhost", "127.0.0.1")
+    # The stdlib side needs files for load_cert_chain; the engines get buffers.
+    with tempfile.TemporaryDirectory(prefix="unitls-bench-") as tmpdir:
+        yield leaf, ca, tmpdir
+
+
+def run_core(
+    seconds: float = 1.0,
+    engines: list[str] | None = None,
+    benchmarks: tuple[str, ...] = BENCHMARKS,
+    progress: Progress | None = None,
+) -> list[Row]:
+    """Run the core benchmarks for each engine (default: every usable one); returns rows.
+
+    ``seconds`` is the measuring time per side and benchmark, split over the alternating rounds.
+    """
+    import unitls
+
+    names = engines if engines is not None else unitls.implementations()
+    rows: list[Row] = []
+    rounds = max(2, min(MAX_ROUNDS, round(seconds / SLICE)))
+    steps = len(names) * len(benchmarks) * rounds * 2
+    step = 0
+    with _material() as (leaf, ca, tmpdir):
+        stdlib = _Stdlib(leaf, ca, tmpdir)
+        for name in names:
+            engine = _Engine(unitls.get_implementation(name), leaf, ca)
+            for bench in benchmarks:
+                best: dict[str, float] = {}
+                first_step = step
+                try:
+                    for rnd in range(rounds):
+                        order: list[_Side] = [stdlib, engine] if rnd % 2 == 0 else [engine, stdlib]
+                        for side in order:
+                            step += 1
+                            if progress:
+                                progress(f"[{step}/{steps}] {name}: {bench} ({side.name})")
+                            value = _FUNCS[bench](side, seconds / rounds)
+                            best[side.name] = max(best.get(side.name, 0.0), value)
+                except Exception as exc:
+                    # One broken measurement must not cost the whole run: report it in its row.
+                    step = first_step + 2 * rounds
+                    if progress:
+                        progress(f"{name}: {bench} failed: {type(exc).__name__}: {exc}")
+                    rows.append(
+                        {
+                            "name": bench,
+                            "engine": name,
+                            "value": None,
+                            "unit": UNITS[bench],
+                            "baseline": best.get(stdlib.name),
+                            "ratio": None,
+                            "error": f"{type(exc).__name__}: {exc}",
+                            "target": TARGETS.get(name, {}).get(bench),
+                            "seconds": seconds,
+                        }
+                    )
+                    continue
+                value, baseline = best[engine.name], best[stdlib.name]
+                suite = (
+                    engine.suite
+                    if engine.suite == stdlib.suite
+                    else (f"{engine.suite} (stdlib: {stdlib.suite})")
+                )
+                rows.append(
+                    {
+                        "name": bench,
+                        "engine": name,
+                        "value": round(value, 2),
+                        "unit": UNITS[bench],
+                        "baseline": round(baseline, 2),
+                        "ratio": round(value / baseline, 3) if baseline else None,
+                        "suite": suite,
+                        "target": TARGETS.get(name, {}).get(bench),
+                        "seconds": seconds,
+                    }
+                )
+    return rows

@@ -1,0 +1,1 @@
+"""The ``unitls`` command line tool's subcommands (entry point: ``unitls.__main__.main``)."""

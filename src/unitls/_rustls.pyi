@@ -1,0 +1,145 @@
+"""The Rust core of the rustls engine (``rust/src``): rustls 0.23 with the ring provider.
+
+Imported only by ``unitls.rustls``. Everything here raises the classes of ``unitls._errors``:
+``ConfigurationError`` for bad configuration, ``WantReadError`` when more ciphertext is needed,
+``CertificateVerificationError`` / ``ProtocolError`` for fatal TLS errors (a fatal error is
+remembered: every later call raises it again, while ``process_outgoing`` still hands out the
+alert rustls queued for the peer), ``HandshakeClosedError`` for EOF during the handshake and
+``RaggedEOF`` for EOF without close_notify. The GIL is released around TLS work.
+"""
+
+from collections.abc import Sequence
+from typing import Self, final
+
+from typing_extensions import Buffer
+
+__all__ = [
+    "RUSTLS_VERSION",
+    "ClientConfig",
+    "Connection",
+    "ServerConfig",
+    "supported_cipher_suites",
+]
+
+RUSTLS_VERSION: str
+"""Version of the rustls crate the module was built with, e.g. ``"0.23.46"``."""
+
+def supported_cipher_suites() -> list[int]:
+    """IANA ids of the suites rustls (ring) supports, in its default preference order."""
+
+@final
+class ClientConfig:
+    """An immutable client configuration, built once and shared by many connections.
+
+    ``ca_certs``: items are PEM blobs (may hold several certificates) or one DER certificate
+    each; trust is their union with the system store if ``system_roots`` (loaded once per
+    process). ``client_chain`` (leaf first; PEM or DER items) and ``client_key`` (PEM PKCS#8 /
+    SEC1 / PKCS#1, or DER in any of those) go together. ``cipher_suites``: IANA ids in
+    preference order, ``None`` for rustls' defaults; ids rustls lacks (CCM) are dropped, and
+    nothing usable left is a ``ConfigurationError``. ``versions``: a subset of
+    ``[0x0303, 0x0304]``. ``verify_certificates=False`` accepts any server certificate;
+    ``verify_hostname=False`` verifies the chain but not the name. ``resumption=False``
+    disables the client session cache and tickets.
+    """
+
+    def __new__(
+        cls,
+        *,
+        ca_certs: Sequence[Buffer] | None,
+        system_roots: bool,
+        client_chain: Sequence[Buffer] | None,
+        client_key: Buffer | None,
+        cipher_suites: Sequence[int] | None,
+        versions: Sequence[int],
+        alpn: Sequence[bytes],
+        verify_certificates: bool = True,
+        verify_hostname: bool = True,
+        resumption: bool = True,
+    ) -> Self: ...
+    def new_connection(self, server_name: str) -> Connection:
+        """A client connection to ``server_name`` (DNS name or IP literal; SNI is sent for
+        DNS names). An invalid name raises ``ConfigurationError``."""
+
+@final
+class ServerConfig:
+    """An immutable server configuration.
+
+    ``chains``: one or more ``(certificates leaf first, private key)``; the chain is picked by
+    the client's SNI name (first chain whose leaf is valid for it per webpki: DNS SANs,
+    left-most-label wildcards), the first chain when the name is missing or unknown.
+    ``client_ca_certs``: CAs for client certificates (``None``: no client authentication);
+    with ``require_client_cert`` a client certificate is mandatory, without it optional.
+    ``require_client_cert=True`` with ``client_ca_certs=None`` is a ``ConfigurationError``.
+    ``session_tickets=False``: no tickets and no session cache (full handshakes only).
+    """
+
+    def __new__(
+        cls,
+        *,
+        chains: Sequence[tuple[Sequence[Buffer], Buffer]],
+        client_ca_certs: Sequence[Buffer] | None,
+        require_client_cert: bool,
+        cipher_suites: Sequence[int] | None,
+        versions: Sequence[int],
+        alpn: Sequence[bytes],
+        session_tickets: bool = True,
+    ) -> Self: ...
+    def new_connection(self) -> Connection: ...
+
+@final
+class Connection:
+    """One TLS connection, driven in memory: ciphertext in and out, plaintext read and write."""
+
+    def process_incoming(self, data: Buffer) -> None:
+        """Queue ciphertext from the peer and feed rustls as far as it takes it.
+
+        ``b""`` signals transport EOF. Raises ``WantReadError`` (storing nothing) if more than
+        1 MiB is already queued, and the mapped exception on a fatal TLS error."""
+
+    def incoming_bytes_buffered(self) -> int:
+        """Ciphertext bytes queued and not yet consumed by rustls."""
+
+    def process_outgoing(self, amt: int) -> bytes:
+        """Up to ``amt`` bytes (all if ``amt < 0``) of ciphertext to send to the peer."""
+
+    def outgoing_bytes_buffered(self) -> int: ...
+    def do_handshake(self) -> None:
+        """Return once the handshake is complete; else raise ``WantReadError`` (the next
+        flight is then available from ``process_outgoing``) or ``HandshakeClosedError``."""
+
+    def read(self, amt: int) -> bytes:
+        """Up to ``amt`` bytes of plaintext; ``b""`` after the peer's close_notify.
+
+        Raises ``WantReadError`` when nothing is available yet and ``RaggedEOF`` after a
+        transport EOF without close_notify. Drives the handshake first if needed."""
+
+    def read_into(self, buffer: Buffer, amt: int = ...) -> int:
+        """Like ``read`` into a writable buffer (``amt <= 0``: its length); returns the count."""
+
+    def write(self, data: Buffer) -> int:
+        """Encrypt all of ``data`` (returns ``len(data)``) once the handshake is complete.
+
+        Drives the handshake first (``WantReadError`` while incomplete). After ``shutdown()``
+        raises ``TLSError("connection is shut down")``."""
+
+    def shutdown(self) -> None:
+        """Queue a close_notify alert for ``process_outgoing``. Idempotent."""
+
+    def handshake_complete(self) -> bool: ...
+    def peer_certificate(self) -> bytes | None:
+        """The peer's leaf certificate (DER)."""
+
+    def peer_chain(self) -> list[bytes]:
+        """The certificates the peer sent (DER, leaf first)."""
+
+    def cipher_suite(self) -> int | None:
+        """IANA id of the negotiated suite; ``None`` before the handshake completes."""
+
+    def alpn_protocol(self) -> bytes | None: ...
+    def protocol_version(self) -> int | None:
+        """``0x0303`` or ``0x0304``; ``None`` before the handshake completes."""
+
+    def server_name(self) -> str | None:
+        """Server side: the SNI name the client sent (``None`` on the client side)."""
+
+    def close_notify_received(self) -> bool: ...

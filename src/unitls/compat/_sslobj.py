@@ -1,0 +1,602 @@
+"""The ``_sslobj`` of bridge sockets and objects: ``_ssl._SSLSocket``'s interface over a TLSBuffer.
+
+``ssl.SSLSocket`` and ``ssl.SSLObject`` do no TLS themselves: every call goes to their
+``_sslobj``, normally a C ``_ssl._SSLSocket``. These classes take its place. For a socket the C
+object does the network I/O itself (honouring the socket's timeout, raising ``SSLWant*Error`` when
+non-blocking); ``SocketTLS`` does the same with the plain ``_socket.socket`` methods, which the
+``SSLSocket`` overrides. ``BioTLS`` moves ciphertext through the two ``ssl.MemoryBIO``s instead.
+"""
+
+from __future__ import annotations
+
+import _socket
+import socket
+import ssl
+import weakref
+from typing import TYPE_CHECKING, Any
+
+from .._enums import NextProtocol
+from .._errors import (
+    CertificateVerificationError,
+    ConfigurationError,
+    HandshakeClosedError,
+    RaggedEOF,
+    TLSConnectionError,
+    TLSError,
+    TLSTimeoutError,
+    WantReadError,
+    WantWriteError,
+)
+from ._certinfo import cert_dict, cipher_tuple, verify_code
+
+if TYPE_CHECKING:
+    from typing_extensions import Buffer
+
+    from .._protocols import ClientContext, ServerContext, TLSBuffer
+
+__all__ = ["BioTLS", "SocketTLS", "translate"]
+
+_RECV_SIZE = 256 * 1024
+_FEED_SIZE = 256 * 1024
+_RECORD = 16 * 1024
+
+
+def _eof_error() -> ssl.SSLEOFError:
+    err = ssl.SSLEOFError(ssl.SSL_ERROR_EOF, "EOF occurred in violation of protocol")
+    err.reason = "UNEXPECTED_EOF_WHILE_READING"
+    err.library = "SSL"
+    return err
+
+
+def _want_read() -> ssl.SSLWantReadError:
+    return ssl.SSLWantReadError(ssl.SSL_ERROR_WANT_READ, "The operation did not complete (read)")
+
+
+def _want_write() -> ssl.SSLWantWriteError:
+    return ssl.SSLWantWriteError(
+        ssl.SSL_ERROR_WANT_WRITE, "The operation did not complete (write)"
+    )
+
+
+def translate(exc: TLSError, operation: str) -> OSError:
+    """The ``ssl`` (or ``OSError``) exception a C ``_ssl`` object raises for this failure.
+
+    The caller chains ``exc`` as ``__cause__``.
+    """
+    cause = exc.__cause__
+    if isinstance(exc, CertificateVerificationError):
+        if isinstance(cause, ssl.SSLCertVerificationError):
+            code, message = cause.verify_code, cause.verify_message
+        else:
+            code, message = verify_code(exc.reason), exc.reason
+        err: OSError = ssl.SSLCertVerificationError(
+            ssl.SSL_ERROR_SSL, f"[SSL: CERTIFICATE_VERIFY_FAILED] certificate verify failed: {message}"
+        )
+        assert isinstance(err, ssl.SSLCertVerificationError)
+        err.verify_code = code
+        err.verify_message = message
+        err.reason = "CERTIFICATE_VERIFY_FAILED"
+        err.library = "SSL"
+        return err
+    if isinstance(exc, (RaggedEOF, HandshakeClosedError)):
+        return _eof_error()
+    if isinstance(exc, WantReadError):
+        return _want_read()
+    if isinstance(exc, WantWriteError):
+        return _want_write()
+    if isinstance(exc, TLSTimeoutError):
+        return TimeoutError(f"The {operation} operation timed out")
+    if isinstance(exc, TLSConnectionError):
+        return OSError(exc.errno, exc.strerror)  # OSError picks the matching subclass
+    err = ssl.SSLError(ssl.SSL_ERROR_SSL, str(exc))
+    assert isinstance(err, ssl.SSLError)
+    if isinstance(cause, ssl.SSLError):
+        err.reason, err.library = cause.reason, cause.library
+    else:
+        err.reason = "UNITLS_CONFIGURATION" if isinstance(exc, ConfigurationError) else None
+        err.library = "unitls"
+    return err
+
+
+class _TLSBase:
+    """What sockets and memory-BIO objects share: the TLS state machine over the TLSBuffer."""
+
+    def __init__(
+        self,
+        context: ssl.SSLContext,
+        pep_context: ClientContext | ServerContext,
+        server_side: bool,
+        server_hostname: str | None,
+        owner: Any,
+        verified: bool,
+    ) -> None:
+        self._context = context
+        self._pep = pep_context
+        self.server_side = server_side
+        self.server_hostname = server_hostname
+        self._owner = weakref.ref(owner) if owner is not None else None
+        self._verified = verified  # False: getpeercert() gives {} like an unverified C socket
+        self._buf: TLSBuffer | None = None
+        self._handshaked = False
+        self._plain = bytearray()  # plaintext read ahead by pending()
+        self._deferred: OSError | None = None  # an error met by pending(), raised by read()
+        self._closed_by_peer = False  # close_notify received
+        self._transport_eof = False  # b"" handed to process_incoming
+        self._shutdown_sent = False
+        self._backlog = bytearray()  # ciphertext the engine did not accept yet
+        self._eof_pending = False  # transport EOF seen while the backlog was not empty
+
+    # -- engine plumbing (subclasses move the ciphertext) -----------------------------------------
+
+    def _flush(self) -> None:
+        raise NotImplementedError
+
+    def _pull(self, operation: str) -> bool:
+        """Hand more ciphertext to the engine; False once EOF was handed over.
+
+        Raises ``SSLWantReadError`` when nothing is available without blocking.
+        """
+        raise NotImplementedError
+
+    def _pull_backlog(self) -> bool:
+        size = len(self._backlog)
+        data = bytes(self._backlog)
+        self._backlog.clear()
+        if not self._retry(self._buffer(), data) and len(self._backlog) >= size:
+            raise ssl.SSLError(ssl.SSL_ERROR_SSL, "the TLS engine refuses more incoming data")
+        if self._eof_pending and not self._backlog:
+            self._eof_pending = False
+            self._transport_eof = True
+            self._retry(self._buffer(), b"")
+        return True
+
+    def _take_buffered(self) -> bool:
+        """Hand the engine ciphertext that is already here, without any I/O (False: none)."""
+        return False
+
+    def _placeholder_hostname(self) -> str:
+        # With hostname checks off the name is only used for SNI; an IP literal sends none.
+        return "0.0.0.0"
+
+    def _buffer(self) -> TLSBuffer:
+        buf = self._buf
+        if buf is None:
+            try:
+                if self.server_side:
+                    buf = self._pep.create_buffer()  # type: ignore[call-arg]
+                else:
+                    name = self.server_hostname or self._placeholder_hostname()
+                    buf = self._pep.create_buffer(name)  # type: ignore[call-arg]
+            except TLSError as exc:
+                raise translate(exc, "handshake") from exc
+            self._buf = buf
+        return buf
+
+    def _feed(self, data: bytes) -> None:
+        """Hand ciphertext to the engine (``b""``: the transport's EOF)."""
+        if not data:
+            if self._transport_eof:
+                return
+            if self._backlog:
+                self._eof_pending = True  # delivered once the backlog is in
+                return
+            self._transport_eof = True
+        elif self._backlog:
+            self._backlog += data  # keep the order
+            return
+        self._retry(self._buffer(), data)
+
+    def _retry(self, buf: TLSBuffer, data: bytes) -> bool:
+        try:
+            buf.process_incoming(data)
+        except WantReadError:
+            # The engine holds too much undecrypted data: keep it until plaintext is read.
+            self._backlog += data
+            return False
+        except TLSError as exc:
+            # Engines may fail while processing input (rustls does): send their alert first.
+            self._flush_quietly()
+            raise translate(exc, "handshake" if not self._handshaked else "read") from exc
+        return True
+
+    def _flush_quietly(self) -> None:
+        # On failure paths: deliver the alert if the transport still takes it.
+        try:
+            self._flush()
+        except (OSError, TLSError):
+            pass
+
+    # -- the _ssl._SSLSocket interface -----------------------------------------------------------
+
+    @property
+    def context(self) -> ssl.SSLContext:
+        return self._context
+
+    @context.setter
+    def context(self, value: ssl.SSLContext) -> None:
+        if value is not self._context:
+            raise ValueError(
+                "the unitls bridge cannot switch a connection to another SSLContext "
+                "(sni_callback is not supported)"
+            )
+
+    @property
+    def owner(self) -> Any:
+        return self._owner() if self._owner is not None else None
+
+    @owner.setter
+    def owner(self, value: Any) -> None:
+        self._owner = weakref.ref(value) if value is not None else None
+
+    @property
+    def session(self) -> None:
+        return None
+
+    @session.setter
+    def session(self, value: object) -> None:
+        if value is not None:
+            raise ValueError("the unitls bridge does not resume sessions from ssl.SSLSession")
+
+    @property
+    def session_reused(self) -> bool:
+        return False
+
+    def do_handshake(self) -> None:
+        if self._handshaked:
+            return
+        buf = self._buffer()
+        while True:
+            try:
+                buf.do_handshake()
+                break
+            except WantReadError:
+                self._flush()
+                self._pull("handshake")
+            except TLSError as exc:
+                self._flush_quietly()
+                raise translate(exc, "handshake") from exc
+        self._handshaked = True
+        self._flush()
+
+    def _take_plain(self, n: int, buffer: Buffer | None) -> bytes | int:
+        plain = self._plain
+        if buffer is None:
+            data = bytes(plain[:n])
+            del plain[:n]
+            return data
+        view = memoryview(buffer).cast("B")
+        k = min(n, len(plain), view.nbytes)
+        view[:k] = plain[:k]
+        del plain[:k]
+        return k
+
+    def read(self, n: int = 1024, buffer: Buffer | None = None) -> bytes | int:
+        if buffer is not None and n <= 0:
+            n = memoryview(buffer).nbytes
+        if n <= 0:
+            return b"" if buffer is None else 0
+        if not self._handshaked:
+            self.do_handshake()
+        if self._plain:
+            return self._take_plain(n, buffer)
+        if self._deferred is not None:
+            raise self._deferred
+        if self._closed_by_peer:
+            return b"" if buffer is None else 0
+        buf = self._buffer()
+        while True:
+            try:
+                data = buf.read(n, buffer)
+            except WantReadError:
+                self._flush()
+                self._pull("read")
+                continue
+            except TLSError as exc:
+                self._flush_quietly()
+                raise translate(exc, "read") from exc
+            if not data:
+                self._closed_by_peer = True
+            if buf.outgoing_bytes_buffered():
+                self._flush_quietly()  # e.g. a KeyUpdate answer: best effort, never blocks reads
+            return data
+
+    def write(self, data: Buffer) -> int:
+        view = memoryview(data)
+        if view.ndim != 1 or view.format not in ("B", "b", "c"):
+            view = view.cast("B")
+        total = view.nbytes
+        if not self._handshaked:
+            self.do_handshake()
+        if total == 0:
+            return 0
+        buf = self._buffer()
+        taken = 0
+        # Take everything (trio and anyio ignore short writes): when the engine's buffer is
+        # full, push its ciphertext out and go on.
+        while taken < total:
+            try:
+                k = buf.write(view[taken:])
+            except WantWriteError:
+                k = 0
+            except TLSError as exc:
+                self._flush_quietly()
+                raise translate(exc, "write") from exc
+            taken += k
+            if k == 0:
+                before = buf.outgoing_bytes_buffered()
+                self._flush_after_write(taken)
+                if before == 0 and buf.outgoing_bytes_buffered() == 0:
+                    raise ssl.SSLError(
+                        ssl.SSL_ERROR_SSL, "the TLS engine took no data and produced no output"
+                    )
+        self._flush_after_write(taken)
+        return taken
+
+    def _flush_after_write(self, taken: int) -> None:
+        self._flush()
+
+    def pending(self) -> int:
+        if self._handshaked and not self._plain and not self._closed_by_peer and not self._deferred:
+            self._read_ahead()
+        return len(self._plain)
+
+    def _read_ahead(self) -> None:
+        # PEP 748 has no "decrypted bytes waiting" query: decrypt what is already buffered.
+        buf = self._buffer()
+        try:
+            try:
+                data = buf.read(_RECORD)
+            except WantReadError:
+                if not self._take_buffered():
+                    return
+                data = buf.read(_RECORD)
+        except WantReadError:
+            return
+        except TLSError as exc:
+            err = translate(exc, "read")
+            err.__cause__ = exc
+            self._deferred = err
+            return
+        assert isinstance(data, bytes)
+        if data:
+            self._plain += data
+        else:
+            self._closed_by_peer = True
+
+    def _await_close_notify(self) -> None:
+        buf = self._buffer()
+        while not self._closed_by_peer:
+            try:
+                data = buf.read(_RECORD)
+            except WantReadError:
+                self._flush()
+                if self._transport_eof:
+                    return
+                self._pull("read")
+                continue
+            except (RaggedEOF, HandshakeClosedError):
+                return  # the peer went away without close_notify: nothing left to wait for
+            except TLSError as exc:
+                raise translate(exc, "read") from exc
+            if not data:
+                self._closed_by_peer = True
+
+    def _shutdown(self) -> None:
+        """Send close_notify and wait for the peer's (SSLWantReadError while it is missing)."""
+        if self._buf is None or not self._handshaked:
+            return
+        buf = self._buf
+        if not self._shutdown_sent:
+            try:
+                buf.shutdown()
+            except TLSError as exc:
+                raise translate(exc, "write") from exc
+            self._shutdown_sent = True
+        self._flush()
+        self._plain.clear()
+        self._await_close_notify()
+
+    def getpeercert(self, binary_form: bool = False) -> dict[str, Any] | bytes | None:
+        if not self._handshaked:
+            raise ValueError("handshake not done yet")
+        der = self._buffer().getpeercert()
+        if binary_form or der is None:
+            return der
+        if not self._verified:
+            return {}
+        return cert_dict(der)
+
+    def _version(self) -> str | None:
+        if not self._handshaked:
+            return None
+        version = self._buffer().negotiated_tls_version
+        return None if version is None else str(version.value)
+
+    def version(self) -> str | None:
+        return self._version()
+
+    def cipher(self) -> tuple[str, str, int] | None:
+        if not self._handshaked:
+            return None
+        suite = self._buffer().cipher()
+        return cipher_tuple(None if suite is None else int(suite), self._version())
+
+    def shared_ciphers(self) -> None:
+        return None
+
+    def compression(self) -> None:
+        return None
+
+    def selected_alpn_protocol(self) -> str | None:
+        if not self._handshaked:
+            return None
+        proto = self._buffer().negotiated_protocol()
+        if proto is None:
+            return None
+        raw = proto.value if isinstance(proto, NextProtocol) else proto
+        return raw.decode("latin-1")
+
+    def selected_npn_protocol(self) -> None:
+        return None
+
+    def get_channel_binding(self, cb_type: str = "tls-unique") -> None:
+        if cb_type not in ssl.CHANNEL_BINDING_TYPES:
+            raise ValueError(f"{cb_type} channel binding type not implemented")
+        return None  # PEP 748 engines do not expose the Finished messages
+
+    def verify_client_post_handshake(self) -> None:
+        raise ssl.SSLError(
+            ssl.SSL_ERROR_SSL,
+            "post-handshake client authentication (verify_client_post_handshake) is not "
+            "supported by the unitls bridge: request client certificates in the handshake",
+        )
+
+
+class SocketTLS(_TLSBase):
+    """``_sslobj`` of a bridge ``ssl.SSLSocket``: does the socket I/O itself, like ``_ssl.c``."""
+
+    def __init__(self, sock: ssl.SSLSocket, *args: Any) -> None:
+        super().__init__(*args)
+        self._sock_ref = weakref.ref(sock)  # the SSLSocket owns us: no cycle
+        self._unsent: memoryview | None = None  # ciphertext a non-blocking socket refused
+        self._partial = bytearray()  # a record being read by _recv_record
+        self._write_taken = 0  # plaintext taken by a write() that then raised SSLWantWriteError
+
+    def _sock(self) -> socket.socket:
+        sock = self._sock_ref()
+        if sock is None:
+            raise ValueError("the underlying socket has been closed")
+        return sock
+
+    def _placeholder_hostname(self) -> str:
+        try:
+            return str(self._sock().getpeername()[0])
+        except (OSError, IndexError):
+            return "0.0.0.0"
+
+    def _send_raw(self, sock: socket.socket, view: memoryview) -> None:
+        if sock.gettimeout() == 0:
+            while view:
+                try:
+                    sent = _socket.socket.send(sock, view)
+                except BlockingIOError:
+                    self._unsent = view
+                    raise _want_write() from None
+                view = view[sent:]
+        else:
+            try:
+                _socket.socket.sendall(sock, view)
+            except TimeoutError:
+                raise TimeoutError("The write operation timed out") from None
+
+    def _flush(self) -> None:
+        sock = self._sock()
+        if self._unsent is not None:
+            view, self._unsent = self._unsent, None
+            self._send_raw(sock, view)
+        buf = self._buf
+        if buf is None:
+            return
+        n = buf.outgoing_bytes_buffered()
+        while n:
+            self._send_raw(sock, memoryview(buf.process_outgoing(n)))
+            n = buf.outgoing_bytes_buffered()
+
+    def _pull(self, operation: str) -> bool:
+        if self._transport_eof:
+            raise _eof_error()
+        if self._backlog:
+            return self._pull_backlog()
+        sock = self._sock()
+        try:
+            if self._shutdown_sent:
+                data = self._recv_record(sock)
+            else:
+                data = _socket.socket.recv(sock, _RECV_SIZE)
+        except BlockingIOError:
+            raise _want_read() from None
+        except TimeoutError:
+            raise TimeoutError(f"The {operation} operation timed out") from None
+        self._feed(data)
+        return bool(data)
+
+    def _recv_record(self, sock: socket.socket) -> bytes:
+        # While unwrapping, read exactly one TLS record at a time (like OpenSSL without
+        # read-ahead): cleartext the peer sends after its close_notify must stay in the socket.
+        head = self._partial
+        while len(head) < 5:
+            chunk = _socket.socket.recv(sock, 5 - len(head))
+            if not chunk:
+                return b""
+            head += chunk
+        need = 5 + int.from_bytes(head[3:5], "big")
+        while len(head) < need:
+            chunk = _socket.socket.recv(sock, need - len(head))
+            if not chunk:
+                return b""
+            head += chunk
+        self._partial = bytearray()
+        return bytes(head)
+
+    def write(self, data: Buffer) -> int:
+        if self._write_taken:
+            # The caller retries the write that raised SSLWantWriteError (OpenSSL's contract):
+            # its data is already encrypted, only the ciphertext still has to go out.
+            self._flush()
+            taken, self._write_taken = self._write_taken, 0
+            return taken
+        if self._unsent is not None:
+            self._flush()  # raises SSLWantWriteError before taking anything new
+        return super().write(data)
+
+    def _flush_after_write(self, taken: int) -> None:
+        try:
+            self._flush()
+        except ssl.SSLWantWriteError:
+            self._write_taken = taken
+            raise
+
+    def shutdown(self) -> socket.socket:
+        self._shutdown()
+        return self._sock()
+
+
+class BioTLS(_TLSBase):
+    """``_sslobj`` of a bridge ``ssl.SSLObject``: ciphertext through two ``ssl.MemoryBIO``s."""
+
+    def __init__(self, incoming: ssl.MemoryBIO, outgoing: ssl.MemoryBIO, *args: Any) -> None:
+        super().__init__(*args)
+        self._incoming = incoming
+        self._outgoing = outgoing
+
+    def _flush(self) -> None:
+        buf = self._buf
+        if buf is None:
+            return
+        n = buf.outgoing_bytes_buffered()
+        while n:
+            self._outgoing.write(buf.process_outgoing(n))
+            n = buf.outgoing_bytes_buffered()
+
+    def _pull(self, operation: str) -> bool:
+        if self._backlog:
+            return self._pull_backlog()
+        data = self._incoming.read(_FEED_SIZE)
+        if data:
+            self._feed(data)
+            return True
+        if self._incoming.eof:
+            if self._transport_eof:
+                raise _eof_error()
+            self._feed(b"")
+            return False
+        raise _want_read()
+
+    def _take_buffered(self) -> bool:
+        if self._backlog or not self._incoming.pending:
+            return False
+        self._feed(self._incoming.read(_FEED_SIZE))
+        return True
+
+    def shutdown(self) -> None:
+        self._shutdown()

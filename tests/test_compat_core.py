@@ -1,0 +1,563 @@
+"""The ssl.SSLContext bridge itself: wrap_socket/wrap_bio, settings, errors, injection."""
+
+from __future__ import annotations
+
+import socket
+import ssl
+import threading
+import warnings
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import pytest
+from compat_servers import (
+    TIMEOUT,
+    CertFiles,
+    bridge_client,
+    bridge_server,
+    cert_files,
+    plain_client,
+    plain_server,
+)
+
+import unitls
+import unitls.compat
+from unitls._certgen import CA
+from unitls.compat import SSLContext, UnsupportedSettingError
+from unitls.insecure import SecurityWarning
+
+__all__ = ["bridge_client", "bridge_server", "cert_files", "plain_client", "plain_server"]
+
+Engine = unitls.TLSImplementation[Any, Any]
+
+
+class EchoServer:
+    """Accepts TLS connections with ``ctx`` in a thread and echoes upper-cased data."""
+
+    def __init__(self, ctx: ssl.SSLContext, action: Callable[[ssl.SSLSocket], None] | None = None):
+        self.ctx = ctx
+        self.listener = socket.create_server(("127.0.0.1", 0))
+        self.listener.settimeout(TIMEOUT)
+        self.port = self.listener.getsockname()[1]
+        self.errors: list[BaseException] = []
+        self.action = action or self._echo
+        self.thread = threading.Thread(target=self._run, daemon=True)
+        self.thread.start()
+
+    @staticmethod
+    def _echo(conn: ssl.SSLSocket) -> None:
+        while data := conn.recv(65536):
+            conn.sendall(data.upper())
+
+    def _run(self) -> None:
+        try:
+            raw, _ = self.listener.accept()
+        except OSError as exc:
+            self.errors.append(exc)
+            return
+        raw.settimeout(TIMEOUT)
+        try:
+            with self.ctx.wrap_socket(raw, server_side=True) as conn:
+                self.action(conn)
+        except (OSError, ValueError) as exc:
+            self.errors.append(exc)
+        finally:
+            raw.close()
+
+    def close(self) -> None:
+        self.thread.join(TIMEOUT)
+        self.listener.close()
+
+
+@pytest.fixture
+def echo(plain_server: ssl.SSLContext) -> Iterator[EchoServer]:
+    server = EchoServer(plain_server)
+    yield server
+    server.close()
+
+
+def connect(ctx: ssl.SSLContext, port: int, hostname: str | None = "localhost") -> ssl.SSLSocket:
+    raw = socket.create_connection(("127.0.0.1", port), timeout=TIMEOUT)
+    return ctx.wrap_socket(raw, server_hostname=hostname)
+
+
+def test_is_a_real_sslcontext(engine: Engine) -> None:
+    ctx = SSLContext(implementation=engine)
+    assert isinstance(ctx, ssl.SSLContext)
+    assert ctx.implementation is engine
+    assert ctx.protocol == ssl.PROTOCOL_TLS_CLIENT
+    assert ctx.verify_mode == ssl.CERT_REQUIRED and ctx.check_hostname
+    assert SSLContext(implementation=engine.name).implementation.name == engine.name
+
+
+def test_client_socket(bridge_client: SSLContext, echo: EchoServer, server_cert: Any) -> None:
+    with connect(bridge_client, echo.port) as s:
+        assert type(s) is ssl.SSLSocket
+        assert s.version() in ("TLSv1.2", "TLSv1.3")
+        name, version, bits = s.cipher()
+        assert version == s.version() and bits >= 128 and name
+        cert = s.getpeercert()
+        assert ("DNS", "localhost") in cert["subjectAltName"]
+        assert ("IP Address", "127.0.0.1") in cert["subjectAltName"]
+        assert cert["subject"] == ((("commonName", "localhost"),),)
+        assert s.getpeercert(binary_form=True) == server_cert.cert_der
+        assert ssl.match_hostname is None or True
+        s.sendall(b"hello")
+        assert s.recv(100) == b"HELLO"
+        with s.makefile("rwb") as f:
+            f.write(b"line\n")
+            f.flush()
+            assert f.readline() == b"LINE\n"
+    assert not echo.errors
+
+
+def test_big_transfer_and_pending(bridge_client: SSLContext, echo: EchoServer) -> None:
+    payload = bytes(range(256)) * 4096  # 1 MiB, many records
+    with connect(bridge_client, echo.port) as s:
+        s.sendall(payload)
+        got = bytearray()
+        while len(got) < len(payload):
+            chunk = s.recv(1000)
+            assert chunk
+            got += chunk
+            assert s.pending() >= 0
+        assert bytes(got) == payload.upper()
+        view = bytearray(10)
+        s.sendall(b"abc")
+        n = s.recv_into(view)
+        assert view[:n] == b"ABC"[:n]
+
+
+def test_verification_failure(engine: Engine, echo: EchoServer) -> None:
+    ctx = SSLContext(implementation=engine)
+    ctx.load_verify_locations(cadata=CA.create("some other CA").cert_pem.decode())
+    with pytest.raises(ssl.SSLCertVerificationError) as info:
+        connect(ctx, echo.port)
+    assert info.value.verify_message
+    assert "certificate verify failed" in str(info.value)
+
+
+def test_hostname_mismatch(bridge_client: SSLContext, echo: EchoServer) -> None:
+    with pytest.raises(ssl.SSLCertVerificationError) as info:
+        connect(bridge_client, echo.port, hostname="wrong.example")
+    assert info.value.verify_message
+
+
+def test_check_hostname_requires_hostname(bridge_client: SSLContext) -> None:
+    with socket.socket() as raw, pytest.raises(ValueError, match="server_hostname"):
+        bridge_client.wrap_socket(raw)
+
+
+def test_cert_none_warns_and_connects(engine: Engine, echo: EchoServer) -> None:
+    ctx = SSLContext(implementation=engine)
+    ctx.check_hostname = False
+    ctx.verify_mode = ssl.CERT_NONE
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        with connect(ctx, echo.port, hostname=None) as s:
+            assert s.getpeercert() == {}
+            assert s.getpeercert(binary_form=True)
+            s.sendall(b"x")
+            assert s.recv(10) == b"X"
+    assert any(issubclass(w.category, SecurityWarning) for w in caught)
+
+
+def test_no_hostname_check_still_verifies(engine: Engine, cert_files: CertFiles) -> None:
+    ctx = SSLContext(implementation=engine)
+    ctx.check_hostname = False
+    ctx.load_verify_locations(cert_files.ca_file)
+    server = EchoServer(_plain_server(cert_files))
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", SecurityWarning)
+            with connect(ctx, server.port, hostname="wrong.example") as s:
+                s.sendall(b"ok")
+                assert s.recv(10) == b"OK"
+    finally:
+        server.close()
+    other = SSLContext(implementation=engine)
+    other.check_hostname = False
+    other.load_verify_locations(cadata=CA.create("x").cert_pem.decode())
+    server = EchoServer(_plain_server(cert_files))
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", SecurityWarning)
+            with pytest.raises(ssl.SSLCertVerificationError):
+                connect(other, server.port, hostname="localhost")
+    finally:
+        server.close()
+
+
+def _plain_server(files: CertFiles) -> ssl.SSLContext:
+    from compat_servers import plain_server_context
+
+    return plain_server_context(files)
+
+
+def test_bridge_server_with_stdlib_client(bridge_server: SSLContext, plain_client: ssl.SSLContext) -> None:
+    server = EchoServer(bridge_server)
+    try:
+        with connect(plain_client, server.port) as s:
+            s.sendall(b"from stdlib")
+            assert s.recv(100) == b"FROM STDLIB"
+    finally:
+        server.close()
+    assert not server.errors
+
+
+def test_bridge_to_bridge_mutual_tls(
+    engine: Engine, cert_files: CertFiles, bridge_client: SSLContext, bridge_server: SSLContext
+) -> None:
+    bridge_server.verify_mode = ssl.CERT_REQUIRED
+    bridge_server.load_verify_locations(cert_files.ca_file)
+    bridge_client.load_cert_chain(cert_files.client_cert_file, cert_files.client_key_file)
+    peer: list[Any] = []
+
+    def action(conn: ssl.SSLSocket) -> None:
+        peer.append(conn.getpeercert())
+        EchoServer._echo(conn)
+
+    server = EchoServer(bridge_server, action)
+    try:
+        with connect(bridge_client, server.port) as s:
+            s.sendall(b"mtls")
+            assert s.recv(100) == b"MTLS"
+    finally:
+        server.close()
+    assert not server.errors
+    assert peer and peer[0]["subject"] == ((("commonName", "client.example"),),)
+
+
+def test_server_rejects_missing_client_cert(
+    cert_files: CertFiles, bridge_server: SSLContext, plain_client: ssl.SSLContext
+) -> None:
+    bridge_server.verify_mode = ssl.CERT_REQUIRED
+    bridge_server.load_verify_locations(cert_files.ca_file)
+    server = EchoServer(bridge_server)
+    try:
+        with pytest.raises((ssl.SSLError, ConnectionError)):
+            with connect(plain_client, server.port) as s:
+                s.sendall(b"x")
+                s.recv(10)  # TLS 1.3: the rejection arrives after the client's handshake
+    finally:
+        server.close()
+    assert server.errors and isinstance(server.errors[0], ssl.SSLError)
+
+
+def test_alpn(bridge_client: SSLContext, cert_files: CertFiles) -> None:
+    srv = _plain_server(cert_files)
+    srv.set_alpn_protocols(["h2", "http/1.1"])
+    bridge_client.set_alpn_protocols(["http/1.1"])
+    server = EchoServer(srv)
+    try:
+        with connect(bridge_client, server.port) as s:
+            assert s.selected_alpn_protocol() == "http/1.1"
+    finally:
+        server.close()
+
+
+def test_tls12_only(bridge_client: SSLContext, echo: EchoServer) -> None:
+    bridge_client.maximum_version = ssl.TLSVersion.TLSv1_2
+    bridge_client.set_ciphers("ECDHE+AESGCM")
+    with connect(bridge_client, echo.port) as s:
+        assert s.version() == "TLSv1.2"
+        assert "GCM" in s.cipher()[0]
+
+
+def test_unwrap(bridge_client: SSLContext, plain_server: ssl.SSLContext) -> None:
+    def action(conn: ssl.SSLSocket) -> None:
+        assert conn.recv(10) == b"bye"
+        plain = conn.unwrap()
+        plain.sendall(b"cleartext")
+
+    server = EchoServer(plain_server, action)
+    try:
+        with connect(bridge_client, server.port) as s:
+            s.sendall(b"bye")
+            raw = s.unwrap()
+            assert raw.recv(100) == b"cleartext"
+            raw.close()
+    finally:
+        server.close()
+    assert not server.errors
+
+
+def test_ragged_eof_is_suppressed(bridge_client: SSLContext, plain_server: ssl.SSLContext) -> None:
+    def action(conn: ssl.SSLSocket) -> None:
+        conn.sendall(b"last words")
+        # closing without unwrap(): no close_notify, like many HTTP/1.0 servers
+
+    server = EchoServer(plain_server, action)
+    try:
+        with connect(bridge_client, server.port) as s:
+            data = b""
+            while chunk := s.recv(100):
+                data += chunk
+            assert data == b"last words"
+        raw = socket.create_connection(("127.0.0.1", server.port), timeout=TIMEOUT)
+    except OSError:
+        pass
+    finally:
+        server.close()
+
+
+def test_ragged_eof_raises_when_not_suppressed(
+    bridge_client: SSLContext, plain_server: ssl.SSLContext
+) -> None:
+    server = EchoServer(plain_server, lambda conn: conn.sendall(b"x"))
+    try:
+        raw = socket.create_connection(("127.0.0.1", server.port), timeout=TIMEOUT)
+        with bridge_client.wrap_socket(
+            raw, server_hostname="localhost", suppress_ragged_eofs=False
+        ) as s:
+            assert s.recv(10) == b"x"
+            with pytest.raises(ssl.SSLEOFError):
+                s.recv(10)
+    finally:
+        server.close()
+
+
+def test_timeout(bridge_client: SSLContext) -> None:
+    listener = socket.create_server(("127.0.0.1", 0))
+    try:
+        raw = socket.create_connection(listener.getsockname(), timeout=0.2)
+        with pytest.raises(TimeoutError):
+            bridge_client.wrap_socket(raw, server_hostname="localhost")
+        assert raw.fileno() == -1  # detached into the SSLSocket, which closed it
+    finally:
+        listener.close()
+
+
+def test_handshake_closed(bridge_client: SSLContext) -> None:
+    listener = socket.create_server(("127.0.0.1", 0))
+    try:
+        raw = socket.create_connection(listener.getsockname(), timeout=TIMEOUT)
+        conn, _ = listener.accept()
+        conn.close()
+        with pytest.raises((ssl.SSLEOFError, ConnectionError)):
+            bridge_client.wrap_socket(raw, server_hostname="localhost")
+    finally:
+        listener.close()
+
+
+def test_not_tls_peer(bridge_client: SSLContext) -> None:
+    listener = socket.create_server(("127.0.0.1", 0))
+    try:
+        raw = socket.create_connection(listener.getsockname(), timeout=TIMEOUT)
+        conn, _ = listener.accept()
+        conn.sendall(b"HTTP/1.1 400 Bad Request\r\n\r\n" * 4)
+        with pytest.raises(ssl.SSLError):
+            bridge_client.wrap_socket(raw, server_hostname="localhost")
+        conn.close()
+    finally:
+        listener.close()
+
+
+def test_non_blocking(bridge_client: SSLContext, echo: EchoServer) -> None:
+    import selectors
+
+    raw = socket.create_connection(("127.0.0.1", echo.port), timeout=TIMEOUT)
+    raw.setblocking(False)
+    s = bridge_client.wrap_socket(raw, server_hostname="localhost", do_handshake_on_connect=False)
+    sel = selectors.DefaultSelector()
+    try:
+        sel.register(s, selectors.EVENT_READ)
+
+        def retry(op: Callable[[], Any]) -> Any:
+            for _ in range(1000):
+                try:
+                    return op()
+                except ssl.SSLWantReadError:
+                    sel.modify(s, selectors.EVENT_READ)
+                except ssl.SSLWantWriteError:
+                    sel.modify(s, selectors.EVENT_WRITE)
+                assert sel.select(TIMEOUT)
+            raise AssertionError("no progress")
+
+        retry(s.do_handshake)
+        assert s.version()
+        assert retry(lambda: s.send(b"nb")) == 2
+        assert retry(lambda: s.recv(10)) == b"NB"
+    finally:
+        sel.close()
+        s.close()
+
+
+def test_memory_bio_pair(bridge_client: SSLContext, bridge_server: SSLContext) -> None:
+    """Two bridge SSLObjects talking through MemoryBIOs, no sockets at all."""
+    c_in, c_out, s_in, s_out = (ssl.MemoryBIO() for _ in range(4))
+    client = bridge_client.wrap_bio(c_in, c_out, server_hostname="localhost")
+    server = bridge_server.wrap_bio(s_in, s_out, server_side=True)
+    assert type(client) is ssl.SSLObject and server.server_side and not client.server_side
+    assert client.server_hostname == "localhost"
+
+    def pump() -> None:
+        s_in.write(c_out.read())
+        c_in.write(s_out.read())
+
+    done = {"c": False, "s": False}
+    for _ in range(20):
+        for key, obj in (("c", client), ("s", server)):
+            if not done[key]:
+                try:
+                    obj.do_handshake()
+                    done[key] = True
+                except ssl.SSLWantReadError:
+                    pass
+        pump()
+        if all(done.values()):
+            break
+    assert all(done.values())
+    big = b"z" * 3_000_000  # far more than one engine buffer: write() must take it all
+    assert client.write(big) == len(big)
+    got = bytearray()
+    for _ in range(1000):
+        pump()
+        try:
+            got += server.read(1 << 20)
+        except ssl.SSLWantReadError:
+            pass
+        if len(got) == len(big):
+            break
+    assert bytes(got) == big
+    server.write(b"pong")
+    pump()
+    assert client.pending() == 4
+    assert client.read(2) == b"po" and client.read(10) == b"ng"
+    with pytest.raises(ssl.SSLWantReadError):
+        client.unwrap()
+    pump()
+    server.unwrap()  # has the client's close_notify: completes and answers
+    pump()
+    assert client.unwrap() is None
+    assert server.read(10) == b""
+
+
+def test_settings_are_cached(bridge_client: SSLContext) -> None:
+    first = bridge_client._unitls_context(False)
+    assert bridge_client._unitls_context(False) is first
+    bridge_client.set_alpn_protocols(["h2"])
+    second = bridge_client._unitls_context(False)
+    assert second is not first
+    assert second[0].configuration.inner_protocols == (unitls.NextProtocol.H2,)
+    bridge_client.verify_mode = ssl.CERT_REQUIRED  # unchanged value: still cached
+    assert bridge_client._unitls_context(False) is second
+
+
+@pytest.mark.parametrize(
+    ("mutate", "words"),
+    [
+        (lambda c: setattr(c, "verify_mode", ssl.CERT_OPTIONAL), "CERT_OPTIONAL"),
+        (lambda c: setattr(c, "minimum_version", ssl.TLSVersion.TLSv1), "minimum_version"),
+        (lambda c: setattr(c, "maximum_version", ssl.TLSVersion.TLSv1_1), "maximum_version"),
+        (lambda c: setattr(c, "verify_flags", ssl.VERIFY_CRL_CHECK_LEAF), "CRL"),
+    ],
+)
+def test_unsupported_settings(
+    bridge_client: SSLContext, mutate: Callable[[SSLContext], None], words: str
+) -> None:
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)
+        mutate(bridge_client)
+    raw, other = socket.socketpair()
+    with other, pytest.raises(UnsupportedSettingError, match=words) as info:
+        bridge_client.wrap_socket(raw, server_hostname="localhost")
+    assert isinstance(info.value, ssl.SSLError) and isinstance(info.value, ValueError)
+    assert raw.fileno() == -1  # handed to the SSLSocket, which closed it on the error
+    with pytest.raises(UnsupportedSettingError, match=words):
+        bridge_client.wrap_bio(ssl.MemoryBIO(), ssl.MemoryBIO(), server_hostname="localhost")
+
+
+def test_sni_callback_refused(bridge_server: SSLContext) -> None:
+    with pytest.raises(UnsupportedSettingError, match="sni_callback"):
+        bridge_server.sni_callback = lambda *a: None
+    with pytest.raises(UnsupportedSettingError, match="sni_callback"):
+        bridge_server.set_servername_callback(lambda *a: None)
+    bridge_server.sni_callback = None
+
+
+def test_post_handshake_auth_on_server_refused(bridge_server: SSLContext) -> None:
+    bridge_server.post_handshake_auth = True
+    with pytest.raises(UnsupportedSettingError, match="post_handshake_auth"):
+        bridge_server.wrap_bio(ssl.MemoryBIO(), ssl.MemoryBIO(), server_side=True)
+
+
+def test_old_protocol_refused(engine: Engine) -> None:
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)
+        with pytest.raises(UnsupportedSettingError, match="PROTOCOL_TLSv1"):
+            SSLContext(ssl.PROTOCOL_TLSv1, implementation=engine)
+
+
+def test_server_needs_cert(engine: Engine) -> None:
+    ctx = SSLContext(ssl.PROTOCOL_TLS_SERVER, implementation=engine)
+    with pytest.raises(UnsupportedSettingError, match="load_cert_chain"):
+        ctx.wrap_bio(ssl.MemoryBIO(), ssl.MemoryBIO(), server_side=True)
+
+
+def test_no_trust_anchors(engine: Engine) -> None:
+    ctx = SSLContext(implementation=engine)
+    with pytest.raises(UnsupportedSettingError, match="load_default_certs"):
+        ctx.wrap_bio(ssl.MemoryBIO(), ssl.MemoryBIO(), server_hostname="localhost")
+    ctx.load_default_certs()
+    ctx.wrap_bio(ssl.MemoryBIO(), ssl.MemoryBIO(), server_hostname="localhost")
+
+
+def test_encrypted_key_refused(engine: Engine, server_cert: Any, tmp_path: Any) -> None:
+    from cryptography.hazmat.primitives import serialization
+
+    key = serialization.load_pem_private_key(server_cert.key_pem, None)
+    enc = key.private_bytes(
+        serialization.Encoding.PEM,
+        serialization.PrivateFormat.PKCS8,
+        serialization.BestAvailableEncryption(b"secret"),
+    )
+    (tmp_path / "c.pem").write_bytes(server_cert.cert_pem)
+    (tmp_path / "k.pem").write_bytes(enc)
+    ctx = SSLContext(ssl.PROTOCOL_TLS_SERVER, implementation=engine)
+    with pytest.raises(UnsupportedSettingError, match="encrypted"):
+        ctx.load_cert_chain(tmp_path / "c.pem", tmp_path / "k.pem", password="secret")
+
+
+def test_set_ciphers_mapping(engine: Engine) -> None:
+    ctx = SSLContext(implementation=engine)
+    ctx.set_ciphers("ECDHE-RSA-AES128-GCM-SHA256:ECDHE-ECDSA-AES256-GCM-SHA384")
+    assert unitls.CipherSuite.TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256 in ctx._unitls_ciphers  # type: ignore[operator]
+    ctx.set_ciphers("AES128-SHA")  # CBC only: no TLS 1.2 suite left, TLS 1.3 only
+    assert ctx._unitls_ciphers
+    assert all(c in unitls.DEFAULT_TLS13_CIPHER_LIST for c in ctx._unitls_ciphers)
+
+
+def test_key_kept_in_memory(bridge_server: SSLContext, cert_files: CertFiles) -> None:
+    chain = bridge_server._unitls_chain
+    assert chain is not None
+    cert, key = chain.leaf
+    assert key is not None and key.buffer is not None and key.path is None
+    assert cert.buffer is not None
+
+
+def test_inject_and_extract(engine: Engine, cert_files: CertFiles, echo: EchoServer) -> None:
+    original = ssl.SSLContext
+    original_stdlib = ssl._create_stdlib_context
+    unitls.compat.inject_into_ssl(engine)
+    try:
+        assert ssl.SSLContext is not original
+        ctx = ssl.create_default_context(cafile=str(cert_files.ca_file))
+        assert isinstance(ctx, SSLContext) and ctx.implementation is engine
+        # ssl.py's setters on the stdlib class must not recurse through the rebound name.
+        plain = original(ssl.PROTOCOL_TLS_CLIENT)
+        plain.verify_mode = ssl.CERT_REQUIRED
+        plain.minimum_version = ssl.TLSVersion.TLSv1_2
+        ctx.minimum_version = ssl.TLSVersion.TLSv1_2
+        stdlib_ctx = ssl._create_stdlib_context()
+        assert isinstance(stdlib_ctx, SSLContext)
+        assert stdlib_ctx.verify_mode == ssl.CERT_REQUIRED and stdlib_ctx.check_hostname
+        with connect(ctx, echo.port) as s:
+            s.sendall(b"injected")
+            assert s.recv(100) == b"INJECTED"
+    finally:
+        unitls.compat.extract_from_ssl()
+    assert ssl.SSLContext is original
+    assert ssl._create_stdlib_context is original_stdlib
+    assert type(ssl.create_default_context()) is original
+    assert not unitls.compat.is_injected()

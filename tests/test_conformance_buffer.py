@@ -1,0 +1,795 @@
+"""Conformance of ``TLSBuffer`` (in-memory TLS) for every engine and every client x server pair.
+
+Written against the PEP 748 types only: the two peers talk through ``BufferPump`` (conftest).
+"""
+
+from __future__ import annotations
+
+import random
+from pathlib import Path
+from typing import Any, TypeAlias
+
+import pytest
+
+import unitls
+from unitls import (
+    Certificate,
+    CipherSuite,
+    NextProtocol,
+    PrivateKey,
+    SigningChain,
+    TLSClientConfiguration,
+    TLSServerConfiguration,
+    TLSVersion,
+    TrustStore,
+)
+from unitls._certgen import CA, Issued
+
+Impl: TypeAlias = unitls.TLSImplementation[Any, Any]
+
+pytestmark = pytest.mark.timeout(120)
+
+TLS12 = TLSVersion.TLSv1_2
+TLS13 = TLSVersion.TLSv1_3
+
+
+def only(version: TLSVersion) -> dict[str, TLSVersion]:
+    return {"lowest_supported_version": version, "highest_supported_version": version}
+
+
+def client_cfg(ca: CA, **kwargs: Any) -> TLSClientConfiguration:
+    return TLSClientConfiguration(trust_store=ca.trust_store(), **kwargs)
+
+
+def server_cfg(cert: Issued, **kwargs: Any) -> TLSServerConfiguration:
+    return TLSServerConfiguration(certificate_chain=[cert.signing_chain()], **kwargs)
+
+
+def expect_failure(pump: Any, client: unitls.TLSBuffer, server: unitls.TLSBuffer) -> Exception:
+    """Handshake, then exchange a byte each way: something must raise a TLSError subclass.
+
+    With TLS 1.3 a client learns of a rejected certificate only when it next reads.
+    """
+    with pytest.raises(unitls.TLSError) as info:
+        pump.handshake(client, server)
+        pump.send(client, server, b"ping")
+        server.write(b"pong")
+        pump.transfer(server, client)
+        pump.drain(client)
+        pump.transfer(client, server)
+        pump.drain(server)
+        pytest.fail("the connection was expected to fail but both sides carried data")
+    return info.value
+
+
+# -- basics ------------------------------------------------------------------------------------
+
+
+def test_handshake_and_data(
+    client_engine: Impl,
+    server_engine: Impl,
+    client_config: TLSClientConfiguration,
+    server_config: TLSServerConfiguration,
+    server_cert: Issued,
+    pump: Any,
+) -> None:
+    cctx = client_engine.client_context(client_config)
+    sctx = server_engine.server_context(server_config)
+    assert isinstance(cctx, unitls.ClientContext)
+    assert isinstance(sctx, unitls.ServerContext)
+    assert cctx.configuration == client_config
+    assert sctx.configuration == server_config
+    client, server = cctx.create_buffer("localhost"), sctx.create_buffer()
+    assert isinstance(client, unitls.TLSBuffer) and isinstance(server, unitls.TLSBuffer)
+    assert client.context is cctx and server.context is sctx
+    for buf in (client, server):
+        assert buf.cipher() is None
+        assert buf.negotiated_protocol() is None
+        assert buf.negotiated_tls_version is None
+        assert buf.getpeercert() is None
+    pump.handshake(client, server)
+    for buf in (client, server):
+        assert isinstance(buf.cipher(), int)  # CipherSuite is an IntEnum; unknown ids are ints
+        assert buf.negotiated_tls_version is TLS13
+        assert buf.negotiated_protocol() is None
+    assert client.cipher() == server.cipher()
+    assert client.getpeercert() == server_cert.cert_der
+    assert server.getpeercert() is None
+    assert pump.send(client, server, b"hello server") == b"hello server"
+    assert pump.send(server, client, b"hello client") == b"hello client"
+    assert client.outgoing_bytes_buffered() == 0
+    assert server.incoming_bytes_buffered() == 0
+
+
+def test_context_makes_many_buffers(
+    engine: Impl,
+    client_config: TLSClientConfiguration,
+    server_config: TLSServerConfiguration,
+    pump: Any,
+) -> None:
+    cctx = engine.client_context(client_config)
+    sctx = engine.server_context(server_config)
+    for i in range(5):
+        client, server = cctx.create_buffer("localhost"), sctx.create_buffer()
+        pump.handshake(client, server)
+        msg = f"connection {i}".encode()
+        assert pump.send(client, server, msg) == msg
+
+
+def test_outgoing_buffer_accounting(engine: Impl, client_config: TLSClientConfiguration) -> None:
+    client = engine.client_context(client_config).create_buffer("localhost")
+    with pytest.raises(unitls.WantReadError):
+        client.do_handshake()
+    pending = client.outgoing_bytes_buffered()
+    assert pending > 0
+    first = client.process_outgoing(5)
+    assert len(first) == 5 and first[0] == 0x16  # a handshake record
+    assert client.outgoing_bytes_buffered() == pending - 5
+    rest = client.process_outgoing(1 << 20)
+    assert len(rest) == pending - 5
+    assert client.outgoing_bytes_buffered() == 0
+    assert client.process_outgoing(100) == b""
+
+
+def test_large_data_both_ways(
+    client_engine: Impl,
+    server_engine: Impl,
+    client_config: TLSClientConfiguration,
+    server_config: TLSServerConfiguration,
+    pump: Any,
+) -> None:
+    client, server = pump.connected(client_engine, server_engine, client_config, server_config)
+    rng = random.Random(748)
+    data = rng.randbytes(4 * 1024 * 1024 + 17)
+    assert pump.send(client, server, data, write_size=1 << 20) == data
+    assert pump.send(server, client, data, write_size=100_003) == data
+
+
+def test_read_into_buffer(
+    engine: Impl,
+    client_config: TLSClientConfiguration,
+    server_config: TLSServerConfiguration,
+    pump: Any,
+) -> None:
+    client, server = pump.connected(engine, engine, client_config, server_config)
+    client.write(b"0123456789")
+    pump.transfer(client, server)
+    target = bytearray(32)
+    n = server.read(4, target)
+    assert n == 4 and isinstance(n, int)
+    assert target[:4] == b"0123"
+    n = server.read(100, memoryview(target)[4:])
+    assert n == 6
+    assert bytes(target[:10]) == b"0123456789"
+    with pytest.raises(unitls.WantReadError):
+        server.read(10)
+
+
+# -- ALPN --------------------------------------------------------------------------------------
+
+ALPN_CASES = [
+    # (client offers, server accepts, expected on both sides)
+    ([NextProtocol.H2, NextProtocol.HTTP1], [NextProtocol.HTTP1], NextProtocol.HTTP1),
+    ([NextProtocol.HTTP1, NextProtocol.H2], [NextProtocol.H2, NextProtocol.HTTP1], "either"),
+    ([b"custom/1"], [b"other/2", b"custom/1"], b"custom/1"),
+    ([NextProtocol.H2], [b"h2"], NextProtocol.H2),
+    ([b"http/1.1"], [NextProtocol.HTTP1], NextProtocol.HTTP1),
+    ([], [NextProtocol.H2], None),
+    ([NextProtocol.H2], [], None),
+]
+
+
+@pytest.mark.parametrize(("offered", "accepted", "expected"), ALPN_CASES)
+def test_alpn(
+    client_engine: Impl,
+    server_engine: Impl,
+    ca: CA,
+    server_cert: Issued,
+    pump: Any,
+    offered: list[Any],
+    accepted: list[Any],
+    expected: Any,
+) -> None:
+    client, server = pump.connected(
+        client_engine,
+        server_engine,
+        client_cfg(ca, inner_protocols=offered),
+        server_cfg(server_cert, inner_protocols=accepted),
+    )
+    if expected == "either":
+        # Both offer H2 and HTTP1 in different orders: either is a valid server choice.
+        chosen = server.negotiated_protocol()
+        assert chosen in (NextProtocol.H2, NextProtocol.HTTP1)
+        assert client.negotiated_protocol() == chosen
+        return
+    assert client.negotiated_protocol() == expected
+    assert server.negotiated_protocol() == expected
+    # Known names come back as enum members, unknown ones as bytes.
+    assert type(client.negotiated_protocol()) is type(expected)
+
+
+def test_alpn_no_overlap(
+    client_engine: Impl, server_engine: Impl, ca: CA, server_cert: Issued, pump: Any
+) -> None:
+    # RFC 7301 lets the server refuse (no_application_protocol) or carry on without ALPN.
+    client, server = pump.pair(
+        client_engine,
+        server_engine,
+        client_cfg(ca, inner_protocols=[b"spdy/3"]),
+        server_cfg(server_cert, inner_protocols=[NextProtocol.H2]),
+    )
+    try:
+        pump.handshake(client, server)
+    except unitls.TLSError:
+        return
+    assert client.negotiated_protocol() is None
+    assert server.negotiated_protocol() is None
+
+
+# -- versions and cipher suites ----------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("client_kw", "server_kw", "expected"),
+    [
+        (only(TLS12), {}, TLS12),
+        ({}, only(TLS12), TLS12),
+        (only(TLS13), only(TLS13), TLS13),
+        ({"highest_supported_version": TLSVersion.MAXIMUM_SUPPORTED}, {}, TLS13),
+        ({"lowest_supported_version": TLSVersion.MINIMUM_SUPPORTED}, only(TLS12), TLS12),
+        (only(TLS12), only(TLS13), None),
+        (only(TLS13), only(TLS12), None),
+    ],
+    ids=["c12", "s12", "both13", "cmax", "cmin-s12", "c12-s13", "c13-s12"],
+)
+def test_versions(
+    client_engine: Impl,
+    server_engine: Impl,
+    ca: CA,
+    server_cert: Issued,
+    pump: Any,
+    client_kw: dict[str, Any],
+    server_kw: dict[str, Any],
+    expected: TLSVersion | None,
+) -> None:
+    client, server = pump.pair(
+        client_engine,
+        server_engine,
+        client_cfg(ca, **client_kw),
+        server_cfg(server_cert, **server_kw),
+    )
+    if expected is None:
+        with pytest.raises(unitls.TLSError):
+            pump.handshake(client, server)
+        return
+    pump.handshake(client, server)
+    assert client.negotiated_tls_version is expected
+    assert server.negotiated_tls_version is expected
+    assert pump.send(client, server, b"v") == b"v"
+
+
+TLS12_SUITES = [
+    CipherSuite.TLS_ECDHE_ECDSA_WITH_CHACHA20_POLY1305_SHA256,
+    CipherSuite.TLS_ECDHE_ECDSA_WITH_AES_256_GCM_SHA384,
+    0xC02B,  # TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256 as a raw id
+]
+
+
+@pytest.mark.parametrize("suite", TLS12_SUITES, ids=lambda s: f"{int(s):#06x}")
+@pytest.mark.parametrize("side", ["client", "server"])
+def test_tls12_cipher_restriction(
+    client_engine: Impl,
+    server_engine: Impl,
+    ca: CA,
+    server_cert: Issued,
+    pump: Any,
+    suite: int,
+    side: str,
+) -> None:
+    restricted = {"ciphers": [suite], **only(TLS12)}
+    client, server = pump.connected(
+        client_engine,
+        server_engine,
+        client_cfg(ca, **(restricted if side == "client" else {})),
+        server_cfg(server_cert, **(restricted if side == "server" else {})),
+    )
+    assert client.negotiated_tls_version is TLS12
+    assert client.cipher() == suite
+    assert server.cipher() == suite
+    assert isinstance(client.cipher(), CipherSuite)  # a known id comes back as the enum
+
+
+def test_tls12_cipher_no_overlap(
+    client_engine: Impl, server_engine: Impl, ca: CA, server_cert: Issued, pump: Any
+) -> None:
+    client, server = pump.pair(
+        client_engine,
+        server_engine,
+        client_cfg(
+            ca, ciphers=[CipherSuite.TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256], **only(TLS12)
+        ),
+        server_cfg(server_cert, ciphers=[CipherSuite.TLS_ECDHE_ECDSA_WITH_AES_256_GCM_SHA384]),
+    )
+    with pytest.raises(unitls.TLSError):
+        pump.handshake(client, server)
+
+
+def _context_or_refusal(factory: Any, config: Any) -> Any:
+    """The context, or None when the engine refuses the configuration (ConfigurationError)."""
+    try:
+        return factory(config)
+    except unitls.ConfigurationError as exc:
+        assert str(exc), "a ConfigurationError must say what is not supported"
+        return None
+
+
+@pytest.mark.parametrize(
+    "suites",
+    [
+        [CipherSuite.TLS_CHACHA20_POLY1305_SHA256],
+        [CipherSuite.TLS_AES_256_GCM_SHA384],
+        [0x1301],
+        [CipherSuite.TLS_AES_128_GCM_SHA256, CipherSuite.TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256],
+    ],
+    ids=["chacha", "aes256", "raw-aes128", "aes128+tls12"],
+)
+@pytest.mark.parametrize("side", ["client", "server"])
+def test_tls13_cipher_restriction(
+    client_engine: Impl,
+    server_engine: Impl,
+    ca: CA,
+    server_cert: Issued,
+    pump: Any,
+    suites: list[int],
+    side: str,
+) -> None:
+    # Honoured or refused at context construction; never silently ignored.
+    restricted = {"ciphers": suites}
+    ccfg = client_cfg(ca, **(restricted if side == "client" else {}))
+    scfg = server_cfg(server_cert, **(restricted if side == "server" else {}))
+    cctx = _context_or_refusal(client_engine.client_context, ccfg)
+    sctx = _context_or_refusal(server_engine.server_context, scfg)
+    if cctx is None or sctx is None:
+        return
+    client, server = cctx.create_buffer("localhost"), sctx.create_buffer()
+    pump.handshake(client, server)
+    assert client.negotiated_tls_version is TLS13
+    assert client.cipher() in suites
+    assert server.cipher() == client.cipher()
+
+
+def test_tls13_cipher_no_overlap(
+    client_engine: Impl, server_engine: Impl, ca: CA, server_cert: Issued, pump: Any
+) -> None:
+    cctx = _context_or_refusal(
+        client_engine.client_context,
+        client_cfg(ca, ciphers=[CipherSuite.TLS_AES_128_GCM_SHA256], **only(TLS13)),
+    )
+    sctx = _context_or_refusal(
+        server_engine.server_context,
+        server_cfg(server_cert, ciphers=[CipherSuite.TLS_CHACHA20_POLY1305_SHA256]),
+    )
+    if cctx is None or sctx is None:
+        return
+    with pytest.raises(unitls.TLSError):
+        pump.handshake(cctx.create_buffer("localhost"), sctx.create_buffer())
+
+
+def test_unknown_cipher_id(engine: Impl, ca: CA, server_cert: Issued) -> None:
+    # A suite the engine does not know: refused, never dropped silently down to nothing.
+    for factory, cfg in [
+        (engine.client_context, client_cfg(ca, ciphers=[0x0A0A])),
+        (engine.server_context, server_cfg(server_cert, ciphers=[0x0A0A])),
+    ]:
+        with pytest.raises(unitls.ConfigurationError, match=r"(?i)0x0a0a|0xa0a|2570"):
+            factory(cfg)
+
+
+# -- mutual TLS --------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("version", [TLS12, TLS13])
+def test_mutual_tls(
+    client_engine: Impl,
+    server_engine: Impl,
+    ca: CA,
+    server_cert: Issued,
+    client_cert: Issued,
+    pump: Any,
+    version: TLSVersion,
+) -> None:
+    client, server = pump.connected(
+        client_engine,
+        server_engine,
+        client_cfg(ca, certificate_chain=client_cert.signing_chain(), **only(version)),
+        server_cfg(server_cert, trust_store=ca.trust_store()),
+    )
+    assert server.getpeercert() == client_cert.cert_der
+    assert client.getpeercert() == server_cert.cert_der
+    assert pump.send(client, server, b"mtls") == b"mtls"
+    assert pump.send(server, client, b"ok") == b"ok"
+
+
+@pytest.mark.parametrize("version", [TLS12, TLS13])
+def test_mutual_tls_missing_client_cert(
+    client_engine: Impl,
+    server_engine: Impl,
+    ca: CA,
+    server_cert: Issued,
+    pump: Any,
+    version: TLSVersion,
+) -> None:
+    client, server = pump.pair(
+        client_engine,
+        server_engine,
+        client_cfg(ca, **only(version)),
+        server_cfg(server_cert, trust_store=ca.trust_store()),
+    )
+    expect_failure(pump, client, server)
+    assert server.getpeercert() is None
+
+
+@pytest.mark.parametrize("version", [TLS12, TLS13])
+def test_mutual_tls_untrusted_client_cert(
+    client_engine: Impl,
+    server_engine: Impl,
+    ca: CA,
+    server_cert: Issued,
+    pump: Any,
+    version: TLSVersion,
+) -> None:
+    stranger = CA.create("stranger CA").issue("client.example", server=False, client=True)
+    client, server = pump.pair(
+        client_engine,
+        server_engine,
+        client_cfg(ca, certificate_chain=stranger.signing_chain(), **only(version)),
+        server_cfg(server_cert, trust_store=ca.trust_store()),
+    )
+    expect_failure(pump, client, server)
+
+
+def test_server_without_trust_store_ignores_client_cert(
+    client_engine: Impl,
+    server_engine: Impl,
+    ca: CA,
+    server_cert: Issued,
+    client_cert: Issued,
+    server_config: TLSServerConfiguration,
+    pump: Any,
+) -> None:
+    client, server = pump.connected(
+        client_engine,
+        server_engine,
+        client_cfg(ca, certificate_chain=client_cert.signing_chain()),
+        server_config,
+    )
+    assert server.getpeercert() is None
+    assert pump.send(client, server, b"x") == b"x"
+
+
+# -- SNI ---------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def sni_certs(ca: CA) -> list[Issued]:
+    return [
+        ca.issue("first.test", "127.0.0.1"),  # the default chain
+        ca.issue("*.example.test"),
+        ca.issue("other.test", "www.other.test", "10.9.8.7"),
+    ]
+
+
+@pytest.fixture(scope="module")
+def sni_server_config(sni_certs: list[Issued]) -> TLSServerConfiguration:
+    return TLSServerConfiguration(certificate_chain=[c.signing_chain() for c in sni_certs])
+
+
+@pytest.mark.parametrize(
+    ("name", "index"),
+    [
+        ("first.test", 0),
+        ("foo.example.test", 1),
+        ("BAR.Example.TEST", 1),
+        ("other.test", 2),
+        ("www.other.test", 2),
+        ("127.0.0.1", 0),  # an IP address is never sent as SNI: the default chain
+    ],
+)
+def test_sni_selects_chain(
+    client_engine: Impl,
+    server_engine: Impl,
+    ca: CA,
+    sni_certs: list[Issued],
+    sni_server_config: TLSServerConfiguration,
+    pump: Any,
+    name: str,
+    index: int,
+) -> None:
+    client, server = pump.connected(
+        client_engine, server_engine, client_cfg(ca), sni_server_config, server_hostname=name
+    )
+    assert client.getpeercert() == sni_certs[index].cert_der
+    assert pump.send(client, server, name.encode()) == name.encode()
+
+
+@pytest.mark.filterwarnings("ignore::UserWarning")
+@pytest.mark.parametrize("name", ["nomatch.test", "example.test", "a.b.example.test", "10.9.8.7"])
+def test_sni_unknown_name_gets_default(
+    client_engine: Impl,
+    server_engine: Impl,
+    ca: CA,
+    sni_certs: list[Issued],
+    sni_server_config: TLSServerConfiguration,
+    pump: Any,
+    name: str,
+) -> None:
+    # The server falls back to the first chain, which does not name this host: the client
+    # must reject it as a verification failure (hostname mismatch).
+    client, server = pump.pair(
+        client_engine, server_engine, client_cfg(ca), sni_server_config, server_hostname=name
+    )
+    with pytest.raises(unitls.CertificateVerificationError) as info:
+        pump.handshake(client, server)
+    assert info.value.reason
+    # With the hostname check off, the certificate received shows which chain was chosen.
+    from unitls.insecure import InsecureConfiguration, get_insecure_implementation
+
+    try:
+        insecure = get_insecure_implementation(client_engine.name)
+        cctx = insecure.client_context(
+            client_cfg(ca), InsecureConfiguration(disable_hostname_check=True)
+        )
+    except unitls.ConfigurationError as exc:
+        pytest.fail(f"engine {client_engine.name} has no insecure variant: {exc}")
+    client = cctx.create_buffer(name)
+    server = server_engine.server_context(sni_server_config).create_buffer()
+    pump.handshake(client, server)
+    assert client.getpeercert() == sni_certs[0].cert_der
+
+
+def test_hostname_mismatch(
+    client_engine: Impl,
+    server_engine: Impl,
+    client_config: TLSClientConfiguration,
+    server_config: TLSServerConfiguration,
+    pump: Any,
+) -> None:
+    client, server = pump.pair(
+        client_engine, server_engine, client_config, server_config, server_hostname="wrong.test"
+    )
+    with pytest.raises(unitls.CertificateVerificationError) as info:
+        pump.handshake(client, server)
+    assert info.value.reason
+
+
+# -- closing -----------------------------------------------------------------------------------
+
+
+def test_close_notify(
+    client_engine: Impl,
+    server_engine: Impl,
+    client_config: TLSClientConfiguration,
+    server_config: TLSServerConfiguration,
+    pump: Any,
+) -> None:
+    client, server = pump.connected(client_engine, server_engine, client_config, server_config)
+    client.write(b"last words")
+    client.shutdown()
+    pump.transfer(client, server)
+    assert pump.drain(server) == b"last words"
+    assert server.read(10) == b""
+    server.process_incoming(b"")
+    assert server.read(10) == b""
+    # The other direction still works until the server closes too (TLS 1.3 half-close).
+    server.shutdown()
+    pump.transfer(server, client)
+    assert client.read(10) == b""
+
+
+def test_ragged_eof(
+    client_engine: Impl,
+    server_engine: Impl,
+    client_config: TLSClientConfiguration,
+    server_config: TLSServerConfiguration,
+    pump: Any,
+) -> None:
+    client, server = pump.connected(client_engine, server_engine, client_config, server_config)
+    client.write(b"truncated?")
+    pump.transfer(client, server)
+    server.process_incoming(b"")
+    assert server.read(100) == b"truncated?"
+    with pytest.raises(unitls.RaggedEOF):
+        server.read(100)
+    with pytest.raises(unitls.RaggedEOF):
+        server.read(100)
+    # And on the client side.
+    client.process_incoming(b"")
+    with pytest.raises(unitls.RaggedEOF):
+        client.read(100)
+
+
+def test_eof_during_handshake(
+    engine: Impl,
+    client_config: TLSClientConfiguration,
+    server_config: TLSServerConfiguration,
+    pump: Any,
+) -> None:
+    # A client whose server vanished after the ClientHello.
+    client = engine.client_context(client_config).create_buffer("localhost")
+    with pytest.raises(unitls.WantReadError):
+        client.do_handshake()
+    client.process_outgoing(1 << 20)
+    client.process_incoming(b"")
+    with pytest.raises(unitls.HandshakeClosedError):
+        client.do_handshake()
+    # A server whose client vanished before sending anything.
+    server = engine.server_context(server_config).create_buffer()
+    server.process_incoming(b"")
+    with pytest.raises(unitls.HandshakeClosedError):
+        server.do_handshake()
+    # A server whose client vanished after the ClientHello.
+    client = engine.client_context(client_config).create_buffer("localhost")
+    server = engine.server_context(server_config).create_buffer()
+    with pytest.raises(unitls.WantReadError):
+        client.do_handshake()
+    pump.transfer(client, server)
+    with pytest.raises(unitls.WantReadError):
+        server.do_handshake()
+    server.process_incoming(b"")
+    with pytest.raises(unitls.HandshakeClosedError):
+        server.do_handshake()
+
+
+def test_eof_mid_server_flight(
+    client_engine: Impl,
+    server_engine: Impl,
+    client_config: TLSClientConfiguration,
+    server_config: TLSServerConfiguration,
+    pump: Any,
+) -> None:
+    client, server = pump.pair(client_engine, server_engine, client_config, server_config)
+    with pytest.raises(unitls.WantReadError):
+        client.do_handshake()
+    pump.transfer(client, server)
+    with pytest.raises(unitls.WantReadError):
+        server.do_handshake()
+    flight = server.process_outgoing(1 << 20)
+    client.process_incoming(flight[: len(flight) // 2])
+    with pytest.raises(unitls.WantReadError):
+        client.do_handshake()
+    client.process_incoming(b"")
+    with pytest.raises(unitls.HandshakeClosedError):
+        client.do_handshake()
+
+
+# -- key material from buffers, files and ids ---------------------------------------------------
+
+
+def _material(tmp: Path, issued: Issued, ca: CA, form: str) -> tuple[SigningChain, TrustStore]:
+    if form == "der-buffers":
+        chain = SigningChain(
+            (Certificate.from_buffer(issued.cert_der), PrivateKey.from_buffer(issued.key_der))
+        )
+        return chain, TrustStore.from_buffer(ca.cert_der)
+    if form == "pem-buffers":
+        chain = SigningChain(
+            (Certificate.from_buffer(issued.cert_pem), PrivateKey.from_buffer(issued.key_pem))
+        )
+        return chain, TrustStore.from_buffer(ca.cert_pem)
+    ext = "pem" if form == "pem-files" else "der"
+    cert_path, key_path, ca_path = tmp / f"cert.{ext}", tmp / f"key.{ext}", tmp / "ca.pem"
+    cert_path.write_bytes(issued.cert_pem if ext == "pem" else issued.cert_der)
+    key_path.write_bytes(issued.key_pem if ext == "pem" else issued.key_der)
+    ca_path.write_bytes(ca.cert_pem)
+    chain = SigningChain((Certificate.from_file(cert_path), PrivateKey.from_file(key_path)))
+    return chain, TrustStore.from_file(ca_path)
+
+
+@pytest.mark.parametrize("form", ["der-buffers", "pem-buffers", "pem-files", "der-files"])
+def test_key_material_forms(
+    client_engine: Impl,
+    server_engine: Impl,
+    ca: CA,
+    server_cert: Issued,
+    client_cert: Issued,
+    pump: Any,
+    tmp_path: Path,
+    form: str,
+) -> None:
+    (tmp_path / "s").mkdir()
+    (tmp_path / "c").mkdir()
+    schain, store = _material(tmp_path / "s", server_cert, ca, form)
+    cchain, _ = _material(tmp_path / "c", client_cert, ca, form)
+    client, server = pump.connected(
+        client_engine,
+        server_engine,
+        TLSClientConfiguration(certificate_chain=cchain, trust_store=store),
+        TLSServerConfiguration(certificate_chain=[schain], trust_store=store),
+    )
+    assert client.getpeercert() == server_cert.cert_der
+    assert server.getpeercert() == client_cert.cert_der
+
+
+def test_pem_bundle_trust_store(
+    client_engine: Impl, server_engine: Impl, ca: CA, server_cert: Issued, pump: Any
+) -> None:
+    other = CA.create("another root")
+    bundle = other.cert_pem + ca.cert_pem
+    client, _ = pump.connected(
+        client_engine,
+        server_engine,
+        TLSClientConfiguration(trust_store=TrustStore.from_buffer(bundle)),
+        server_cfg(server_cert),
+    )
+    assert client.getpeercert() == server_cert.cert_der
+
+
+def test_intermediate_chain_sent(
+    client_engine: Impl, server_engine: Impl, ca: CA, intermediate_ca: CA, pump: Any
+) -> None:
+    leaf = intermediate_ca.issue("localhost")
+    client, _ = pump.connected(client_engine, server_engine, client_cfg(ca), server_cfg(leaf))
+    assert client.getpeercert() == leaf.cert_der
+
+
+def test_from_id_refused(engine: Impl, ca: CA, server_cert: Issued) -> None:
+    some_id = b"pkcs11:object=unitls-test"
+    by_id = SigningChain((Certificate.from_id(some_id), PrivateKey.from_id(some_id)))
+    key_by_id = SigningChain((server_cert.certificate, PrivateKey.from_id(some_id)))
+    cases: list[tuple[Any, Any]] = [
+        (engine.client_context, TLSClientConfiguration(trust_store=TrustStore.from_id(some_id))),
+        (engine.client_context, client_cfg(ca, certificate_chain=by_id)),
+        (engine.server_context, TLSServerConfiguration(certificate_chain=[by_id])),
+        (engine.server_context, TLSServerConfiguration(certificate_chain=[key_by_id])),
+        (
+            engine.server_context,
+            server_cfg(server_cert, trust_store=TrustStore.from_id(some_id)),
+        ),
+    ]
+    for factory, cfg in cases:
+        with pytest.raises(unitls.ConfigurationError, match="id"):
+            factory(cfg)
+
+
+def test_bad_key_material_refused(
+    engine: Impl, ca: CA, server_cert: Issued, client_cert: Issued, tmp_path: Path
+) -> None:
+    garbage = Certificate.from_buffer(b"this is not a certificate")
+    mismatched = SigningChain((server_cert.certificate, client_cert.private_key))
+    bad: list[tuple[Any, Any]] = [
+        (engine.server_context, TLSServerConfiguration(certificate_chain=[mismatched])),
+        (
+            engine.server_context,
+            TLSServerConfiguration(
+                certificate_chain=[SigningChain((garbage, server_cert.private_key))]
+            ),
+        ),
+        (
+            engine.server_context,
+            TLSServerConfiguration(
+                certificate_chain=[
+                    SigningChain((server_cert.certificate, PrivateKey.from_buffer(b"nope")))
+                ]
+            ),
+        ),
+        (
+            engine.server_context,
+            TLSServerConfiguration(
+                certificate_chain=[
+                    SigningChain(
+                        (Certificate.from_file(tmp_path / "missing.pem"), server_cert.private_key)
+                    )
+                ]
+            ),
+        ),
+        (engine.client_context, TLSClientConfiguration(trust_store=TrustStore.from_buffer(b"zz"))),
+        (
+            engine.client_context,
+            TLSClientConfiguration(trust_store=TrustStore.from_file(tmp_path / "missing.pem")),
+        ),
+        (engine.client_context, client_cfg(ca, certificate_chain=mismatched)),
+    ]
+    for factory, cfg in bad:
+        with pytest.raises(unitls.ConfigurationError) as info:
+            factory(cfg)
+        assert str(info.value)
