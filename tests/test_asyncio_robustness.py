@@ -219,6 +219,21 @@ def test_not_tls_peer(engine: Impl, client_config: TLSClientConfiguration) -> No
     run(main())
 
 
+def test_connection_refused(engine: Impl, client_config: TLSClientConfiguration) -> None:
+    cctx = engine.client_context(client_config)
+
+    async def main() -> None:
+        server = await asyncio.start_server(lambda r, w: None, HOST, 0)
+        port = port_of(server)
+        server.close()
+        await server.wait_closed()
+        with pytest.raises(unitls.TLSConnectionError, match="connecting to") as info:
+            await uasyncio.open_connection(HOST, port, context=cctx, server_hostname="localhost")
+        assert isinstance(info.value.__cause__, ConnectionRefusedError)
+
+    run(main())
+
+
 def test_bad_arguments(
     engine: Impl, client_config: TLSClientConfiguration, server_config: TLSServerConfiguration
 ) -> None:
@@ -391,6 +406,16 @@ def test_ragged_eof(
             assert writer.get_extra_info("ragged_eof") is True
             writer.close()
             await writer.wait_closed()
+
+            # Having sent our close_notify (write_eof) does not excuse the peer's truncation.
+            reader, writer = await uasyncio.open_connection(
+                HOST, port_of(server), context=cctx, server_hostname="localhost"
+            )
+            writer.write_eof()
+            assert await reader.readexactly(9) == b"truncated"
+            with pytest.raises(unitls.RaggedEOF):
+                await reader.read()
+            writer.close()
 
     run(main())
 

@@ -135,10 +135,11 @@ fn certificate_reason(e: &CertificateError) -> String {
                     expected.to_str()
                 )
             } else {
+                let names: Vec<&str> = presented.iter().map(|p| presented_name(p)).collect();
                 format!(
                     "certificate not valid for name '{}' (valid for {})",
                     expected.to_str(),
-                    presented.join(", ")
+                    names.join(", ")
                 )
             }
         }
@@ -149,8 +150,56 @@ fn certificate_reason(e: &CertificateError) -> String {
         C::ApplicationVerificationFailure => "application verification failure".into(),
         #[allow(deprecated)]
         C::UnsupportedSignatureAlgorithm => "unsupported certificate signature algorithm".into(),
-        other => format!("{other}"),
+        C::Other(o) => match o.0.downcast_ref::<webpki::Error>() {
+            Some(w) => webpki_reason(w),
+            None => humanize(&o.to_string()),
+        },
+        other => humanize(&format!("{other:?}")),
     }
+}
+
+fn webpki_reason(e: &webpki::Error) -> String {
+    use webpki::Error as W;
+    match e {
+        W::CaUsedAsEndEntity => "a CA certificate was presented as the leaf".into(),
+        W::EndEntityUsedAsCa => "a leaf (non-CA) certificate was used as an issuer".into(),
+        W::PathLenConstraintViolated => "the chain violates a path length constraint".into(),
+        W::NameConstraintViolation => {
+            "the certificate violates its issuer's name constraints".into()
+        }
+        W::MaximumPathDepthExceeded => "the certificate chain is too long".into(),
+        W::RequiredEkuNotFoundContext(_) => {
+            "certificate not allowed for this purpose (extended key usage)".into()
+        }
+        other => humanize(&format!("{other:?}")),
+    }
+}
+
+/// "EndEntityUsedAsCa" -> "end entity used as ca": readable text from a Debug name.
+fn humanize(debug: &str) -> String {
+    let name: String = debug
+        .chars()
+        .take_while(|c| c.is_alphanumeric() || *c == '_')
+        .collect();
+    let mut out = String::new();
+    for (i, c) in name.chars().enumerate() {
+        if c.is_uppercase() && i > 0 {
+            out.push(' ');
+        }
+        out.extend(c.to_lowercase());
+    }
+    if out.is_empty() {
+        debug.to_string()
+    } else {
+        out
+    }
+}
+
+/// `DnsName("a.example")` -> `a.example` (rustls reports presented names in Debug form).
+fn presented_name(p: &str) -> &str {
+    p.split_once("(\"")
+        .and_then(|(_, rest)| rest.strip_suffix("\")"))
+        .unwrap_or(p)
 }
 
 fn crl_reason(e: &CertRevocationListError) -> String {

@@ -66,6 +66,7 @@ from ._errors import (
     WantWriteError,
 )
 from ._protocols import ClientContext, ServerContext, TLSBuffer
+from ._socket import map_os_error
 
 __all__ = [
     "TLSProtocol",
@@ -383,6 +384,9 @@ class TLSProtocol(asyncio.BufferedProtocol):
         try:
             self._buffer.process_incoming(data)  # type: ignore[arg-type]
         except WantReadError:
+            if self._state == _HANDSHAKE:
+                self._fatal(ProtocolError("the TLS engine refused handshake data (queue full)"))
+                return
             # The engine's queue is full until plaintext is read: hold the chunk, stop the socket.
             self._pending_in = bytes(data)
             self._update_raw_reading()
@@ -529,8 +533,8 @@ class TLSProtocol(asyncio.BufferedProtocol):
     def _on_peer_close(self) -> None:
         self._peer_closed = True
         raw = self._raw
-        if self._state == _CLOSING or self._eof_sent:
-            # Both sides said close_notify: done.
+        if self._state == _CLOSING:
+            # We had said close_notify already: both sides are done.
             if raw is not None:
                 raw.close()
             return
@@ -540,12 +544,17 @@ class TLSProtocol(asyncio.BufferedProtocol):
         except Exception as exc:
             self._fatal(exc, "eof_received() failed")
             return
-        if not keep_open:
+        if self._eof_sent and self._state == _OPEN:
+            # write_eof() earlier, the peer's close_notify now: nothing can flow either way.
+            self._state = _CLOSING
+            if raw is not None:
+                raw.close()
+        elif not keep_open:
             self._start_close()
 
     def _on_ragged_eof(self, exc: BaseException) -> None:
         self._ragged = True
-        if self._state == _CLOSING or self._eof_sent or self._allow_ragged_eof:
+        if self._state == _CLOSING or self._allow_ragged_eof:
             self._on_peer_close()
             return
         self._fatal(exc)
@@ -840,7 +849,11 @@ async def create_connection(
         waiter=waiter,
     )
     # (host and port may be None with sock=: typeshed's overloads cannot express it.)
-    raw, _ = await loop.create_connection(lambda: tls, host, port, **kwargs)  # type: ignore[arg-type]
+    try:
+        raw, _ = await loop.create_connection(lambda: tls, host, port, **kwargs)  # type: ignore[arg-type]
+    except OSError as exc:
+        # Like the engines' sockets: a TLSError subclass (still an OSError), cause chained.
+        raise map_os_error(exc, f"connecting to {host}:{port} failed") from exc
     try:
         await waiter
     except BaseException:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import socket
 import sys
+import textwrap
 import time
 from typing import Any
 
@@ -38,11 +39,14 @@ def add_parser(sub: Any) -> None:
     p = sub.add_parser(
         "connect",
         help="connect to a TLS server and show what was negotiated (like openssl s_client)",
-        description=(
-            "Connects to HOST[:PORT] (default port 443; IPv6 as [::1]:443), completes the TLS "
-            "handshake, and prints the negotiated version, cipher suite, ALPN protocol and the "
-            "peer's certificate. If standard input is not a terminal, its contents are sent and "
-            "the reply is printed until the server closes the connection."
+        description=textwrap.fill(
+            (
+                "Connects to HOST[:PORT] (default port 443; IPv6 as [::1]:443), completes the TLS "
+                "handshake, and prints the negotiated version, cipher suite, ALPN protocol and the "
+                "peer's certificate. If standard input is not a terminal, its contents are sent and "
+                "the reply is printed until the server closes the connection."
+            ),
+            78,
         ),
         epilog=EXIT_CODES_HELP,
         formatter_class=argparse.RawDescriptionHelpFormatter,

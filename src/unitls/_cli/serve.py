@@ -6,6 +6,7 @@ import argparse
 import datetime
 import html
 import sys
+import textwrap
 from typing import Any
 
 from .._config import TLSServerConfiguration
@@ -24,7 +25,6 @@ from .common import (
     load_signing_chain,
     load_trust_store,
     note,
-    one_line,
     parse_alpn,
     parse_port,
     parse_version,
@@ -43,12 +43,15 @@ def add_parser(sub: Any) -> None:
     p = sub.add_parser(
         "serve",
         help="run a TLS server that shows each connection's parameters (like openssl s_server -www)",
-        description=(
-            "Serves TLS on HOST:PORT. By default each connection gets one small HTTP page showing "
-            "what was negotiated (the whole request is read, answered once, then close_notify is "
-            "sent); --echo sends back whatever the client sends instead. Without --cert a "
-            "throwaway CA and certificate for localhost/127.0.0.1/::1 are made in memory: save the "
-            "CA with --write-ca FILE and trust it with `unitls connect --cafile FILE`."
+        description=textwrap.fill(
+            (
+                "Serves TLS on HOST:PORT. By default each connection gets one small HTTP page showing "
+                "what was negotiated (the whole request is read, answered once, then close_notify is "
+                "sent); --echo sends back whatever the client sends instead. Without --cert a "
+                "throwaway CA and certificate for localhost/127.0.0.1/::1 are made in memory: save the "
+                "CA with --write-ca FILE and trust it with `unitls connect --cafile FILE`."
+            ),
+            78,
         ),
         epilog=EXIT_CODES_HELP,
         formatter_class=argparse.RawDescriptionHelpFormatter,
@@ -283,6 +286,3 @@ def _page(request: bytes, params: list[tuple[str, str]]) -> bytes:
     if first.startswith("HEAD "):
         return head
     return head + body
-
-
-__all__ = ["add_parser", "one_line", "run"]

@@ -12,10 +12,11 @@ from __future__ import annotations
 import _socket
 import socket
 import ssl
+import threading
 import weakref
 from typing import TYPE_CHECKING, Any
 
-from .._enums import NextProtocol
+from .._enums import CipherSuite, NextProtocol, TLSVersion
 from .._errors import (
     CertificateVerificationError,
     ConfigurationError,
@@ -32,11 +33,10 @@ from ._certinfo import cert_dict, cipher_tuple, verify_code
 if TYPE_CHECKING:
     from typing_extensions import Buffer
 
-    from .._protocols import ClientContext, ServerContext, TLSBuffer
+    from .._protocols import ClientContext, ServerContext
 
 __all__ = ["BioTLS", "SocketTLS", "translate"]
 
-_RECV_SIZE = 256 * 1024
 _FEED_SIZE = 256 * 1024
 _RECORD = 16 * 1024
 
@@ -98,6 +98,65 @@ def translate(exc: TLSError, operation: str) -> OSError:
     return err
 
 
+class _LockedBuffer:
+    """Serialises calls into the engine.
+
+    ``_ssl.c`` lets one thread read while another writes on the same SSLSocket (websockets' sync
+    client does); an engine object must not be entered twice at once (PyO3 refuses it).
+    """
+
+    __slots__ = ("_buf", "_lock")
+
+    def __init__(self, buf: TLSBuffer) -> None:
+        self._buf = buf
+        self._lock = threading.Lock()
+
+    def read(self, amt: int, buffer: Buffer | None = None) -> bytes | int:
+        with self._lock:
+            return self._buf.read(amt, buffer)
+
+    def write(self, buf: Buffer) -> int:
+        with self._lock:
+            return self._buf.write(buf)
+
+    def do_handshake(self) -> None:
+        with self._lock:
+            self._buf.do_handshake()
+
+    def shutdown(self) -> None:
+        with self._lock:
+            self._buf.shutdown()
+
+    def process_incoming(self, data: bytes) -> None:
+        with self._lock:
+            self._buf.process_incoming(data)
+
+    def process_outgoing(self, amount: int) -> bytes:
+        with self._lock:
+            return self._buf.process_outgoing(amount)
+
+    def outgoing_bytes_buffered(self) -> int:
+        with self._lock:
+            return self._buf.outgoing_bytes_buffered()
+
+    def getpeercert(self) -> bytes | None:
+        with self._lock:
+            return self._buf.getpeercert()
+
+    def cipher(self) -> CipherSuite | int | None:
+        with self._lock:
+            return self._buf.cipher()
+
+    def negotiated_protocol(self) -> NextProtocol | bytes | None:
+        with self._lock:
+            return self._buf.negotiated_protocol()
+
+    @property
+    def negotiated_tls_version(self) -> TLSVersion | None:
+        with self._lock:
+            return self._buf.negotiated_tls_version
+
+
 class _TLSBase:
     """What sockets and memory-BIO objects share: the TLS state machine over the TLSBuffer."""
 
@@ -116,7 +175,9 @@ class _TLSBase:
         self.server_hostname = server_hostname
         self._owner = weakref.ref(owner) if owner is not None else None
         self._verified = verified  # False: getpeercert() gives {} like an unverified C socket
-        self._buf: TLSBuffer | None = None
+        self._buf: _LockedBuffer | None = None
+        # Ciphertext leaves in the order the engine made it, whichever thread sends it.
+        self._send_lock = threading.RLock()
         self._handshaked = False
         self._plain = bytearray()  # plaintext read ahead by pending()
         self._deferred: OSError | None = None  # an error met by pending(), raised by read()
@@ -158,18 +219,18 @@ class _TLSBase:
         # With hostname checks off the name is only used for SNI; an IP literal sends none.
         return "0.0.0.0"
 
-    def _buffer(self) -> TLSBuffer:
+    def _buffer(self) -> _LockedBuffer:
         buf = self._buf
         if buf is None:
             try:
                 if self.server_side:
-                    buf = self._pep.create_buffer()  # type: ignore[call-arg]
+                    raw = self._pep.create_buffer()  # type: ignore[call-arg]
                 else:
                     name = self.server_hostname or self._placeholder_hostname()
-                    buf = self._pep.create_buffer(name)  # type: ignore[call-arg]
+                    raw = self._pep.create_buffer(name)  # type: ignore[call-arg]
             except TLSError as exc:
                 raise translate(exc, "handshake") from exc
-            self._buf = buf
+            buf = self._buf = _LockedBuffer(raw)
         return buf
 
     def _feed(self, data: bytes) -> None:
@@ -186,7 +247,7 @@ class _TLSBase:
             return
         self._retry(self._buffer(), data)
 
-    def _retry(self, buf: TLSBuffer, data: bytes) -> bool:
+    def _retry(self, buf: _LockedBuffer, data: bytes) -> bool:
         try:
             buf.process_incoming(data)
         except WantReadError:
@@ -491,16 +552,17 @@ class SocketTLS(_TLSBase):
 
     def _flush(self) -> None:
         sock = self._sock()
-        if self._unsent is not None:
-            view, self._unsent = self._unsent, None
-            self._send_raw(sock, view)
-        buf = self._buf
-        if buf is None:
-            return
-        n = buf.outgoing_bytes_buffered()
-        while n:
-            self._send_raw(sock, memoryview(buf.process_outgoing(n)))
+        with self._send_lock:
+            if self._unsent is not None:
+                view, self._unsent = self._unsent, None
+                self._send_raw(sock, view)
+            buf = self._buf
+            if buf is None:
+                return
             n = buf.outgoing_bytes_buffered()
+            while n:
+                self._send_raw(sock, memoryview(buf.process_outgoing(n)))
+                n = buf.outgoing_bytes_buffered()
 
     def _pull(self, operation: str) -> bool:
         if self._transport_eof:
@@ -509,10 +571,7 @@ class SocketTLS(_TLSBase):
             return self._pull_backlog()
         sock = self._sock()
         try:
-            if self._shutdown_sent:
-                data = self._recv_record(sock)
-            else:
-                data = _socket.socket.recv(sock, _RECV_SIZE)
+            data = self._recv_record(sock)
         except BlockingIOError:
             raise _want_read() from None
         except TimeoutError:
@@ -521,8 +580,10 @@ class SocketTLS(_TLSBase):
         return bool(data)
 
     def _recv_record(self, sock: socket.socket) -> bytes:
-        # While unwrapping, read exactly one TLS record at a time (like OpenSSL without
-        # read-ahead): cleartext the peer sends after its close_notify must stay in the socket.
+        # Read exactly one TLS record at a time, like OpenSSL without read-ahead: callers that
+        # select() on the socket before recv() (websockets' sync client, many others) would hang
+        # on records read ahead into the engine, and after close_notify (unwrap) the peer's
+        # cleartext must stay in the socket.
         head = self._partial
         while len(head) < 5:
             chunk = _socket.socket.recv(sock, 5 - len(head))
@@ -573,10 +634,11 @@ class BioTLS(_TLSBase):
         buf = self._buf
         if buf is None:
             return
-        n = buf.outgoing_bytes_buffered()
-        while n:
-            self._outgoing.write(buf.process_outgoing(n))
+        with self._send_lock:
             n = buf.outgoing_bytes_buffered()
+            while n:
+                self._outgoing.write(buf.process_outgoing(n))
+                n = buf.outgoing_bytes_buffered()
 
     def _pull(self, operation: str) -> bool:
         if self._backlog:
