@@ -6,9 +6,11 @@ is made, into ``ssl.SSLContext`` objects (one per server signing chain, picked b
 configurations without file paths share them. Every ``ssl.SSLError``/``OSError`` is turned into
 the matching ``TLSError`` subclass with the original chained as ``__cause__``.
 
-What the stdlib cannot do is refused with ``ConfigurationError``, never ignored: Python 3.11 cannot
-restrict TLS 1.3 cipher suites, so a cipher list naming only some of them is refused (a list with
-TLS 1.2 suites only limits the connection to TLS 1.2 when the configuration allows it).
+What the stdlib cannot do is done another way or refused with ``ConfigurationError``, never
+ignored. Python 3.11 has no call for TLS 1.3 cipher suites: the engine calls OpenSSL's
+``SSL_CTX_set_ciphersuites`` on the context through ``ctypes`` after checking that it holds the
+right ``SSL_CTX`` (and that the suites took effect); where that is impossible, a list naming only
+some TLS 1.3 suites is refused.
 """
 
 from __future__ import annotations
@@ -93,31 +95,81 @@ def _cipher_tables() -> tuple[dict[int, str], dict[str, int], frozenset[int]]:
 
 _NAME_BY_ID, _ID_BY_NAME, _TLS13_ENABLED = _cipher_tables()
 
+# OpenSSL's names of the TLS 1.3 suites are the IANA ones.
+_TLS13_NAMES = {
+    0x1301: "TLS_AES_128_GCM_SHA256",
+    0x1302: "TLS_AES_256_GCM_SHA384",
+    0x1303: "TLS_CHACHA20_POLY1305_SHA256",
+    0x1304: "TLS_AES_128_CCM_SHA256",
+    0x1305: "TLS_AES_128_CCM_8_SHA256",
+}
+
+
+def _tls13_suite_setter() -> Callable[[ssl.SSLContext, str], bool] | None:
+    """A function setting an SSLContext's TLS 1.3 suites, or None where that is impossible.
+
+    It reads the ``SSL_CTX *`` that CPython keeps right after the object header of an
+    ``_ssl._SSLContext`` and calls ``SSL_CTX_set_ciphersuites`` on it, but only after checking
+    that the pointer's options equal ``ctx.options``; afterwards it checks ``get_ciphers()``.
+    """
+    import ctypes
+    import sys
+
+    if sys.implementation.name != "cpython":
+        return None
+    try:
+        lib = ctypes.CDLL(ssl._ssl.__file__)  # type: ignore[attr-defined]
+        set_suites = lib.SSL_CTX_set_ciphersuites
+        get_options = lib.SSL_CTX_get_options
+    except (OSError, AttributeError):
+        return None
+    set_suites.argtypes = [ctypes.c_void_p, ctypes.c_char_p]
+    set_suites.restype = ctypes.c_int
+    get_options.argtypes = [ctypes.c_void_p]
+    get_options.restype = ctypes.c_uint64
+
+    def setter(ctx: ssl.SSLContext, names: str) -> bool:
+        ptr = ctypes.c_void_p.from_address(id(ctx) + object.__basicsize__).value
+        if not ptr or get_options(ptr) != ctx.options & 0xFFFF_FFFF_FFFF_FFFF:
+            return False
+        if set_suites(ptr, names.encode("ascii")) != 1:
+            return False
+        enabled = [c["name"] for c in ctx.get_ciphers() if c["protocol"] == "TLSv1.3"]
+        return sorted(enabled) == sorted(names.split(":"))
+
+    probe = _SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    return setter if setter(probe, _TLS13_NAMES[0x1303]) else None
+
+
+_set_tls13_suites = _tls13_suite_setter()
+_ID_BY_NAME.update({name: suite for suite, name in _TLS13_NAMES.items()})
+
 
 # -- translating a configuration ---------------------------------------------------------------
 
 
 def _cipher_plan(
     config: TLSClientConfiguration | TLSServerConfiguration,
-) -> tuple[str | None, int, int]:
-    """(OpenSSL TLS 1.2 cipher string, lowest, highest wire version) honouring ``ciphers``.
-
-    Raises ConfigurationError when the list cannot be honoured exactly.
-    """
+) -> tuple[str | None, str | None, int, int]:
+    """(TLS 1.2 cipher string, TLS 1.3 suite string, lowest, highest wire version) honouring
+    ``ciphers`` exactly (None: leave OpenSSL's setting). Raises ConfigurationError otherwise."""
     low, high = version_bounds(config)
     if config.ciphers is None:
-        return _DEFAULT_TLS12_CIPHERS, low, high
+        return _DEFAULT_TLS12_CIPHERS, None, low, high
     tls13, tls12 = split_ciphers([int(c) for c in config.ciphers])
     usable12 = [c for c in tls12 if c in _NAME_BY_ID]
+    suites13: str | None = None
     if high >= TLS13:
         if not tls13:
             high = TLS12  # only TLS 1.2 suites are allowed: do not offer TLS 1.3
+        elif _set_tls13_suites is not None:
+            suites13 = ":".join(_TLS13_NAMES[c] for c in tls13)
         elif not _TLS13_ENABLED <= set(tls13):
             missing = ", ".join(suite_name(c) for c in sorted(_TLS13_ENABLED - set(tls13)))
             raise ConfigurationError(
-                "the openssl engine cannot restrict TLS 1.3 cipher suites (the ssl module of "
-                f"this Python has no call for it): it would also negotiate {missing}. Allow all "
-                "of them, set highest_supported_version=TLSv1_2, or use the rustls engine"
+                "the openssl engine cannot restrict TLS 1.3 cipher suites on this Python: it "
+                f"would also negotiate {missing}. Allow all of them, set "
+                "highest_supported_version=TLSv1_2, or use the rustls engine"
             )
     if low <= TLS12 and not usable12:
         low = TLS13  # no TLS 1.2 suite this OpenSSL has: TLS 1.2 cannot be used
@@ -127,13 +179,17 @@ def _cipher_plan(
             f"none of the cipher suites ({names}) can be used by {LIBRARY_VERSION} with the "
             "TLS versions this configuration allows"
         )
-    return (":".join(_NAME_BY_ID[c] for c in usable12) or None), low, high
+    return (":".join(_NAME_BY_ID[c] for c in usable12) or None), suites13, low, high
 
 
 def _apply_common(
     ctx: ssl.SSLContext, config: TLSClientConfiguration | TLSServerConfiguration
 ) -> None:
-    cipher_string, low, high = _cipher_plan(config)
+    cipher_string, suites13, low, high = _cipher_plan(config)
+    if suites13 is not None:
+        assert _set_tls13_suites is not None
+        if not _set_tls13_suites(ctx, suites13):
+            raise ConfigurationError(f"OpenSSL did not accept the TLS 1.3 suites {suites13}")
     ctx.minimum_version = ssl.TLSVersion.TLSv1_3 if low >= TLS13 else ssl.TLSVersion.TLSv1_2
     ctx.maximum_version = ssl.TLSVersion.TLSv1_3 if high >= TLS13 else ssl.TLSVersion.TLSv1_2
     if cipher_string is not None:

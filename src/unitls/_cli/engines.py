@@ -248,7 +248,11 @@ def run(args: argparse.Namespace) -> int:
     def mark(entry: dict[str, Any]) -> str:
         if entry["supported"]:
             return "yes" + (f" ({entry['detail']})" if entry["detail"] else "")
-        return "fails" if entry["detail"].startswith("fails:") else "no"
+        if entry["detail"].startswith("fails:"):
+            return "fails"
+        if "cannot restrict" in entry["detail"]:
+            return "not alone"  # enabled, but the engine cannot be limited to it
+        return "no"
 
     print()
     keys = list(usable[0]["features"])
@@ -279,6 +283,7 @@ def run(args: argparse.Namespace) -> int:
     print()
     print(
         "no: the engine refuses the configuration (ConfigurationError); "
-        "fails: it accepts it but the handshake fails"
+        "fails: it accepts it but the handshake fails;\n"
+        "not alone: the engine cannot be restricted to that one suite (it may still negotiate it)"
     )
     return EXIT_OK
