@@ -120,14 +120,20 @@ def test_echo_every_engine_pair(
     run(main())
 
 
+@pytest.mark.parametrize("version", [TLSVersion.TLSv1_2, TLSVersion.TLSv1_3])
 def test_write_eof_half_close(
     client_engine: Impl,
     server_engine: Impl,
     client_config: TLSClientConfiguration,
-    server_config: TLSServerConfiguration,
+    server_cert: Issued,
+    version: TLSVersion,
 ) -> None:
-    """After our close_notify the peer keeps writing, and we keep reading (TLS 1.3)."""
-    sctx = server_engine.server_context(server_config)
+    """After our close_notify the peer keeps writing, and we keep reading."""
+    sctx = server_engine.server_context(
+        TLSServerConfiguration(
+            certificate_chain=[server_cert.signing_chain()], highest_supported_version=version
+        )
+    )
     cctx = client_engine.client_context(client_config)
 
     async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
@@ -145,6 +151,7 @@ def test_write_eof_half_close(
                 HOST, port_of(server), context=cctx, server_hostname="localhost"
             )
             assert writer.can_write_eof()
+            assert writer.get_extra_info("tls_version") == version
             writer.write(b"request " * 1000)
             writer.write_eof()
             answer = await reader.read()

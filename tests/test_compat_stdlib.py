@@ -56,7 +56,9 @@ def injected(engine: Engine) -> Iterator[None]:
 
 
 def test_http_client(bridge_client: SSLContext, plain_https: int) -> None:
-    conn = http.client.HTTPSConnection("127.0.0.1", plain_https, context=bridge_client, timeout=TIMEOUT)
+    conn = http.client.HTTPSConnection(
+        "127.0.0.1", plain_https, context=bridge_client, timeout=TIMEOUT
+    )
     try:
         for path in ("/a", "/b"):  # keep-alive: two requests on one connection
             conn.request("GET", path)
@@ -113,7 +115,9 @@ def test_xmlrpc(bridge_client: SSLContext, plain_server: ssl.SSLContext) -> None
     server.socket = plain_server.wrap_socket(server.socket, server_side=True)
     import threading
 
-    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
+    thread = threading.Thread(
+        target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True
+    )
     thread.start()
     try:
         port = server.server_address[1]
@@ -375,7 +379,9 @@ def test_poplib_stls(bridge_client: SSLContext, plain_server: ssl.SSLContext) ->
     assert not server.errors
 
 
-def test_ftplib_prot_p(engine: Engine, cert_files: CertFiles, tmp_path: Any, bridge_client: SSLContext) -> None:
+def test_ftplib_prot_p(
+    engine: Engine, cert_files: CertFiles, tmp_path: Any, bridge_client: SSLContext
+) -> None:
     pytest.importorskip("OpenSSL")
     authorizers = pytest.importorskip("pyftpdlib.authorizers")
     handlers = pytest.importorskip("pyftpdlib.handlers")

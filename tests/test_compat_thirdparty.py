@@ -97,9 +97,16 @@ def test_requests_injected(
 ) -> None:
     requests = pytest.importorskip("requests")
     with requests.Session() as session:
-        r = session.get(f"https://127.0.0.1:{plain_https}/rq", verify=str(cert_files.ca_file), timeout=TIMEOUT)
+        r = session.get(
+            f"https://127.0.0.1:{plain_https}/rq", verify=str(cert_files.ca_file), timeout=TIMEOUT
+        )
         assert r.text == "hello from /rq"
-        r = session.post(f"https://127.0.0.1:{plain_https}/", data=b"d" * 100_000, verify=str(cert_files.ca_file), timeout=TIMEOUT)
+        r = session.post(
+            f"https://127.0.0.1:{plain_https}/",
+            data=b"d" * 100_000,
+            verify=str(cert_files.ca_file),
+            timeout=TIMEOUT,
+        )
         assert r.content == b"d" * 100_000
         with pytest.raises(requests.exceptions.SSLError):
             session.get(f"https://127.0.0.1:{plain_https}/", timeout=TIMEOUT)
@@ -154,7 +161,9 @@ async def _h2_server(reader: asyncio.StreamReader, writer: asyncio.StreamWriter)
         writer.close()
 
 
-def test_httpx_http2_alpn(engine: Engine, bridge_client: SSLContext, plain_server: ssl.SSLContext) -> None:
+def test_httpx_http2_alpn(
+    engine: Engine, bridge_client: SSLContext, plain_server: ssl.SSLContext
+) -> None:
     httpx = pytest.importorskip("httpx")
     pytest.importorskip("h2")
     plain_server.set_alpn_protocols(["h2", "http/1.1"])
@@ -298,6 +307,7 @@ def test_websockets(bridge_client: SSLContext, bridge_server: SSLContext) -> Non
             async with connect(uri, ssl=bridge_client, server_hostname="localhost") as ws:
                 await ws.send("hello")
                 assert await ws.recv() == "olleh"
+
             # The sync client wraps a blocking socket: the SSLSocket path.
             def sync() -> str:
                 with sync_connect(uri, ssl=bridge_client, server_hostname="localhost") as ws:
@@ -321,7 +331,9 @@ def test_uvicorn_injected(
     async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
         if scope["type"] != "http":
             return
-        await send({"type": "http.response.start", "status": 200, "headers": [(b"content-length", b"7")]})
+        await send(
+            {"type": "http.response.start", "status": 200, "headers": [(b"content-length", b"7")]}
+        )
         await send({"type": "http.response.body", "body": b"uvicorn"})
 
     # uvicorn builds its own ssl.SSLContext from files: injection routes it through the bridge.

@@ -207,7 +207,8 @@ class TLSTransport(asyncio.Transport):
         return f"<TLSTransport {self._tls!r}>"
 
     def __del__(self, _warn: Any = warnings.warn) -> None:
-        if not self._closed and self._tls._state < _CLOSING:
+        # Only an open connection was ever handed to the application.
+        if not self._closed and self._tls._state == _OPEN:
             self._closed = True
             _warn(f"unclosed transport {self!r}", ResourceWarning, source=self)
 

@@ -92,7 +92,10 @@ class Handler(http.server.BaseHTTPRequestHandler):
         if self.path == "/peer":
             conn = self.connection
             assert isinstance(conn, ssl.SSLSocket)
-            info = {"version": conn.version(), "cipher": conn.cipher()[0] if conn.cipher() else None}
+            info = {
+                "version": conn.version(),
+                "cipher": conn.cipher()[0] if conn.cipher() else None,
+            }
             self._send(json.dumps(info).encode(), "application/json")
             return
         self._send(b"hello from " + self.path.encode())

@@ -132,4 +132,4 @@ def extract_from_ssl() -> None:
             module = sys.modules.get(module_name)
             current = getattr(module, "SSLContext", None)
             if isinstance(current, type) and issubclass(current, SSLContext):
-                setattr(module, "SSLContext", ORIGINAL_SSLCONTEXT)
+                module.__dict__["SSLContext"] = ORIGINAL_SSLCONTEXT

@@ -73,7 +73,9 @@ def _name(name: x509.Name) -> tuple[tuple[tuple[str, str], ...], ...]:
 def _ip(value: ipaddress.IPv4Address | ipaddress.IPv6Address | Any) -> str:
     if isinstance(value, ipaddress.IPv6Address):
         # _ssl.c prints every group, upper case, without compression.
-        return ":".join(f"{int.from_bytes(value.packed[i : i + 2], 'big'):X}" for i in range(0, 16, 2))
+        return ":".join(
+            f"{int.from_bytes(value.packed[i : i + 2], 'big'):X}" for i in range(0, 16, 2)
+        )
     return str(value)
 
 

@@ -16,7 +16,7 @@ import re
 import ssl
 import threading
 from collections.abc import Callable, Iterable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .._config import TLSClientConfiguration, TLSServerConfiguration
 from .._enums import TLS13_SUITES, CipherSuite, NextProtocol, TLSVersion
@@ -169,7 +169,9 @@ def _insecure_impl(name: str) -> TLSImplementation[Any, Any]:
         return impl
 
 
-def _resolve(implementation: str | TLSImplementation[Any, Any] | None) -> TLSImplementation[Any, Any]:
+def _resolve(
+    implementation: str | TLSImplementation[Any, Any] | None,
+) -> TLSImplementation[Any, Any]:
     if implementation is None or isinstance(implementation, str):
         return get_implementation(implementation)
     if isinstance(implementation, TLSImplementation):
@@ -180,7 +182,18 @@ def _resolve(implementation: str | TLSImplementation[Any, Any] | None) -> TLSImp
     )
 
 
-class SSLContext(ORIGINAL_SSLCONTEXT):
+if TYPE_CHECKING:
+    _Base = ssl.SSLContext
+else:
+    _Base = ORIGINAL_SSLCONTEXT
+
+
+def _c_get(ctx: ssl.SSLContext, name: str) -> int:
+    """A setting straight from ``_ssl._SSLContext`` (a plain int, no ssl.py wrapper)."""
+    return int(_C.__dict__[name].__get__(ctx))
+
+
+class SSLContext(_Base):
     """An ``ssl.SSLContext`` whose sockets and objects run their TLS on a PEP 748 engine.
 
     ``wrap_socket``/``wrap_bio`` return genuine ``ssl.SSLSocket``/``ssl.SSLObject`` objects, so
@@ -222,7 +235,7 @@ class SSLContext(ORIGINAL_SSLCONTEXT):
                 f"ssl.{_OLD_PROTOCOLS[protocol]} is TLS below 1.2, which unitls engines never "
                 "negotiate: use ssl.PROTOCOL_TLS_CLIENT or ssl.PROTOCOL_TLS_SERVER"
             )
-        self = super().__new__(cls, protocol)
+        self: SSLContext = super().__new__(cls, protocol)
         state = self.__dict__
         state["_unitls_impl"] = _resolve(
             implementation if implementation is not None else cls._unitls_default
@@ -262,7 +275,7 @@ class SSLContext(ORIGINAL_SSLCONTEXT):
         self,
         cafile: Any = None,
         capath: Any = None,
-        cadata: str | bytes | None = None,
+        cadata: Any = None,
     ) -> None:
         super().load_verify_locations(cafile, capath, cadata)
         ders: list[bytes] = []
@@ -411,13 +424,13 @@ class SSLContext(ORIGINAL_SSLCONTEXT):
         """The PEP context for the current settings (cached) and whether peers are verified."""
         key = (
             server_side,
-            _C.verify_mode.__get__(self),
+            _c_get(self, "verify_mode"),
             self.check_hostname,
-            _C.minimum_version.__get__(self),
-            _C.maximum_version.__get__(self),
-            _C.options.__get__(self) & (ssl.OP_NO_TLSv1_2 | ssl.OP_NO_TLSv1_3),
+            _c_get(self, "minimum_version"),
+            _c_get(self, "maximum_version"),
+            _c_get(self, "options") & (ssl.OP_NO_TLSv1_2 | ssl.OP_NO_TLSv1_3),
             self.post_handshake_auth,
-            _C.verify_flags.__get__(self) & _CRL_FLAGS,
+            _c_get(self, "verify_flags") & _CRL_FLAGS,
             self._unitls_generation,
         )
         cache = self._unitls_cache
@@ -441,7 +454,7 @@ class SSLContext(ORIGINAL_SSLCONTEXT):
                 "verify_mode = CERT_OPTIONAL has no PEP 748 equivalent: use CERT_REQUIRED "
                 "(verify the peer) or, for testing only, CERT_NONE"
             )
-        if _C.verify_flags.__get__(self) & _CRL_FLAGS:
+        if _c_get(self, "verify_flags") & _CRL_FLAGS:
             raise UnsupportedSettingError(
                 "verify_flags with VERIFY_CRL_CHECK_LEAF/CHAIN: CRL checking is not supported "
                 "by the unitls bridge"
@@ -506,7 +519,7 @@ class SSLContext(ORIGINAL_SSLCONTEXT):
 
     # -- the factories ssl.SSLSocket and ssl.SSLObject call ----------------------------------
 
-    def _wrap_socket(  # type: ignore[override]
+    def _wrap_socket(
         self,
         sock: ssl.SSLSocket,
         server_side: bool,
@@ -519,7 +532,7 @@ class SSLContext(ORIGINAL_SSLCONTEXT):
         _check_hostname(self, server_side, server_hostname, session)
         return SocketTLS(sock, self, pep, server_side, server_hostname, owner, verified)
 
-    def _wrap_bio(  # type: ignore[override]
+    def _wrap_bio(
         self,
         incoming: ssl.MemoryBIO,
         outgoing: ssl.MemoryBIO,
@@ -548,4 +561,3 @@ def _check_hostname(
         raise ValueError("check_hostname requires server_hostname")
     if session is not None:
         raise ValueError("the unitls bridge does not resume ssl.SSLSession sessions")
-

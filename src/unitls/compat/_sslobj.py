@@ -33,7 +33,7 @@ from ._certinfo import cert_dict, cipher_tuple, verify_code
 if TYPE_CHECKING:
     from typing_extensions import Buffer
 
-    from .._protocols import ClientContext, ServerContext
+    from .._protocols import ClientContext, ServerContext, TLSBuffer
 
 __all__ = ["BioTLS", "SocketTLS", "translate"]
 
@@ -53,9 +53,7 @@ def _want_read() -> ssl.SSLWantReadError:
 
 
 def _want_write() -> ssl.SSLWantWriteError:
-    return ssl.SSLWantWriteError(
-        ssl.SSL_ERROR_WANT_WRITE, "The operation did not complete (write)"
-    )
+    return ssl.SSLWantWriteError(ssl.SSL_ERROR_WANT_WRITE, "The operation did not complete (write)")
 
 
 def translate(exc: TLSError, operation: str) -> OSError:
@@ -66,11 +64,12 @@ def translate(exc: TLSError, operation: str) -> OSError:
     cause = exc.__cause__
     if isinstance(exc, CertificateVerificationError):
         if isinstance(cause, ssl.SSLCertVerificationError):
-            code, message = cause.verify_code, cause.verify_message
+            code, message = int(cause.verify_code), str(cause.verify_message)
         else:
             code, message = verify_code(exc.reason), exc.reason
         err: OSError = ssl.SSLCertVerificationError(
-            ssl.SSL_ERROR_SSL, f"[SSL: CERTIFICATE_VERIFY_FAILED] certificate verify failed: {message}"
+            ssl.SSL_ERROR_SSL,
+            f"[SSL: CERTIFICATE_VERIFY_FAILED] certificate verify failed: {message}",
         )
         assert isinstance(err, ssl.SSLCertVerificationError)
         err.verify_code = code
@@ -93,7 +92,7 @@ def translate(exc: TLSError, operation: str) -> OSError:
     if isinstance(cause, ssl.SSLError):
         err.reason, err.library = cause.reason, cause.library
     else:
-        err.reason = "UNITLS_CONFIGURATION" if isinstance(exc, ConfigurationError) else None
+        err.reason = "UNITLS_CONFIGURATION" if isinstance(exc, ConfigurationError) else "UNITLS"
         err.library = "unitls"
     return err
 
@@ -590,6 +589,10 @@ class SocketTLS(_TLSBase):
             if not chunk:
                 return b""
             head += chunk
+        if not (20 <= head[0] <= 24 and head[1] == 3) or int.from_bytes(head[3:5], "big") > 18432:
+            # Not a TLS record header: let the engine see the bytes and fail with its own error.
+            self._partial = bytearray()
+            return bytes(head)
         need = 5 + int.from_bytes(head[3:5], "big")
         while len(head) < need:
             chunk = _socket.socket.recv(sock, need - len(head))
