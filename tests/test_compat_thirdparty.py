@@ -232,6 +232,7 @@ class ThreadEchoServer:
             with self.ctx.wrap_socket(raw, server_side=True) as conn:
                 while data := conn.recv(65536):
                     conn.sendall(data.upper())
+                conn.unwrap()  # answer the client's close_notify (anyio insists on it)
         except OSError:
             pass
 

@@ -530,6 +530,11 @@ class SSLContext(_Base):
     ) -> SocketTLS:
         pep, verified = self._unitls_context(server_side)
         _check_hostname(self, server_side, server_hostname, session)
+        native = _native_context(pep)
+        if native is not None:
+            return _C._wrap_socket(  # type: ignore[no-any-return]
+                native, sock, server_side, server_hostname, owner=owner, session=None
+            )
         return SocketTLS(sock, self, pep, server_side, server_hostname, owner, verified)
 
     def _wrap_bio(
@@ -544,7 +549,26 @@ class SSLContext(_Base):
     ) -> BioTLS:
         pep, verified = self._unitls_context(server_side)
         _check_hostname(self, server_side, server_hostname, session)
+        native = _native_context(pep)
+        if native is not None:
+            return _C._wrap_bio(  # type: ignore[no-any-return]
+                native, incoming, outgoing, server_side, server_hostname, owner=owner, session=None
+            )
         return BioTLS(incoming, outgoing, self, pep, server_side, server_hostname, owner, verified)
+
+
+def _native_context(pep: ClientContext | ServerContext) -> ssl.SSLContext | None:
+    """The OpenSSL engine's own ``ssl.SSLContext`` behind ``pep``, if it is that engine.
+
+    The OpenSSL engine translates a PEP configuration into stdlib ``SSLContext`` objects (SNI
+    selection included); handing their C ``_SSLSocket``/``_SSLObject`` to ssl.py is that engine's
+    native path: the stdlib's own I/O loop, no Python code per read or write.
+    """
+    from ..openssl import OpenSSLClientContext, OpenSSLServerContext
+
+    if isinstance(pep, (OpenSSLClientContext, OpenSSLServerContext)):
+        return pep._ssl_context
+    return None
 
 
 def _is_known(proto: bytes) -> bool:

@@ -342,7 +342,7 @@ class _TLSBase:
         if self._deferred is not None:
             raise self._deferred
         if self._closed_by_peer:
-            return b"" if buffer is None else 0
+            return self._eof_result(buffer)
         buf = self._buffer()
         while True:
             try:
@@ -356,9 +356,19 @@ class _TLSBase:
                 raise translate(exc, "read") from exc
             if not data:
                 self._closed_by_peer = True
+                return self._eof_result(buffer)
             if buf.outgoing_bytes_buffered():
                 self._flush_quietly()  # e.g. a KeyUpdate answer: best effort, never blocks reads
             return data
+
+    def _eof_result(self, buffer: Buffer | None) -> bytes | int:
+        # OpenSSL's read after the peer's close_notify: empty while our side is still open,
+        # SSLZeroReturnError once both close_notify alerts have crossed (after unwrap()).
+        if self._shutdown_sent:
+            raise ssl.SSLZeroReturnError(
+                ssl.SSL_ERROR_ZERO_RETURN, "TLS/SSL connection has been closed (EOF)"
+            )
+        return b"" if buffer is None else 0
 
     def write(self, data: Buffer) -> int:
         view = memoryview(data)
