@@ -532,7 +532,7 @@ class SSLContext(_Base):
         _check_hostname(self, server_side, server_hostname, session)
         native = _native_context(pep)
         if native is not None:
-            return _C._wrap_socket(  # type: ignore[no-any-return]
+            return _C._wrap_socket(  # type: ignore[attr-defined,no-any-return]
                 native, sock, server_side, server_hostname, owner=owner, session=None
             )
         return SocketTLS(sock, self, pep, server_side, server_hostname, owner, verified)
@@ -551,7 +551,7 @@ class SSLContext(_Base):
         _check_hostname(self, server_side, server_hostname, session)
         native = _native_context(pep)
         if native is not None:
-            return _C._wrap_bio(  # type: ignore[no-any-return]
+            return _C._wrap_bio(  # type: ignore[attr-defined,no-any-return]
                 native, incoming, outgoing, server_side, server_hostname, owner=owner, session=None
             )
         return BioTLS(incoming, outgoing, self, pep, server_side, server_hostname, owner, verified)
