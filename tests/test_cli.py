@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import os
 import re
@@ -473,7 +472,36 @@ def test_bench_json() -> None:
 
 
 def test_bench_plot_without_matplotlib(tmp_path: Path) -> None:
-    if importlib.util.find_spec("matplotlib") is not None:
-        pytest.skip("matplotlib is installed")
-    proc = run_cli("bench", "--plot", str(tmp_path / "x.png"))
+    # Hide matplotlib (installed or not) from the child: the error must still be one line.
+    code = (
+        "import sys; sys.modules['matplotlib'] = None; from unitls.__main__ import main; "
+        f"sys.exit(main(['bench', '--plot', {str(tmp_path / 'x.png')!r}]))"
+    )
+    proc = subprocess.run(
+        [sys.executable, "-c", code],
+        stdin=subprocess.DEVNULL,
+        capture_output=True,
+        text=True,
+        env=_env(),
+        timeout=60,
+    )
+    assert "Traceback" not in proc.stderr, proc.stderr
     assert_one_line_error(proc, 2, "pip install matplotlib")
+
+
+def test_bench_plot(tmp_path: Path) -> None:
+    pytest.importorskip("matplotlib")
+    out = tmp_path / "ratios.png"
+    proc = run_cli(
+        "bench",
+        "--seconds",
+        "0.05",
+        "--core-only",
+        "--engine",
+        ENGINES[0],
+        "--plot",
+        str(out),
+        timeout=300,
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
