@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import socket
 import ssl
 import threading
@@ -562,3 +563,16 @@ def test_inject_and_extract(engine: Engine, cert_files: CertFiles, echo: EchoSer
     assert ssl._create_stdlib_context is original_stdlib
     assert type(ssl.create_default_context()) is original
     assert not unitls.compat.is_injected()
+
+
+def test_settings_the_engines_ignore_are_announced(bridge_client: SSLContext) -> None:
+    from unitls.compat import IgnoredSettingWarning
+
+    with pytest.warns(IgnoredSettingWarning, match="set_ecdh_curve"):
+        bridge_client.set_ecdh_curve("prime256v1")
+    with pytest.warns(IgnoredSettingWarning, match="keylog_filename"):
+        bridge_client.keylog_filename = os.devnull
+    assert bridge_client.keylog_filename == os.devnull
+    with pytest.warns(IgnoredSettingWarning, match="hostname_checks_common_name"):
+        bridge_client.hostname_checks_common_name = True
+    bridge_client.hostname_checks_common_name = False  # what the engines do anyway: silent

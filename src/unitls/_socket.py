@@ -232,7 +232,11 @@ class BufferSocket(_SocketBase):
             data = b""  # a reset is an EOF without close_notify; the engine reports it
         except OSError as exc:
             raise map_os_error(exc, "receiving TLS data failed") from exc
-        self._buffer.process_incoming(data)
+        try:
+            self._buffer.process_incoming(data)
+        except TLSError:
+            self._flush_quietly()  # engines that fail here have queued an alert for the peer
+            raise
         return bool(data)
 
     def _flush_quietly(self) -> None:

@@ -29,6 +29,7 @@ from .._protocols import TLSImplementation
 from ._context import (
     ORIGINAL_SSLCONTEXT,
     SAFE_PROPERTIES,
+    IgnoredSettingWarning,
     SSLContext,
     UnsupportedSettingError,
     safe_property,
@@ -36,6 +37,7 @@ from ._context import (
 
 __all__ = [
     "ORIGINAL_SSLCONTEXT",
+    "IgnoredSettingWarning",
     "SSLContext",
     "UnsupportedSettingError",
     "extract_from_ssl",

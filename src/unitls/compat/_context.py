@@ -26,7 +26,13 @@ from .._protocols import ClientContext, ServerContext, TLSImplementation
 from .._registry import get_implementation
 from ._sslobj import BioTLS, SocketTLS
 
-__all__ = ["ORIGINAL_SSLCONTEXT", "SSLContext", "UnsupportedSettingError", "safe_property"]
+__all__ = [
+    "ORIGINAL_SSLCONTEXT",
+    "IgnoredSettingWarning",
+    "SSLContext",
+    "UnsupportedSettingError",
+    "safe_property",
+]
 
 
 def _find_original() -> type[ssl.SSLContext]:
@@ -354,6 +360,40 @@ class SSLContext(_Base):
         self._unitls_ciphers = tuple(tls13 + tls12)
         self._changed()
 
+    # Settings the engines decide for themselves: kept on the OpenSSL object (so getters answer
+    # as usual) but announced, never silently dropped.
+
+    def set_ecdh_curve(self, name: str, /) -> None:
+        super().set_ecdh_curve(name)
+        _ignored(f"set_ecdh_curve({name!r})", "the engine chooses the key exchange group")
+
+    def load_dh_params(self, path: Any, /) -> None:
+        super().load_dh_params(path)
+        _ignored("load_dh_params()", "unitls engines never negotiate finite-field DHE suites")
+
+    @property
+    def keylog_filename(self) -> Any:
+        return _C.__dict__["keylog_filename"].__get__(self)
+
+    @keylog_filename.setter
+    def keylog_filename(self, value: Any) -> None:
+        _C.__dict__["keylog_filename"].__set__(self, value)
+        if value is not None:
+            _ignored(f"keylog_filename = {value!r}", "no TLS key log is written")
+
+    @property
+    def hostname_checks_common_name(self) -> bool:
+        return bool(ORIGINAL_SSLCONTEXT.__dict__["hostname_checks_common_name"].fget(self))
+
+    @hostname_checks_common_name.setter
+    def hostname_checks_common_name(self, value: bool) -> None:
+        ORIGINAL_SSLCONTEXT.__dict__["hostname_checks_common_name"].fset(self, value)
+        if value:
+            _ignored(
+                "hostname_checks_common_name = True",
+                "unitls engines match names against the subjectAltName only (RFC 6125)",
+            )
+
     @property
     def sni_callback(self) -> None:
         return None
@@ -569,6 +609,18 @@ def _native_context(pep: ClientContext | ServerContext) -> ssl.SSLContext | None
     if isinstance(pep, (OpenSSLClientContext, OpenSSLServerContext)):
         return pep._ssl_context
     return None
+
+
+class IgnoredSettingWarning(RuntimeWarning):
+    """An ``ssl.SSLContext`` setting the bridge accepts but the PEP 748 engine does not use."""
+
+
+def _ignored(setting: str, why: str) -> None:
+    import warnings
+
+    warnings.warn(
+        f"{setting} has no effect on the unitls bridge: {why}", IgnoredSettingWarning, stacklevel=3
+    )
 
 
 def _is_known(proto: bytes) -> bool:
