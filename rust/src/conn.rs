@@ -231,6 +231,29 @@ impl Core {
         Err(Failure::WantRead("no application data available yet"))
     }
 
+    /// Fill `target` with as much plaintext as the queued ciphertext yields, record after
+    /// record. A failure after some bytes were read stops the loop (it is stored and raised by
+    /// the next call), so no decrypted data is lost.
+    fn read_available(&mut self, target: &mut [u8]) -> Result<usize, Failure> {
+        let mut got = 0;
+        while got < target.len() {
+            let avail = match self.readable() {
+                Ok(0) => break,
+                Ok(n) => n,
+                Err(e) if got == 0 => return Err(e),
+                Err(_) => break,
+            };
+            let n = avail.min(target.len() - got);
+            match self.read_plain(&mut target[got..got + n]) {
+                Ok(0) => break,
+                Ok(k) => got += k,
+                Err(e) if got == 0 => return Err(e),
+                Err(_) => break,
+            }
+        }
+        Ok(got)
+    }
+
     fn read_plain(&mut self, buf: &mut [u8]) -> Result<usize, Failure> {
         match self.conn.reader().read(buf) {
             Ok(n) => Ok(n),
@@ -382,6 +405,15 @@ impl Connection {
         if n == 0 {
             return Ok(PyBytes::new(py, b""));
         }
+        if n < amt as usize && !core.incoming.is_empty() {
+            // More records are queued than rustls holds decrypted: gather them in one call
+            // (one extra copy, far cheaper than a Python round trip per 16 KiB record).
+            // Plaintext is never longer than the ciphertext it came from: size by what is here.
+            let cap = (amt as usize).min(avail + core.incoming.len() + 64 * 1024);
+            let mut gathered = vec![0u8; cap];
+            let got = py.detach(|| core.read_available(&mut gathered))?;
+            return Ok(PyBytes::new(py, &gathered[..got]));
+        }
         let mut err = None;
         let out = PyBytes::new_with(py, n, |buf| {
             match core.read_plain(buf) {
@@ -425,14 +457,7 @@ impl Connection {
             return Ok(0);
         }
         let target = &mut target[..want];
-        let got = py.detach(|| -> Result<usize, Failure> {
-            let avail = core.readable()?;
-            if avail == 0 {
-                return Ok(0);
-            }
-            let n = avail.min(target.len());
-            core.read_plain(&mut target[..n])
-        })?;
+        let got = py.detach(|| core.read_available(target))?;
         if got == 0 {
             core.nothing_to_read()?;
         }
