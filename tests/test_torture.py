@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import random
 import socket
+import struct
 import threading
+import time
 from typing import Any, TypeAlias
 
 import pytest
@@ -361,3 +363,26 @@ def test_peer_closes_before_handshake_socket(
     assert len(outcome) == 1
     assert isinstance(outcome[0], unitls.TLSError), f"server returned {outcome[0]!r}"
     assert not isinstance(outcome[0], unitls.WantReadError)
+
+
+@pytest.mark.parametrize("payload", [b"", PLAINTEXT])
+def test_client_resets_before_accept(
+    engine: Impl, server_config: TLSServerConfiguration, payload: bytes
+) -> None:
+    """A client that connects, maybe writes, and resets before accept(): a TLSError, never a
+    raw OSError from the engine's wrapping of the dead socket."""
+    listener = engine.server_context(server_config).connect(("127.0.0.1", 0))
+    listener.settimeout(10)
+    try:
+        raw = socket.create_connection(("127.0.0.1", listener.getsockname()[1]), timeout=10)
+        if payload:
+            raw.sendall(payload)
+        # SO_LINGER with a zero timeout: close() sends a reset instead of a FIN.
+        raw.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        raw.close()
+        time.sleep(0.1)  # let the reset arrive before accept (ordering, not a timing check)
+        with pytest.raises(unitls.TLSError) as info:
+            listener.accept()
+        assert not isinstance(info.value, (unitls.WantReadError, unitls.WantWriteError))
+    finally:
+        listener.close()

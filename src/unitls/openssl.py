@@ -834,9 +834,16 @@ class OpenSSLServerContext:
         return self._configuration
 
     def _wrap(self, conn: socket.socket) -> OpenSSLSocket:
-        ssl_sock = self._ssl_context.wrap_socket(
-            conn, server_side=True, do_handshake_on_connect=False, suppress_ragged_eofs=False
-        )
+        try:
+            ssl_sock = self._ssl_context.wrap_socket(
+                conn, server_side=True, do_handshake_on_connect=False, suppress_ragged_eofs=False
+            )
+        except (ssl.SSLError, OSError) as exc:
+            # ssl.py checks the connection while wrapping: a client that already closed (after
+            # sending bytes, or not) fails here, before any handshake.
+            raise HandshakeClosedError(
+                f"the client closed the connection before the TLS handshake ({exc})"
+            ) from exc
         return OpenSSLSocket(ssl_sock, self)
 
     def connect(self, address: tuple[str | None, int]) -> BufferListener[OpenSSLSocket]:
