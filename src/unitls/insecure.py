@@ -19,8 +19,10 @@ from ._registry import _BUILTIN, ENGINE_ENV
 
 __all__ = [
     "InsecureClientContext",
+    "InsecureClientContextMixin",
     "InsecureConfiguration",
     "InsecureServerContext",
+    "InsecureServerContextMixin",
     "InsecureTLSImplementation",
     "SecurityWarning",
     "get_insecure_implementation",
@@ -124,6 +126,71 @@ class InsecureServerContext(ServerContext, Protocol):
     @property
     @abstractmethod
     def insecure_configuration(self) -> InsecureConfiguration: ...
+
+
+class InsecureClientContextMixin:
+    """What every engine's insecure client context shares: put it before the engine's secure
+    client context class, which reads ``self._insecure`` when it builds its configuration.
+
+    Each step warns: making the context, and every connection or buffer made from it.
+    """
+
+    __slots__ = ()
+    _insecure: InsecureConfiguration
+
+    def __init__(
+        self,
+        configuration: TLSClientConfiguration,
+        insecure_configuration: InsecureConfiguration | None = None,
+        **options: Any,
+    ) -> None:
+        # The slot is declared by the concrete engine class (mixins keep empty __slots__).
+        self._insecure = insecure_configuration or InsecureConfiguration()  # type: ignore[misc]
+        warn(f"insecure TLS client context: {self._insecure!r}")
+        super().__init__(configuration, **options)  # type: ignore[call-arg]
+
+    @property
+    def insecure_configuration(self) -> InsecureConfiguration:
+        return self._insecure
+
+    def connect(self, address: tuple[str | None, int]) -> Any:
+        warn("connecting with TLS verification weakened (insecure context)")
+        return super().connect(address)  # type: ignore[misc]
+
+    def create_buffer(self, server_hostname: str) -> Any:
+        warn("TLS buffer with verification weakened (insecure context)")
+        return super().create_buffer(server_hostname)  # type: ignore[misc]
+
+
+class InsecureServerContextMixin:
+    """What every engine's insecure server context shares (put it before the secure class).
+
+    Neither engine can accept a client certificate *without* verifying it, so a server with a
+    ``trust_store`` and ``disable_verification`` is refused rather than quietly verifying.
+    """
+
+    __slots__ = ()
+    _insecure: InsecureConfiguration
+
+    def __init__(
+        self,
+        configuration: TLSServerConfiguration,
+        insecure_configuration: InsecureConfiguration | None = None,
+        **options: Any,
+    ) -> None:
+        # The slot is declared by the concrete engine class (mixins keep empty __slots__).
+        self._insecure = insecure_configuration or InsecureConfiguration()  # type: ignore[misc]
+        warn(f"insecure TLS server context: {self._insecure!r}")
+        if self._insecure.disable_verification and configuration.trust_store is not None:
+            raise ConfigurationError(
+                "accepting client certificates without verifying them is not supported: "
+                "drop trust_store (no client authentication) or keep verification on"
+            )
+        super().__init__(configuration, **options)  # type: ignore[call-arg]
+
+    @property
+    def insecure_configuration(self) -> InsecureConfiguration:
+        return self._insecure
 
 
 _IC = TypeVar("_IC", bound=InsecureClientContext)

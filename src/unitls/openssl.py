@@ -55,7 +55,11 @@ from ._socket import (
     open_listener,
     upgrade_socket,
 )
-from .insecure import InsecureConfiguration, InsecureTLSImplementation, warn
+from .insecure import (
+    InsecureClientContextMixin,
+    InsecureServerContextMixin,
+    InsecureTLSImplementation,
+)
 
 if TYPE_CHECKING:
     from typing_extensions import Buffer
@@ -387,7 +391,7 @@ def _client_context(
 
 
 def _server_contexts(
-    config: TLSServerConfiguration, verify: bool, session_tickets: bool = True
+    config: TLSServerConfiguration, session_tickets: bool = True
 ) -> list[ssl.SSLContext]:
     contexts = []
     for chain in config.certificate_chain:
@@ -397,11 +401,8 @@ def _server_contexts(
             ctx.num_tickets = 0
             ctx.options |= ssl.OP_NO_TICKET
         if config.trust_store is not None:
-            if verify:
-                _load_trust(ctx, config.trust_store)
-                ctx.verify_mode = ssl.CERT_REQUIRED
-            else:
-                ctx.verify_mode = ssl.CERT_OPTIONAL  # ask for a certificate, accept anything
+            _load_trust(ctx, config.trust_store)
+            ctx.verify_mode = ssl.CERT_REQUIRED
         _load_chain(ctx, chain)
         contexts.append(ctx)
     if len(contexts) > 1:
@@ -827,7 +828,7 @@ class OpenSSLServerContext:
 
     def _build(self, configuration: TLSServerConfiguration) -> list[ssl.SSLContext]:
         builder = _server_contexts if _has_paths(configuration) else _cached_server_contexts
-        return builder(configuration, True, self._session_tickets)
+        return builder(configuration, self._session_tickets)
 
     @property
     def configuration(self) -> TLSServerConfiguration:
@@ -872,20 +873,10 @@ IMPLEMENTATION: TLSImplementation[OpenSSLClientContext, OpenSSLServerContext] = 
 # -- insecure variants (see unitls.insecure) ---------------------------------------------------
 
 
-class InsecureOpenSSLClientContext(OpenSSLClientContext):
+class InsecureOpenSSLClientContext(InsecureClientContextMixin, OpenSSLClientContext):
     """A client context that may skip certificate and/or hostname verification."""
 
     __slots__ = ("_insecure",)
-
-    def __init__(
-        self,
-        configuration: TLSClientConfiguration,
-        insecure_configuration: InsecureConfiguration | None = None,
-        **options: bool,
-    ) -> None:
-        self._insecure = insecure_configuration or InsecureConfiguration()
-        warn(f"insecure TLS client context: {self._insecure!r}")
-        super().__init__(configuration, **options)
 
     def _build(self, configuration: TLSClientConfiguration) -> ssl.SSLContext:
         insecure = self._insecure
@@ -894,42 +885,11 @@ class InsecureOpenSSLClientContext(OpenSSLClientContext):
             configuration, not insecure.disable_verification, not insecure.disable_hostname_check
         )
 
-    @property
-    def insecure_configuration(self) -> InsecureConfiguration:
-        return self._insecure
 
-    def connect(self, address: tuple[str | None, int]) -> OpenSSLSocket:
-        warn("connecting with TLS verification weakened (insecure context)")
-        return super().connect(address)
-
-    def create_buffer(self, server_hostname: str) -> OpenSSLBuffer:
-        warn("TLS buffer with verification weakened (insecure context)")
-        return super().create_buffer(server_hostname)
-
-
-class InsecureOpenSSLServerContext(OpenSSLServerContext):
-    """A server context that may accept any client certificate."""
+class InsecureOpenSSLServerContext(InsecureServerContextMixin, OpenSSLServerContext):
+    """A server context made through the insecure module (see InsecureServerContextMixin)."""
 
     __slots__ = ("_insecure",)
-
-    def __init__(
-        self,
-        configuration: TLSServerConfiguration,
-        insecure_configuration: InsecureConfiguration | None = None,
-        **options: bool,
-    ) -> None:
-        self._insecure = insecure_configuration or InsecureConfiguration()
-        warn(f"insecure TLS server context: {self._insecure!r}")
-        super().__init__(configuration, **options)
-
-    def _build(self, configuration: TLSServerConfiguration) -> list[ssl.SSLContext]:
-        verify = not self._insecure.disable_verification
-        builder = _server_contexts if _has_paths(configuration) else _cached_server_contexts
-        return builder(configuration, verify, self._session_tickets)
-
-    @property
-    def insecure_configuration(self) -> InsecureConfiguration:
-        return self._insecure
 
 
 def insecure_implementation() -> InsecureTLSImplementation[Any, Any]:

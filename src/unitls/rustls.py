@@ -26,7 +26,11 @@ from ._socket import (
     listen_with_buffers,
     upgrade_socket,
 )
-from .insecure import InsecureConfiguration, InsecureTLSImplementation, warn
+from .insecure import (
+    InsecureClientContextMixin,
+    InsecureServerContextMixin,
+    InsecureTLSImplementation,
+)
 
 if TYPE_CHECKING:
     from typing_extensions import Buffer
@@ -299,20 +303,10 @@ IMPLEMENTATION: TLSImplementation[RustlsClientContext, RustlsServerContext] = TL
 )
 
 
-class InsecureRustlsClientContext(RustlsClientContext):
+class InsecureRustlsClientContext(InsecureClientContextMixin, RustlsClientContext):
     """A client context that may skip certificate and/or hostname verification."""
 
     __slots__ = ("_insecure",)
-
-    def __init__(
-        self,
-        configuration: TLSClientConfiguration,
-        insecure_configuration: InsecureConfiguration | None = None,
-        **options: bool,
-    ) -> None:
-        self._insecure = insecure_configuration or InsecureConfiguration()
-        warn(f"insecure TLS client context: {self._insecure!r}")
-        super().__init__(configuration, **options)
 
     def _build(self, configuration: TLSClientConfiguration) -> _rustls.ClientConfig:
         return _client_config(
@@ -322,43 +316,11 @@ class InsecureRustlsClientContext(RustlsClientContext):
             self._resumption,
         )
 
-    @property
-    def insecure_configuration(self) -> InsecureConfiguration:
-        return self._insecure
 
-    def connect(self, address: tuple[str | None, int]) -> BufferSocket:
-        warn("connecting with TLS verification weakened (insecure context)")
-        return super().connect(address)
-
-    def create_buffer(self, server_hostname: str) -> RustlsBuffer:
-        warn("TLS buffer with verification weakened (insecure context)")
-        return super().create_buffer(server_hostname)
-
-
-class InsecureRustlsServerContext(RustlsServerContext):
-    """The server side has nothing to weaken in rustls beyond the secure context: a server
-    that should accept any client certificate is refused with ConfigurationError."""
+class InsecureRustlsServerContext(InsecureServerContextMixin, RustlsServerContext):
+    """A server context made through the insecure module (see InsecureServerContextMixin)."""
 
     __slots__ = ("_insecure",)
-
-    def __init__(
-        self,
-        configuration: TLSServerConfiguration,
-        insecure_configuration: InsecureConfiguration | None = None,
-        **options: bool,
-    ) -> None:
-        self._insecure = insecure_configuration or InsecureConfiguration()
-        warn(f"insecure TLS server context: {self._insecure!r}")
-        if self._insecure.disable_verification and configuration.trust_store is not None:
-            raise ConfigurationError(
-                "the rustls engine cannot accept unverified client certificates: "
-                "drop trust_store (no client authentication) or keep verification on"
-            )
-        super().__init__(configuration, **options)
-
-    @property
-    def insecure_configuration(self) -> InsecureConfiguration:
-        return self._insecure
 
 
 def insecure_implementation() -> InsecureTLSImplementation[Any, Any]:
