@@ -236,6 +236,45 @@ def test_serve_once_and_connect(tmp_path: Path, srv_engine: str, cli_engine: str
     assert "CA certificate written to" in out and "TLSv1.3" in out
 
 
+@pytest.mark.parametrize("srv_engine", ENGINES)
+@pytest.mark.parametrize("cli_engine", ENGINES)
+def test_connect_prints_the_peer_chain(tmp_path: Path, srv_engine: str, cli_engine: str) -> None:
+    root = CA.create("cli test root")
+    inter = root.intermediate("cli test intermediate")
+    leaf = inter.issue("localhost", "127.0.0.1")
+    (tmp_path / "chain.pem").write_bytes(leaf.chain_pem)
+    (tmp_path / "key.pem").write_bytes(leaf.key_pem)
+    (tmp_path / "root.pem").write_bytes(root.cert_pem)
+    server = Server(
+        "--engine",
+        srv_engine,
+        "--cert",
+        str(tmp_path / "chain.pem"),
+        "--key",
+        str(tmp_path / "key.pem"),
+    )
+    try:
+        proc = run_cli(
+            "connect",
+            f"127.0.0.1:{server.port}",
+            "--engine",
+            cli_engine,
+            "--cafile",
+            str(tmp_path / "root.pem"),
+            "--timeout",
+            "20",
+            input=b"GET / HTTP/1.0\r\n\r\n",
+        )
+        server.finish()
+    finally:
+        server.kill()
+    assert proc.returncode == 0, proc.stderr
+    assert "Peer certificate 0 (leaf)" in proc.stdout
+    assert "Peer certificate 1 (chain certificate 1)" in proc.stdout
+    assert re.search(r"subject:\s+CN=cli test intermediate", proc.stdout)
+    assert re.search(r"issuer:\s+CN=cli test root", proc.stdout)
+
+
 def test_serve_echo_tls12_ipv6_style_target(tmp_path: Path) -> None:
     ca_file = str(tmp_path / "ca.pem")
     server = Server("--echo", "--write-ca", ca_file)

@@ -730,6 +730,17 @@ def test_intermediate_chain_sent(
     leaf = intermediate_ca.issue("localhost")
     client, _ = pump.connected(client_engine, server_engine, client_cfg(ca), server_cfg(leaf))
     assert client.getpeercert() == leaf.cert_der
+    # unitls engines also expose the whole chain the peer sent (an extension to the PEP).
+    chain_of = getattr(client, "getpeercertchain", None)
+    if chain_of is not None:
+        assert chain_of() == [leaf.cert_der, intermediate_ca.cert_der]
+
+
+def test_peer_chain_is_empty_before_the_handshake(engine: Impl, ca: CA) -> None:
+    client = engine.client_context(client_cfg(ca)).create_buffer("localhost")
+    chain_of = getattr(client, "getpeercertchain", None)
+    if chain_of is not None:
+        assert chain_of() == []
 
 
 def test_from_id_refused(engine: Impl, ca: CA, server_cert: Issued) -> None:

@@ -438,6 +438,12 @@ class BufferSocket(_SocketBase):
     def getpeercert(self) -> bytes | None:
         return self._buffer.getpeercert()
 
+    def getpeercertchain(self) -> list[bytes]:
+        """DER of every certificate the peer sent, leaf first, if the engine's buffer tells
+        (an extension to the PEP; empty otherwise)."""
+        chain = getattr(self._buffer, "getpeercertchain", None)
+        return list(chain()) if chain is not None else []
+
     def listen(self, backlog: int) -> None:
         raise TLSError("listen() is for server sockets made by ServerContext.connect()")
 

@@ -15,6 +15,7 @@ some TLS 1.3 suites is refused.
 
 from __future__ import annotations
 
+import _ssl
 import functools
 import ipaddress
 import os
@@ -502,6 +503,14 @@ def _cipher_of(info: tuple[str, str, int] | None) -> CipherSuite | int | None:
     return cipher_from_id(suite) if suite is not None else None
 
 
+def _chain_of(c_obj: Any) -> list[bytes]:
+    """DER of the certificates the peer sent, leaf first (empty before the handshake)."""
+    if c_obj is None:
+        return []
+    chain = c_obj.get_unverified_chain() or []
+    return [cert.public_bytes(_ssl.ENCODING_DER) for cert in chain]
+
+
 def _protocol_of(name: str | None) -> NextProtocol | bytes | None:
     return protocol_from_bytes(name.encode("latin-1")) if name else None
 
@@ -597,6 +606,10 @@ class OpenSSLBuffer:
             return self._obj.getpeercert(binary_form=True)
         except ValueError:
             return None
+
+    def getpeercertchain(self) -> list[bytes]:
+        """DER of every certificate the peer sent, leaf first (an extension to the PEP)."""
+        return _chain_of(getattr(self._obj, "_sslobj", None))
 
     def cipher(self) -> CipherSuite | int | None:
         return _cipher_of(self._obj.cipher())
@@ -723,6 +736,10 @@ class OpenSSLSocket(_SocketBase):
             return self._ssl.getpeercert(binary_form=True)
         except ValueError:
             return None
+
+    def getpeercertchain(self) -> list[bytes]:
+        """DER of every certificate the peer sent, leaf first (an extension to the PEP)."""
+        return _chain_of(getattr(self._ssl, "_sslobj", None))
 
     def cipher(self) -> CipherSuite | int | None:
         return _cipher_of(self._ssl.cipher())

@@ -188,6 +188,10 @@ class RustlsBuffer:
     def getpeercert(self) -> bytes | None:
         return self._conn.peer_certificate()
 
+    def getpeercertchain(self) -> list[bytes]:
+        """DER of every certificate the peer sent, leaf first (an extension to the PEP)."""
+        return list(self._conn.peer_chain())
+
     def cipher(self) -> CipherSuite | int | None:
         suite = self._conn.cipher_suite()
         return None if suite is None else cipher_from_id(suite)

@@ -202,13 +202,19 @@ def _print_session(
     ]
     for k, v in rows:
         out.write(f"  {k + ':':<15}{v}\n")
+    # Both engines also give the whole chain the peer sent (an extension to the PEP API).
+    chain_of = getattr(tls, "getpeercertchain", None)
+    chain = list(chain_of()) if chain_of is not None else []
     der = tls.getpeercert()
-    if der:
-        out.write("Peer certificate (leaf; the PEP API exposes only the leaf):\n")
-        for k, v in describe_cert(der):
-            out.write(f"  {k + ':':<15}{v}\n")
-    else:
+    if not chain and der:
+        chain = [der]
+    if not chain:
         out.write("Peer certificate: none\n")
+    for depth, cert in enumerate(chain):
+        title = "leaf" if depth == 0 else f"chain certificate {depth}"
+        out.write(f"Peer certificate {depth} ({title}):\n")
+        for k, v in describe_cert(cert):
+            out.write(f"  {k + ':':<15}{v}\n")
     out.flush()
 
 
