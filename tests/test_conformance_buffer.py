@@ -804,3 +804,28 @@ def test_bad_key_material_refused(
         with pytest.raises(unitls.ConfigurationError) as info:
             factory(cfg)
         assert str(info.value)
+
+
+def test_system_trust_store_follows_ssl_cert_file(
+    client_engine: Impl,
+    server_engine: Impl,
+    ca: CA,
+    server_config: TLSServerConfiguration,
+    pump: Any,
+    tmp_path: Any,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """TrustStore.system() honours SSL_CERT_FILE, read again when it changes (no stale cache)."""
+    bundle = tmp_path / "bundle.pem"
+    bundle.write_bytes(ca.cert_pem)
+    monkeypatch.setenv("SSL_CERT_FILE", str(bundle))
+    monkeypatch.setenv("SSL_CERT_DIR", str(tmp_path / "no-such-dir"))
+    system = TLSClientConfiguration(trust_store=TrustStore.system())
+    client, _ = pump.connected(client_engine, server_engine, system, server_config)
+    assert client.negotiated_tls_version is not None
+
+    other = tmp_path / "other.pem"
+    other.write_bytes(CA.create("an unrelated root").cert_pem)
+    monkeypatch.setenv("SSL_CERT_FILE", str(other))
+    with pytest.raises(unitls.CertificateVerificationError):
+        pump.connected(client_engine, server_engine, system, server_config)

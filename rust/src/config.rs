@@ -1,7 +1,7 @@
 //! `ClientConfig` and `ServerConfig`: immutable rustls configurations built once from Python.
 
 use std::collections::HashSet;
-use std::sync::{Arc, OnceLock};
+use std::sync::{Arc, Mutex};
 
 use pyo3::buffer::PyBuffer;
 use pyo3::exceptions::PyTypeError;
@@ -268,21 +268,39 @@ fn build_provider(
     Ok((Arc::new(provider), usable))
 }
 
-/// The system trust store, loaded (and parsed) once per process.
-fn system_roots_cache() -> &'static (RootCertStore, String) {
-    static ROOTS: OnceLock<(RootCertStore, String)> = OnceLock::new();
-    ROOTS.get_or_init(|| {
-        let res = rustls_native_certs::load_native_certs();
-        let mut store = RootCertStore::empty();
-        let (_, _) = store.add_parsable_certificates(res.certs);
-        let errors = res
-            .errors
-            .iter()
-            .map(|e| e.to_string())
-            .collect::<Vec<_>>()
-            .join("; ");
-        (store, errors)
-    })
+/// The system trust store and the errors met loading it.
+type SystemRoots = Arc<(RootCertStore, String)>;
+
+/// The system trust store, loaded (and parsed) once per location: SSL_CERT_FILE and
+/// SSL_CERT_DIR (which rustls-native-certs honours) are the cache key, so changing them takes
+/// effect for the next configuration, as with OpenSSL.
+fn system_roots_cache() -> SystemRoots {
+    type Key = (Option<std::ffi::OsString>, Option<std::ffi::OsString>);
+    static ROOTS: Mutex<Option<(Key, SystemRoots)>> = Mutex::new(None);
+    let key: Key = (
+        std::env::var_os("SSL_CERT_FILE"),
+        std::env::var_os("SSL_CERT_DIR"),
+    );
+    let mut cached = ROOTS
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner());
+    if let Some((k, roots)) = cached.as_ref() {
+        if *k == key {
+            return roots.clone();
+        }
+    }
+    let res = rustls_native_certs::load_native_certs();
+    let mut store = RootCertStore::empty();
+    let (_, _) = store.add_parsable_certificates(res.certs);
+    let errors = res
+        .errors
+        .iter()
+        .map(|e| e.to_string())
+        .collect::<Vec<_>>()
+        .join("; ");
+    let roots: SystemRoots = Arc::new((store, errors));
+    *cached = Some((key, roots.clone()));
+    roots
 }
 
 fn extract_blobs(
@@ -441,17 +459,17 @@ impl ClientConfig {
             .map_err(|e| config_err(format!("invalid protocol configuration: {e}")))?;
 
         let verifier: Arc<dyn ServerCertVerifier> = if verify_certificates {
-            let mut store = if system_roots {
-                system_roots_cache().0.clone()
-            } else {
-                RootCertStore::empty()
+            let system = system_roots.then(system_roots_cache);
+            let mut store = match &system {
+                Some(roots) => roots.0.clone(),
+                None => RootCertStore::empty(),
             };
             if let Some(ca) = &ca {
                 add_to_store(&mut store, ca, "ca_certs")?;
             }
             if store.is_empty() {
-                let detail = if system_roots {
-                    let errs = &system_roots_cache().1;
+                let detail = if let Some(roots) = &system {
+                    let errs = &roots.1;
                     if errs.is_empty() {
                         " (the system trust store holds no certificate)".to_string()
                     } else {

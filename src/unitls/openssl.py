@@ -377,7 +377,7 @@ def _sni_selector(
 
 
 def _client_context(
-    config: TLSClientConfiguration, verify: bool, check_hostname: bool
+    config: TLSClientConfiguration, verify: bool, check_hostname: bool, _env: object = None
 ) -> ssl.SSLContext:
     ctx = _SSLContext(ssl.PROTOCOL_TLS_CLIENT)
     _apply_common(ctx, config)
@@ -392,7 +392,7 @@ def _client_context(
 
 
 def _server_contexts(
-    config: TLSServerConfiguration, session_tickets: bool = True
+    config: TLSServerConfiguration, session_tickets: bool = True, _env: object = None
 ) -> list[ssl.SSLContext]:
     contexts = []
     for chain in config.certificate_chain:
@@ -423,9 +423,31 @@ def _has_paths(config: TLSClientConfiguration | TLSServerConfiguration) -> bool:
 
 
 # Equal configurations share their ssl contexts (loading the system store alone takes ~40 ms).
-# Configurations naming files are not cached, so rotated files are read again.
+# Configurations naming files are not cached, so rotated files are read again; where OpenSSL
+# finds the system store (SSL_CERT_FILE / SSL_CERT_DIR) is part of the key (the ``_env``
+# argument, unused by the builders themselves).
 _cached_client_context = functools.lru_cache(maxsize=64)(_client_context)
 _cached_server_contexts = functools.lru_cache(maxsize=64)(_server_contexts)
+
+
+def _trust_env() -> tuple[str | None, str | None]:
+    return os.environ.get("SSL_CERT_FILE"), os.environ.get("SSL_CERT_DIR")
+
+
+def _shared_client_context(
+    config: TLSClientConfiguration, verify: bool, check_hostname: bool
+) -> ssl.SSLContext:
+    if _has_paths(config):
+        return _client_context(config, verify, check_hostname)
+    return _cached_client_context(config, verify, check_hostname, _trust_env())
+
+
+def _shared_server_contexts(
+    config: TLSServerConfiguration, session_tickets: bool
+) -> list[ssl.SSLContext]:
+    if _has_paths(config):
+        return _server_contexts(config, session_tickets)
+    return _cached_server_contexts(config, session_tickets, _trust_env())
 
 
 def validate_config(config: TLSClientConfiguration | TLSServerConfiguration) -> None:
@@ -778,8 +800,7 @@ class OpenSSLClientContext:
         self._ssl_context = self._build(configuration)
 
     def _build(self, configuration: TLSClientConfiguration) -> ssl.SSLContext:
-        builder = _client_context if _has_paths(configuration) else _cached_client_context
-        return builder(configuration, True, True)
+        return _shared_client_context(configuration, True, True)
 
     @property
     def configuration(self) -> TLSClientConfiguration:
@@ -844,8 +865,7 @@ class OpenSSLServerContext:
         self._ssl_context = self._ssl_contexts[0]
 
     def _build(self, configuration: TLSServerConfiguration) -> list[ssl.SSLContext]:
-        builder = _server_contexts if _has_paths(configuration) else _cached_server_contexts
-        return builder(configuration, self._session_tickets)
+        return _shared_server_contexts(configuration, self._session_tickets)
 
     @property
     def configuration(self) -> TLSServerConfiguration:
@@ -897,8 +917,7 @@ class InsecureOpenSSLClientContext(InsecureClientContextMixin, OpenSSLClientCont
 
     def _build(self, configuration: TLSClientConfiguration) -> ssl.SSLContext:
         insecure = self._insecure
-        builder = _client_context if _has_paths(configuration) else _cached_client_context
-        return builder(
+        return _shared_client_context(
             configuration, not insecure.disable_verification, not insecure.disable_hostname_check
         )
 
