@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import random
 import socket
 import struct
@@ -355,8 +356,11 @@ def test_peer_closes_before_handshake_socket(
     t.start()
     try:
         with socket.create_connection(("127.0.0.1", port), timeout=20) as raw:
-            raw.sendall(PLAINTEXT)
-            raw.shutdown(socket.SHUT_WR)
+            # The server may reject the bytes and reset the connection before we finish
+            # (ENOTCONN/EPIPE/ECONNRESET here): what counts is what the server reports.
+            with contextlib.suppress(OSError):
+                raw.sendall(PLAINTEXT)
+                raw.shutdown(socket.SHUT_WR)
         t.join(30)
     finally:
         listener.close()
