@@ -673,32 +673,7 @@ def test_ftplib_prot_p_close_notify(
     assert (root / "up.bin").read_bytes() == b"uploaded" * 1000
 
 
-def test_ftplib_ccc_pyftpdlib(
-    cert_files: CertFiles,
-    tmp_path: Any,
-    bridge_client: SSLContext,
-    unwraps: list[tuple[ssl.SSLSocket, BaseException | None]],
-) -> None:
-    import ftplib
-
-    with _pyftpd(cert_files, tmp_path) as (port, events):
-        ftp = ftplib.FTP_TLS(context=bridge_client, timeout=TIMEOUT)
-        try:
-            ftp.connect("127.0.0.1", port)
-            ftp.login("user", "pass")
-            control = ftp.sock
-            try:
-                ftp.ccc()
-            except ftplib.error_perm as exc:
-                if str(exc)[:3] in ("500", "502", "504"):
-                    pytest.skip(f"pyftpdlib does not implement CCC: {exc}")
-                raise
-            assert unwraps == [(control, None)]
-            assert ftp.voidcmd("NOOP").startswith("200")
-            ftp.quit()
-        finally:
-            ftp.close()
-    assert not events.problems(), events.problems()
+# pyftpdlib answers CCC with "500 not understood": CCC is tested against the stand-in below.
 
 
 def _ftp_session(sock: socket.socket, server: LineServer) -> None:
