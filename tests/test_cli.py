@@ -544,3 +544,12 @@ def test_bench_plot(tmp_path: Path) -> None:
     )
     assert proc.returncode == 0, proc.stderr
     assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_bench_progress_bar() -> None:
+    from unitls._cli.bench import progress_line
+
+    assert progress_line("[8/16] rustls: bulk-memory (stdlib)") == (
+        "[" + "#" * 15 + "." * 15 + "] 8/16 rustls: bulk-memory (stdlib)"
+    )
+    assert progress_line("bench_compat ...") == "bench_compat ..."

@@ -6,6 +6,7 @@ import argparse
 import importlib.util
 import json
 import os
+import re
 import sys
 import time
 from pathlib import Path
@@ -80,9 +81,23 @@ def _load_extra(path: Path) -> Any:
     return module
 
 
+_STEP = re.compile(r"^\[(\d+)/(\d+)\] (.*)$")
+_BAR_WIDTH = 30
+
+
+def progress_line(message: str) -> str:
+    """``[12/16] rustls: ...`` -> ``[######....] 12/16 rustls: ...`` (a bar when counted)."""
+    m = _STEP.match(message)
+    if not m:
+        return message
+    done, total, what = int(m[1]), int(m[2]), m[3]
+    filled = _BAR_WIDTH * done // max(total, 1)
+    return f"[{'#' * filled}{'.' * (_BAR_WIDTH - filled)}] {done}/{total} {what}"
+
+
 def _progress(message: str) -> None:
     if sys.stderr.isatty():
-        sys.stderr.write(f"\r\x1b[K{message}")
+        sys.stderr.write(f"\r\x1b[K{progress_line(message)}")
     else:
         sys.stderr.write(message + "\n")
     sys.stderr.flush()
