@@ -363,6 +363,46 @@ def test_peer_not_tls(client_engine: Impl, client_config: TLSClientConfiguration
     assert not isinstance(info.value, unitls.CertificateVerificationError)
 
 
+def test_connect_timeout_bounds_the_handshake(
+    client_engine: Impl, client_config: TLSClientConfiguration
+) -> None:
+    """A server that accepts TCP but never answers: connect(timeout=...) gives up with
+    TLSTimeoutError (also a TimeoutError) instead of blocking forever."""
+    connect = client_engine.client_context(client_config).connect
+    with socket.create_server((HOST, 0)) as silent:  # the backlog completes the TCP handshake
+        port = silent.getsockname()[1]
+        try:
+            connect((HOST, port), timeout=0.3)
+        except TypeError:
+            pytest.skip("this implementation's connect() takes no timeout (a unitls extension)")
+        except unitls.TLSTimeoutError as exc:
+            assert isinstance(exc, TimeoutError)
+        else:
+            pytest.fail("connect() returned although the server never answered")
+
+
+def test_connect_timeout_stays_the_sockets_timeout(
+    engine: Impl,
+    client_config: TLSClientConfiguration,
+    server_config: TLSServerConfiguration,
+) -> None:
+    listener = engine.server_context(server_config).connect((HOST, 0))
+    listener.settimeout(THREAD_TIMEOUT)
+    accepted: list[Any] = []
+    t = threading.Thread(target=lambda: accepted.append(listener.accept()[0]), daemon=True)
+    t.start()
+    try:
+        with engine.client_context(client_config).connect(
+            ("localhost", listener.getsockname()[1]), timeout=7.5
+        ) as sock:
+            assert sock.gettimeout() == 7.5
+            t.join(THREAD_TIMEOUT)
+    finally:
+        for conn in accepted:
+            conn.close(force=True)
+        listener.close()
+
+
 @pytest.mark.parametrize("problem", ["untrusted", "hostname"])
 def test_verification_failure(
     client_engine: Impl,

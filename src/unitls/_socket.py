@@ -52,6 +52,7 @@ if TYPE_CHECKING:
     from ._protocols import ClientContext, ServerContext, TLSBuffer
 
 __all__ = [
+    "DEFAULT_TIMEOUT",
     "BufferListener",
     "BufferSocket",
     "connect_with_buffer",
@@ -98,11 +99,17 @@ def _format_addr(address: tuple[Any, ...]) -> str:
     return f"[{host}]:{port}" if host and ":" in str(host) else f"{host}:{port}"
 
 
+#: ``timeout`` default of ``connect()``: ``socket.getdefaulttimeout()``, as for ``socket``.
+DEFAULT_TIMEOUT: Any = socket._GLOBAL_DEFAULT_TIMEOUT  # type: ignore[attr-defined]
+
+
 def open_connection(address: tuple[str | None, int], timeout: float | None) -> socket.socket:
     """Connect a plain TCP socket, with errors as TLSConnectionError/TLSTimeoutError."""
     host, port = _check_address(address)
     if not host:
         raise ValueError("a client needs a host name or address to connect to")
+    if timeout is not DEFAULT_TIMEOUT and timeout is not None and timeout < 0:
+        raise ValueError(f"timeout must be None or non-negative, not {timeout!r}")
     try:
         return socket.create_connection((host, port), timeout=timeout)
     except OSError as exc:
@@ -551,13 +558,15 @@ def listen_with_buffers(
     )
 
 
-def connect_with_buffer(context: ClientContext, address: tuple[str | None, int]) -> BufferSocket:
+def connect_with_buffer(
+    context: ClientContext, address: tuple[str | None, int], timeout: Any = DEFAULT_TIMEOUT
+) -> BufferSocket:
     """``ClientContext.connect`` for engines whose sockets are BufferSockets."""
     host = _check_address(address)[0]
     if not host:
         raise ValueError("a client needs a host name or address to connect to")
     buffer = context.create_buffer(host)
-    sock = open_connection(address, None)
+    sock = open_connection(address, timeout)
     tls = BufferSocket(sock, buffer, context)
     try:
         tls.do_handshake()

@@ -153,9 +153,9 @@ class InsecureClientContextMixin:
     def insecure_configuration(self) -> InsecureConfiguration:
         return self._insecure
 
-    def connect(self, address: tuple[str | None, int]) -> Any:
+    def connect(self, address: tuple[str | None, int], **options: Any) -> Any:
         warn("connecting with TLS verification weakened (insecure context)")
-        return super().connect(address)  # type: ignore[misc]
+        return super().connect(address, **options)  # type: ignore[misc]
 
     def create_buffer(self, server_hostname: str) -> Any:
         warn("TLS buffer with verification weakened (insecure context)")

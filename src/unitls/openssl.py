@@ -48,6 +48,7 @@ from ._errors import (
 from ._objects import Certificate, PrivateKey, SigningChain, TrustStore
 from ._protocols import TLSImplementation
 from ._socket import (
+    DEFAULT_TIMEOUT,
     BufferListener,
     BufferSocket,
     _SocketBase,
@@ -806,12 +807,18 @@ class OpenSSLClientContext:
     def configuration(self) -> TLSClientConfiguration:
         return self._configuration
 
-    def connect(self, address: tuple[str | None, int]) -> OpenSSLSocket:
-        """Connect, handshake and verify the server against ``address``'s host."""
+    def connect(
+        self, address: tuple[str | None, int], *, timeout: Any = DEFAULT_TIMEOUT
+    ) -> OpenSSLSocket:
+        """Connect, handshake and verify the server against ``address``'s host.
+
+        ``timeout`` (seconds, None: block) bounds the TCP connect and the handshake and stays
+        the socket's timeout; by default ``socket.getdefaulttimeout()``, as for ``socket``.
+        """
         host = address[0] if isinstance(address, tuple) and address else None
         if not host:
             raise ValueError("a client needs a host name or address to connect to")
-        sock = open_connection(address, None)
+        sock = open_connection(address, timeout)
         try:
             ssl_sock = self._ssl_context.wrap_socket(
                 sock,

@@ -20,6 +20,7 @@ from ._errors import ConfigurationError
 from ._objects import SigningChain, TrustStore
 from ._protocols import TLSImplementation
 from ._socket import (
+    DEFAULT_TIMEOUT,
     BufferListener,
     BufferSocket,
     connect_with_buffer,
@@ -244,9 +245,15 @@ class RustlsClientContext:
     def configuration(self) -> TLSClientConfiguration:
         return self._configuration
 
-    def connect(self, address: tuple[str | None, int]) -> BufferSocket:
-        """Connect, handshake and verify the server against ``address``'s host."""
-        return connect_with_buffer(self, address)
+    def connect(
+        self, address: tuple[str | None, int], *, timeout: Any = DEFAULT_TIMEOUT
+    ) -> BufferSocket:
+        """Connect, handshake and verify the server against ``address``'s host.
+
+        ``timeout`` (seconds, None: block) bounds the TCP connect and the handshake and stays
+        the socket's timeout; by default ``socket.getdefaulttimeout()``, as for ``socket``.
+        """
+        return connect_with_buffer(self, address, timeout)
 
     def create_buffer(self, server_hostname: str) -> RustlsBuffer:
         if not isinstance(server_hostname, str) or not server_hostname:
