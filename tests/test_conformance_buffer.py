@@ -829,3 +829,25 @@ def test_system_trust_store_follows_ssl_cert_file(
     monkeypatch.setenv("SSL_CERT_FILE", str(other))
     with pytest.raises(unitls.CertificateVerificationError):
         pump.connected(client_engine, server_engine, system, server_config)
+
+
+def test_create_buffer_for_a_local_address(engine: Impl, ca: CA, pump: Any) -> None:
+    """unitls engines' server buffers can be told which address the client reached."""
+    by_name = ca.issue("first.example")
+    by_ip = ca.issue("second.example", "192.0.2.7")
+    server_ctx = engine.server_context(
+        TLSServerConfiguration([by_name.signing_chain(), by_ip.signing_chain()])
+    )
+    for_address = getattr(server_ctx, "create_buffer_for", None)
+    if for_address is None:
+        pytest.skip("create_buffer_for is a unitls extension")
+    client_ctx = engine.client_context(client_cfg(ca))
+    for local, name, expected in [
+        ("192.0.2.7", "192.0.2.7", by_ip),  # no SNI for an IP: the address decides
+        ("192.0.2.99", "first.example", by_name),  # an address no chain names: the default
+        ("192.0.2.7", "first.example", by_name),  # SNI wins over the address
+        (None, "first.example", by_name),
+    ]:
+        client = client_ctx.create_buffer(name)
+        pump.handshake(client, for_address(local))
+        assert client.getpeercert() == expected.cert_der, (local, name)

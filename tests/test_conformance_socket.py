@@ -599,3 +599,29 @@ def test_no_fd_leak(
                     bad_ctx.connect((HOST, server.port))
     assert server.handled == n_ok
     assert open_fds() <= before, f"open fds grew from {before} to {open_fds()}"
+
+
+def test_client_without_sni_gets_the_chain_naming_the_address_it_reached(
+    client_engine: Impl, server_engine: Impl, ca: CA
+) -> None:
+    """Clients connecting to an IP send no SNI: a server with several chains then serves the
+    one whose IP SAN is the address the client reached, not just the first chain."""
+    by_name = ca.issue("first.example")
+    by_ip = ca.issue("second.example", HOST)
+    config = TLSServerConfiguration(
+        [by_name.signing_chain(), by_ip.signing_chain()], trust_store=None
+    )
+    listener = server_engine.server_context(config).connect((HOST, 0))
+    listener.settimeout(THREAD_TIMEOUT)
+    accepted: list[Any] = []
+    t = threading.Thread(target=lambda: accepted.append(listener.accept()[0]), daemon=True)
+    t.start()
+    try:
+        client = client_engine.client_context(TLSClientConfiguration(trust_store=ca.trust_store()))
+        with client.connect((HOST, listener.getsockname()[1])) as sock:
+            assert sock.getpeercert() == by_ip.cert_der
+        t.join(THREAD_TIMEOUT)
+    finally:
+        for conn in accepted:
+            conn.close(force=True)
+        listener.close()

@@ -553,31 +553,37 @@ fn check_alpn(alpn: Vec<Vec<u8>>) -> PyResult<Vec<Vec<u8>>> {
     Ok(alpn)
 }
 
-/// Picks the chain for the client's SNI name; the first chain is the default.
+/// Picks the chain for the client's SNI name; `default` serves clients that send no name or
+/// one no chain matches.
 #[derive(Debug)]
 struct SniResolver {
     keys: Vec<Arc<CertifiedKey>>,
+    default: usize,
+}
+
+/// Whether a chain's leaf is valid for `name` (every DNS SAN, wildcards, IP SANs).
+fn leaf_matches(ck: &CertifiedKey, name: &ServerName<'_>) -> bool {
+    let Some(leaf) = ck.cert.first() else {
+        return false;
+    };
+    webpki::EndEntityCert::try_from(leaf)
+        .map(|ee| ee.verify_is_valid_for_subject_name(name).is_ok())
+        .unwrap_or(false)
 }
 
 impl ResolvesServerCert for SniResolver {
     fn resolve(&self, client_hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
         if self.keys.len() > 1 {
-            if let Some(name) = client_hello.server_name() {
-                if let Ok(sn) = ServerName::try_from(name) {
-                    for ck in &self.keys {
-                        let Some(leaf) = ck.cert.first() else {
-                            continue;
-                        };
-                        if let Ok(ee) = webpki::EndEntityCert::try_from(leaf) {
-                            if ee.verify_is_valid_for_subject_name(&sn).is_ok() {
-                                return Some(ck.clone());
-                            }
-                        }
-                    }
+            if let Some(sn) = client_hello
+                .server_name()
+                .and_then(|name| ServerName::try_from(name).ok())
+            {
+                if let Some(ck) = self.keys.iter().find(|ck| leaf_matches(ck, &sn)) {
+                    return Some(ck.clone());
                 }
             }
         }
-        self.keys.first().cloned()
+        self.keys.get(self.default).cloned()
     }
 }
 
@@ -585,6 +591,10 @@ impl ResolvesServerCert for SniResolver {
 #[pyclass(frozen, module = "unitls._rustls")]
 pub struct ServerConfig {
     inner: Arc<rustls::ServerConfig>,
+    /// The same configuration with chain `i` as the default (index 0 is `inner`): a client
+    /// that connects to an IP address sends no SNI, so the address it reached picks the chain.
+    by_default: Vec<Arc<rustls::ServerConfig>>,
+    keys: Vec<Arc<CertifiedKey>>,
 }
 
 #[pymethods]
@@ -653,7 +663,10 @@ impl ServerConfig {
             }
             None => builder.with_no_client_auth(),
         };
-        let mut config = builder.with_cert_resolver(Arc::new(SniResolver { keys }));
+        let mut config = builder.with_cert_resolver(Arc::new(SniResolver {
+            keys: keys.clone(),
+            default: 0,
+        }));
         config.alpn_protocols = check_alpn(alpn)?;
         if session_tickets {
             config.ticketer = rustls::crypto::ring::Ticketer::new()
@@ -662,14 +675,37 @@ impl ServerConfig {
             config.session_storage = Arc::new(NoServerSessionStorage {});
             config.send_tls13_tickets = 0;
         }
+        let inner = Arc::new(config);
+        let mut by_default = vec![inner.clone()];
+        for default in 1..keys.len() {
+            let mut variant = (*inner).clone();
+            variant.cert_resolver = Arc::new(SniResolver {
+                keys: keys.clone(),
+                default,
+            });
+            by_default.push(Arc::new(variant));
+        }
         Ok(Self {
-            inner: Arc::new(config),
+            inner,
+            by_default,
+            keys,
         })
     }
 
     /// A new server connection.
-    fn new_connection(&self) -> PyResult<Connection> {
-        let conn = rustls::ServerConnection::new(self.inner.clone())
+    #[pyo3(signature = (local_address=None))]
+    fn new_connection(&self, local_address: Option<&str>) -> PyResult<Connection> {
+        // Without SNI, the chain whose leaf names the address the client connected to is the
+        // default; the first chain otherwise.
+        let config = local_address
+            .filter(|_| self.keys.len() > 1)
+            .and_then(|addr| addr.parse::<std::net::IpAddr>().ok())
+            .and_then(|ip| {
+                let name = ServerName::IpAddress(ip.into());
+                self.keys.iter().position(|ck| leaf_matches(ck, &name))
+            })
+            .map_or(&self.inner, |i| &self.by_default[i]);
+        let conn = rustls::ServerConnection::new(config.clone())
             .map_err(|e| config_err(format!("cannot start a server connection: {e}")))?;
         Ok(Connection::new(rustls::Connection::Server(conn)))
     }

@@ -84,7 +84,9 @@ class ServerConfig:
         alpn: Sequence[bytes],
         session_tickets: bool = True,
     ) -> Self: ...
-    def new_connection(self) -> Connection: ...
+    def new_connection(self, local_address: str | None = None) -> Connection:
+        """A server connection. ``local_address``: the IP the client connected to; with
+        several chains, clients that send no SNI get the first chain naming that IP."""
 
 @final
 class Connection:

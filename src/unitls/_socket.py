@@ -547,6 +547,20 @@ class BufferListener(_SocketBase, Generic[_T]):
         return f"<{type(self).__name__} {state}>"
 
 
+def server_buffer(context: ServerContext, sock: socket.socket) -> TLSBuffer:
+    """A server buffer for a connection on ``sock``: unitls engines choose the default chain by
+    the local address the client reached (``create_buffer_for``); others get ``create_buffer``."""
+    for_address = getattr(context, "create_buffer_for", None)
+    if for_address is None:
+        return context.create_buffer()
+    try:
+        local = str(sock.getsockname()[0])
+    except (OSError, IndexError):
+        local = None
+    buffer: TLSBuffer = for_address(local)
+    return buffer
+
+
 def listen_with_buffers(
     context: ServerContext, address: tuple[str | None, int]
 ) -> BufferListener[BufferSocket]:
@@ -554,7 +568,7 @@ def listen_with_buffers(
     return BufferListener(
         open_listener(address),
         context,
-        lambda conn: BufferSocket(conn, context.create_buffer(), context),
+        lambda conn: BufferSocket(conn, server_buffer(context, conn), context),
     )
 
 
@@ -603,7 +617,7 @@ def upgrade_socket(
     else:
         if server_hostname is not None:
             raise ValueError("a server context takes no server_hostname")
-        buffer = context.create_buffer()
+        buffer = server_buffer(context, sock)
     tls = BufferSocket(sock, buffer, context)
     if do_handshake:
         tls.do_handshake()

@@ -368,13 +368,25 @@ def _sni_selector(
                 return ctx
         return None
 
-    def callback(sslobj: Any, server_name: str | None, _ctx: ssl.SSLContext) -> None:
+    def callback(sslobj: Any, server_name: str | None, ctx: ssl.SSLContext) -> None:
         if server_name:
             chosen = pick(server_name.rstrip(".").lower())
-            if chosen is not None and chosen is not _ctx:
-                sslobj.context = chosen
+        elif isinstance(sslobj, socket.socket):
+            # No SNI (clients connecting to an IP send none): the address they reached decides.
+            chosen = pick(_local_ip(sslobj) or "")
+        else:
+            chosen = None  # buffers start on the context for their address (create_buffer_for)
+        if chosen is not None and chosen is not ctx:
+            sslobj.context = chosen
 
     return callback
+
+
+def _local_ip(sock: socket.socket) -> str | None:
+    try:
+        return str(sock.getsockname()[0])
+    except (OSError, IndexError):
+        return None
 
 
 def _client_context(
@@ -409,7 +421,9 @@ def _server_contexts(
         contexts.append(ctx)
     if len(contexts) > 1:
         names = [_names_of(chain) for chain in config.certificate_chain]
-        contexts[0].sni_callback = _sni_selector(contexts, names)
+        callback = _sni_selector(contexts, names)
+        for ctx in contexts:  # any of them may start a connection (see create_buffer_for)
+            ctx.sni_callback = callback
     return contexts
 
 
@@ -856,7 +870,13 @@ class OpenSSLServerContext:
     ``session_tickets=False`` stops issuing resumption tickets (every handshake is full).
     """
 
-    __slots__ = ("_configuration", "_session_tickets", "_ssl_context", "_ssl_contexts")
+    __slots__ = (
+        "_chain_names",
+        "_configuration",
+        "_session_tickets",
+        "_ssl_context",
+        "_ssl_contexts",
+    )
 
     def __init__(
         self, configuration: TLSServerConfiguration, *, session_tickets: bool = True
@@ -870,6 +890,8 @@ class OpenSSLServerContext:
         self._session_tickets = session_tickets
         self._ssl_contexts = self._build(configuration)
         self._ssl_context = self._ssl_contexts[0]
+        chains = configuration.certificate_chain
+        self._chain_names = [_names_of(c) for c in chains] if len(chains) > 1 else []
 
     def _build(self, configuration: TLSServerConfiguration) -> list[ssl.SSLContext]:
         return _shared_server_contexts(configuration, self._session_tickets)
@@ -897,6 +919,22 @@ class OpenSSLServerContext:
 
     def create_buffer(self) -> OpenSSLBuffer:
         return OpenSSLBuffer(self, self._ssl_context, None)
+
+    def create_buffer_for(self, local_address: str | None) -> OpenSSLBuffer:
+        """A server buffer for a connection that reached ``local_address`` (an IP): clients
+        that send no SNI get the first chain whose leaf names that address."""
+        return OpenSSLBuffer(self, self._context_for_address(local_address), None)
+
+    def _context_for_address(self, local_address: str | None) -> ssl.SSLContext:
+        if local_address and self._chain_names:
+            try:
+                ip = str(ipaddress.ip_address(local_address))
+            except ValueError:
+                return self._ssl_context
+            for ctx, (_dns, ips) in zip(self._ssl_contexts, self._chain_names, strict=True):
+                if ip in ips:
+                    return ctx
+        return self._ssl_context
 
     def upgrade(self, sock: socket.socket, server_hostname: None = None) -> BufferSocket:
         """STARTTLS: run TLS as the server on an already connected plain socket."""

@@ -298,6 +298,11 @@ class RustlsServerContext:
     def create_buffer(self) -> RustlsBuffer:
         return RustlsBuffer(self, self._rustls_config.new_connection())
 
+    def create_buffer_for(self, local_address: str | None) -> RustlsBuffer:
+        """A server buffer for a connection that reached ``local_address`` (an IP): clients
+        that send no SNI get the first chain whose leaf names that address."""
+        return RustlsBuffer(self, self._rustls_config.new_connection(local_address))
+
     def upgrade(self, sock: socket.socket, server_hostname: None = None) -> BufferSocket:
         """STARTTLS: run TLS as the server on an already connected plain socket."""
         return upgrade_socket(self, sock, server_hostname)
