@@ -376,3 +376,31 @@ def test_protocol_api(
             assert await servers[0].lost is None
 
     run(main())
+
+
+def test_server_without_sni_serves_the_chain_for_the_address(
+    client_engine: Impl, server_engine: Impl, ca: CA
+) -> None:
+    """A client connecting to an IP sends no SNI: the server's chain naming that IP is used."""
+    by_name = ca.issue("first.example")
+    by_ip = ca.issue("second.example", HOST)
+    server_ctx = server_engine.server_context(
+        TLSServerConfiguration([by_name.signing_chain(), by_ip.signing_chain()])
+    )
+    client_ctx = client_engine.client_context(TLSClientConfiguration(trust_store=ca.trust_store()))
+
+    async def main() -> bytes | None:
+        server = await uasyncio.start_server(echo_handler, HOST, 0, context=server_ctx)
+        try:
+            _reader, writer = await uasyncio.open_connection(
+                HOST, port_of(server), context=client_ctx
+            )
+            peer: bytes | None = writer.get_extra_info("peercert")
+            writer.close()
+            await writer.wait_closed()
+            return peer
+        finally:
+            server.close()
+            await server.wait_closed()
+
+    assert run(main()) == by_ip.cert_der

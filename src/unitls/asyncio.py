@@ -66,7 +66,7 @@ from ._errors import (
     WantWriteError,
 )
 from ._protocols import ClientContext, ServerContext, TLSBuffer
-from ._socket import map_os_error
+from ._socket import map_os_error, server_buffer
 
 __all__ = [
     "TLSProtocol",
@@ -275,6 +275,12 @@ class TLSProtocol(asyncio.BufferedProtocol):
             "tls_context": context,
             "server_hostname": server_hostname,
         }
+        self._by_address = False  # set by create_server (see connection_made)
+
+    def _set_buffer(self, buffer: TLSBuffer) -> None:
+        self._buffer = buffer
+        self._zero_copy = type(buffer).__module__ in _COPYING_ENGINES
+        self._extra["tls_buffer"] = buffer
 
     def __repr__(self) -> str:
         state = ("handshake", "open", "closing", "closed")[self._state]
@@ -322,6 +328,12 @@ class TLSProtocol(asyncio.BufferedProtocol):
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         assert isinstance(transport, asyncio.Transport)
         self._raw = transport
+        if self._by_address:
+            # A server with several chains: the address the client reached picks the default
+            # chain for clients without SNI (the factory could not know it yet).
+            sock = transport.get_extra_info("socket")
+            if sock is not None:
+                self._set_buffer(server_buffer(self._context, sock))  # type: ignore[arg-type]
         if self._handshake_timeout is not None:
             self._timer = self._loop.call_later(self._handshake_timeout, self._handshake_timed_out)
         self._do_handshake()
@@ -890,8 +902,12 @@ async def create_server(
         raise TypeError("a server needs a ServerContext, not a ClientContext")
     running_loop = loop
 
+    by_address = (
+        hasattr(context, "create_buffer_for") and len(context.configuration.certificate_chain) > 1
+    )
+
     def factory() -> TLSProtocol:
-        return TLSProtocol(
+        protocol = TLSProtocol(
             running_loop,
             context.create_buffer(),
             context,
@@ -900,6 +916,8 @@ async def create_server(
             shutdown_timeout=shutdown_timeout,
             allow_ragged_eof=allow_ragged_eof,
         )
+        protocol._by_address = by_address
+        return protocol
 
     return await loop.create_server(factory, host, port, **kwargs)
 
@@ -989,7 +1007,11 @@ async def _start_tls_transport(
     if is_server:
         if server_hostname is not None:
             raise ValueError("a server context takes no server_hostname")
-        buffer = context.create_buffer()  # type: ignore[call-arg]
+        sock = transport.get_extra_info("socket")
+        if sock is not None:
+            buffer = server_buffer(context, sock)  # type: ignore[arg-type]
+        else:
+            buffer = context.create_buffer()  # type: ignore[call-arg]
     else:
         buffer = _client_buffer(context, server_hostname)
     loop = asyncio.get_running_loop()
