@@ -584,3 +584,42 @@ def _run_python(code: str) -> str:
     )
     assert proc.returncode == 0, proc.stderr
     return proc.stdout
+
+
+def test_conformance_suite_runs_against_a_third_party_implementation(tmp_path: Path) -> None:
+    """``--tls-implementation module`` points the suite at any TLSImplementation."""
+    (tmp_path / "thirdparty_tls.py").write_text(
+        "import unitls\n"
+        "from unitls.openssl import IMPLEMENTATION as _base\n"
+        "IMPLEMENTATION = unitls.TLSImplementation(\n"
+        "    _base.client_context, _base.server_context, _base.validate_config, name='thirdparty'\n"
+        ")\n"
+    )
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join(
+        filter(None, [str(tmp_path), str(SRC), env.get("PYTHONPATH")])
+    )
+    tests = Path(__file__).resolve().parent
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pytest",
+            "-q",
+            "-p",
+            "no:cacheprovider",
+            str(tests / "test_conformance_buffer.py"),
+            "-k",
+            "handshake_and_data",
+            "--tls-implementation",
+            "thirdparty_tls",
+            "-rA",
+        ],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=str(tests.parent),
+        timeout=120,
+    )
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "thirdparty_tls" in proc.stdout and "1 passed" in proc.stdout, proc.stdout
