@@ -44,8 +44,10 @@ _NO_SSL_SCRIPT = textwrap.dedent(
                 b.do_handshake()
             except unitls.WantReadError:
                 pass
-        s.process_incoming(c.process_outgoing(-1) or b"\\0"[:0] or b"") if c.outgoing_bytes_buffered() else None
-        c.process_incoming(s.process_outgoing(-1)) if s.outgoing_bytes_buffered() else None
+        if c.outgoing_bytes_buffered():
+            s.process_incoming(c.process_outgoing(-1))
+        if s.outgoing_bytes_buffered():
+            c.process_incoming(s.process_outgoing(-1))
     c.write(b"ping")
     s.process_incoming(c.process_outgoing(-1))
     assert s.read(10) == b"ping"

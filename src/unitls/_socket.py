@@ -298,8 +298,10 @@ class BufferSocket(_SocketBase):
     def recv_into(self, target: Buffer, nbytes: int = 0) -> int:
         """Receive into a writable buffer; returns the byte count (0 at clean EOF)."""
         self._check_open()
-        view = memoryview(target)
-        amt = nbytes or view.nbytes
+        if nbytes < 0:
+            raise ValueError("negative buffersize in recv_into")
+        view = memoryview(target).cast("B")
+        amt = min(nbytes, view.nbytes) if nbytes else view.nbytes
         buffer = self._buffer
         while True:
             try:
