@@ -14,7 +14,16 @@ from typing import TYPE_CHECKING, Any
 
 from . import _rustls
 from ._config import TLSClientConfiguration, TLSServerConfiguration
-from ._engine import TLS12, TLS13, read_source, reject_ids, split_ciphers, suite_name, versions
+from ._engine import (
+    TLS12,
+    TLS13,
+    VERSION_ENUM,
+    read_source,
+    reject_ids,
+    split_ciphers,
+    suite_name,
+    versions,
+)
 from ._enums import CipherSuite, NextProtocol, TLSVersion, cipher_from_id, protocol_from_bytes
 from ._errors import ConfigurationError
 from ._objects import SigningChain, TrustStore
@@ -48,7 +57,6 @@ __all__ = [
 LIBRARY_VERSION: str = f"rustls {_rustls.RUSTLS_VERSION}"
 
 _SUPPORTED = frozenset(_rustls.supported_cipher_suites())
-_VERSION_ENUM = {TLS12: TLSVersion.TLSv1_2, TLS13: TLSVersion.TLSv1_3}
 
 
 def _alpn(config: TLSClientConfiguration | TLSServerConfiguration) -> list[bytes]:
@@ -204,7 +212,7 @@ class RustlsBuffer:
     @property
     def negotiated_tls_version(self) -> TLSVersion | None:
         version = self._conn.protocol_version()
-        return None if version is None else _VERSION_ENUM.get(version)
+        return None if version is None else VERSION_ENUM.get(version)
 
     @property
     def context(self) -> RustlsClientContext | RustlsServerContext:
