@@ -93,17 +93,7 @@ def test_rustls_runs_where_ssl_cannot_be_imported() -> None:
 
 
 def _bulk(client: Any, server: Any, rounds: int) -> None:
-    c, s = client.create_buffer("localhost"), server.create_buffer()
-    for _ in range(10):
-        for b in (c, s):
-            try:
-                b.do_handshake()
-            except unitls.WantReadError:
-                pass
-        if c.outgoing_bytes_buffered():
-            s.process_incoming(c.process_outgoing(-1))
-        if s.outgoing_bytes_buffered():
-            c.process_incoming(s.process_outgoing(-1))
+    c, s = _handshaken(client, server)
     data = b"x" * 65536
     for _ in range(rounds):
         c.write(data)

@@ -55,6 +55,7 @@ __all__ = [
     "DEFAULT_TIMEOUT",
     "BufferListener",
     "BufferSocket",
+    "StartTLSMixin",
     "connect_with_buffer",
     "listen_with_buffers",
     "map_os_error",
@@ -590,6 +591,18 @@ def connect_with_buffer(
         sock.close()
         raise
     return tls
+
+
+class StartTLSMixin:
+    """``upgrade()`` for an engine's context classes (STARTTLS through ``upgrade_socket``)."""
+
+    __slots__ = ()
+
+    def upgrade(self, sock: socket.socket, server_hostname: str | None = None) -> BufferSocket:
+        """STARTTLS: run TLS on an already connected plain socket (clients name the server;
+        servers take no name). See ``upgrade_socket``."""
+        context: Any = self
+        return upgrade_socket(context, sock, server_hostname)
 
 
 def upgrade_socket(

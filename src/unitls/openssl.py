@@ -50,12 +50,11 @@ from ._protocols import TLSImplementation
 from ._socket import (
     DEFAULT_TIMEOUT,
     BufferListener,
-    BufferSocket,
+    StartTLSMixin,
     _SocketBase,
     map_os_error,
     open_connection,
     open_listener,
-    upgrade_socket,
 )
 from .insecure import (
     InsecureClientContextMixin,
@@ -800,7 +799,7 @@ class OpenSSLSocket(_SocketBase):
 # -- contexts ----------------------------------------------------------------------------------
 
 
-class OpenSSLClientContext:
+class OpenSSLClientContext(StartTLSMixin):
     """A client context: ``connect`` for sockets, ``create_buffer`` for in-memory use."""
 
     __slots__ = ("_configuration", "_ssl_context")
@@ -856,15 +855,11 @@ class OpenSSLClientContext:
             raise ValueError("create_buffer needs the server's host name (for SNI and checks)")
         return OpenSSLBuffer(self, self._ssl_context, server_hostname)
 
-    def upgrade(self, sock: socket.socket, server_hostname: str | None = None) -> BufferSocket:
-        """STARTTLS: run TLS as the client on an already connected plain socket."""
-        return upgrade_socket(self, sock, server_hostname)
-
     def __repr__(self) -> str:
         return f"<OpenSSLClientContext {self._configuration!r}>"
 
 
-class OpenSSLServerContext:
+class OpenSSLServerContext(StartTLSMixin):
     """A server context: ``connect`` binds and listens, ``create_buffer`` for in-memory use.
 
     ``session_tickets=False`` stops issuing resumption tickets (every handshake is full).
@@ -935,10 +930,6 @@ class OpenSSLServerContext:
                 if ip in ips:
                     return ctx
         return self._ssl_context
-
-    def upgrade(self, sock: socket.socket, server_hostname: None = None) -> BufferSocket:
-        """STARTTLS: run TLS as the server on an already connected plain socket."""
-        return upgrade_socket(self, sock, server_hostname)
 
     def __repr__(self) -> str:
         return f"<OpenSSLServerContext {self._configuration!r}>"

@@ -9,7 +9,6 @@ while rustls works and while the socket blocks).
 
 from __future__ import annotations
 
-import socket
 from typing import TYPE_CHECKING, Any
 
 from . import _rustls
@@ -32,9 +31,9 @@ from ._socket import (
     DEFAULT_TIMEOUT,
     BufferListener,
     BufferSocket,
+    StartTLSMixin,
     connect_with_buffer,
     listen_with_buffers,
-    upgrade_socket,
 )
 from .insecure import (
     InsecureClientContextMixin,
@@ -227,7 +226,7 @@ class RustlsBuffer:
         return f"<RustlsBuffer version={self.negotiated_tls_version}>"
 
 
-class RustlsClientContext:
+class RustlsClientContext(StartTLSMixin):
     """A client context: ``connect`` for sockets, ``create_buffer`` for in-memory use.
 
     Connections from one context resume earlier sessions (TLS 1.3 tickets, TLS 1.2 ids)
@@ -268,15 +267,11 @@ class RustlsClientContext:
             raise ValueError("create_buffer needs the server's host name (for SNI and checks)")
         return RustlsBuffer(self, self._rustls_config.new_connection(server_hostname))
 
-    def upgrade(self, sock: socket.socket, server_hostname: str | None = None) -> BufferSocket:
-        """STARTTLS: run TLS as the client on an already connected plain socket."""
-        return upgrade_socket(self, sock, server_hostname)
-
     def __repr__(self) -> str:
         return f"<RustlsClientContext {self._configuration!r}>"
 
 
-class RustlsServerContext:
+class RustlsServerContext(StartTLSMixin):
     """A server context: ``connect`` binds and listens, ``create_buffer`` for in-memory use.
 
     ``session_tickets=False`` stops issuing resumption tickets (every handshake is full).
@@ -310,10 +305,6 @@ class RustlsServerContext:
         """A server buffer for a connection that reached ``local_address`` (an IP): clients
         that send no SNI get the first chain whose leaf names that address."""
         return RustlsBuffer(self, self._rustls_config.new_connection(local_address))
-
-    def upgrade(self, sock: socket.socket, server_hostname: None = None) -> BufferSocket:
-        """STARTTLS: run TLS as the server on an already connected plain socket."""
-        return upgrade_socket(self, sock, server_hostname)
 
     def __repr__(self) -> str:
         return f"<RustlsServerContext {self._configuration!r}>"
