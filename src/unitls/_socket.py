@@ -1,42 +1,27 @@
-"""A ``TLSSocket`` that drives any ``TLSBuffer`` over a plain ``socket.socket``.
+"""``BufferSocket``: a ``TLSSocket`` that runs any ``TLSBuffer`` over a plain ``socket.socket``;
+``BufferListener``: the listening socket of every engine.
 
-Theory of operation
--------------------
-The TLS engine lives entirely in the buffer (sans-I/O); this class only moves bytes. Every
-operation follows one loop:
+``BufferSocket`` is a thin shell over the one driver (``unitls._drive``, whose docstring states the
+rules: deadlines, non-blocking behaviour, full duplex, EOF, close). It owns its socket and keeps it
+non-blocking; the timeout set with ``settimeout`` is the deadline of each operation as a whole.
+It is the rustls engine's socket and every engine's STARTTLS (``context.upgrade(sock, ...)``).
 
-1. ask the buffer to do the work (``do_handshake``, ``read``, ``write``, ``shutdown``);
-2. if it produced ciphertext, push it to the network (``_flush``);
-3. if it raised ``WantReadError``, pull one chunk from the network into it (``_pull``), and retry.
-
-The socket's own timeout decides how waiting behaves, exactly as for ``socket.socket``: blocking
-(``None``), bounded (``TLSTimeoutError`` when the time runs out), or non-blocking (``0``: the
-buffer's ``WantReadError`` / ``WantWriteError`` reach the caller, who retries after ``select``).
-
-In non-blocking mode a ``send`` never loses or duplicates data: ciphertext the network did not take
-is kept in ``_pending`` and flushed first by the next operation; a ``send`` that finds earlier
-ciphertext still stuck raises ``WantWriteError`` without taking anything, so the caller's retry with
-the same bytes is correct.
-
-A transport EOF is handed to the buffer as ``process_incoming(b"")``; the engine then decides
-between a clean close (``close_notify`` seen: ``recv`` returns ``b""``), a ragged EOF
-(``RaggedEOF``) or a handshake cut short (``HandshakeClosedError``).
-
-This class serves the rustls engine's sockets and the STARTTLS upgrade of every engine.
+``BufferListener.accept()`` runs the handshakes of several clients at once (see its docstring), so
+an idle, slow or failing client never holds the others back.
 """
 
 from __future__ import annotations
 
-import errno
 import socket
+import threading
 import time
+from collections import deque
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, Generic, Protocol, TypeVar
 
+from ._drive import LINGER, NOW, Deadline, Driver, SocketIO, linger_close, map_os_error
+from ._drive._linger import drain, half_close
 from ._errors import (
-    HandshakeClosedError,
-    RaggedEOF,
-    TLSConnectionError,
     TLSError,
     TLSTimeoutError,
     WantReadError,
@@ -52,6 +37,7 @@ if TYPE_CHECKING:
     from ._protocols import ClientContext, ServerContext, TLSBuffer
 
 __all__ = [
+    "DEFAULT_HANDSHAKE_TIMEOUT",
     "DEFAULT_TIMEOUT",
     "BufferListener",
     "BufferSocket",
@@ -64,35 +50,28 @@ __all__ = [
     "upgrade_socket",
 ]
 
-_RECV_SIZE = 256 * 1024
 _SEND_CHUNK = 256 * 1024
 # How long a blocking close(force=False) waits for the peer's close_notify.
 _CLOSE_WAIT = 5.0
+# A client whose handshake failed: how long to drain before closing (see _drive._linger).
+_CLIENT_LINGER = 0.5
+# A listener runs at most this many handshakes at once; more clients wait in the kernel's queue.
+_MAX_HANDSHAKES = 128
+# ... and lingers at most this many failed connections (the oldest is closed first).
+_MAX_LINGERING = 64
+
+#: ``handshake_timeout`` default of ``ServerContext.connect()``: seconds a client has to complete
+#: its handshake (as asyncio's ``ssl_handshake_timeout``).
+DEFAULT_HANDSHAKE_TIMEOUT = 60.0
 
 
-def map_os_error(exc: OSError, what: str) -> TLSError:
-    """Turn a socket-level failure into the matching TLSError subclass (chain it yourself)."""
-    if isinstance(exc, TimeoutError):
-        return TLSTimeoutError(f"{what}: timed out")
-    if isinstance(exc, socket.gaierror):
-        return TLSConnectionError(errno.EHOSTUNREACH, f"{what}: cannot resolve host ({exc})")
-    reason = exc.strerror or str(exc) or type(exc).__name__
-    return TLSConnectionError(exc.errno or errno.EIO, f"{what}: {reason}")
-
-
-def _discard_unread(sock: socket.socket) -> None:
-    """Read off bytes the kernel holds for us (e.g. TLS 1.3 session tickets never read).
-
-    Closing a TCP socket with unread data makes the kernel send a reset instead of a FIN, and a
-    reset can destroy our close_notify before the peer reads it.
-    """
-    try:
-        sock.setblocking(False)
-        for _ in range(16):
-            if not sock.recv(65536):
-                return
-    except OSError:
-        return
+def _check_timeout(value: float | None) -> float | None:
+    if value is None:
+        return None
+    value = float(value)
+    if value < 0:
+        raise ValueError("Timeout value out of range")
+    return value
 
 
 def _format_addr(address: tuple[Any, ...]) -> str:
@@ -185,9 +164,13 @@ class _SocketBase:
 
 
 class BufferSocket(_SocketBase):
-    """A connected TLSSocket running its TLS in a TLSBuffer (see the module docstring)."""
+    """A connected TLSSocket running its TLS in a TLSBuffer through the driver.
 
-    __slots__ = ("_buffer", "_closed", "_context", "_pending", "_sock")
+    Before the handshake has completed (a socket from a non-blocking listener, or
+    ``upgrade_socket(..., do_handshake=False)``), the first ``recv``/``send`` completes it.
+    """
+
+    __slots__ = ("_closed", "_context", "_driver", "_sock", "_timeout")
 
     def __init__(
         self,
@@ -195,234 +178,120 @@ class BufferSocket(_SocketBase):
         buffer: TLSBuffer,
         context: ClientContext | ServerContext,
     ) -> None:
+        self._timeout = sock.gettimeout()
         self._sock = sock
-        self._buffer = buffer
+        self._driver = Driver(buffer, SocketIO(sock))  # the socket stays non-blocking
         self._context = context
-        self._pending: memoryview | None = None
         self._closed = False
 
-    # -- moving bytes -------------------------------------------------------------------------
+    # The timeout lives here; the OS socket is always non-blocking (see SocketIO).
+    def settimeout(self, value: float | None) -> None:
+        """Blocking (None), bounded (seconds: a deadline for each operation as a whole) or
+        non-blocking (0), as for socket.socket."""
+        self._timeout = _check_timeout(value)
 
-    def _send_raw(self, data: memoryview) -> None:
-        sock = self._sock
-        if sock.gettimeout() == 0:
-            while data:
-                try:
-                    sent = sock.send(data)
-                except BlockingIOError:
-                    self._pending = data
-                    raise WantWriteError("the socket's send buffer is full") from None
-                data = data[sent:]
-        else:
-            sock.sendall(data)
+    def gettimeout(self) -> float | None:
+        return self._timeout
 
-    def _flush(self) -> None:
-        """Push every byte of ciphertext the buffer holds to the network."""
-        try:
-            if self._pending is not None:
-                data, self._pending = self._pending, None
-                self._send_raw(data)
-            buffer = self._buffer
-            n = buffer.outgoing_bytes_buffered()
-            while n:
-                self._send_raw(memoryview(buffer.process_outgoing(n)))
-                n = buffer.outgoing_bytes_buffered()
-        except OSError as exc:
-            raise map_os_error(exc, "sending TLS data failed") from exc
+    def setblocking(self, flag: bool) -> None:
+        self._timeout = None if flag else 0.0
 
-    def _pull(self) -> bool:
-        """Read one chunk from the network into the buffer; False at EOF."""
-        try:
-            data = self._sock.recv(_RECV_SIZE)
-        except BlockingIOError:
-            raise WantReadError("no TLS data available on the socket yet") from None
-        except ConnectionResetError:
-            data = b""  # a reset is an EOF without close_notify; the engine reports it
-        except OSError as exc:
-            raise map_os_error(exc, "receiving TLS data failed") from exc
-        try:
-            self._buffer.process_incoming(data)
-        except TLSError:
-            self._flush_quietly()  # engines that fail here have queued an alert for the peer
-            raise
-        return bool(data)
-
-    def _flush_quietly(self) -> None:
-        # Used on failure paths to deliver an alert if the transport still works.
-        try:
-            self._flush()
-        except (TLSError, OSError):
-            pass
+    def _deadline(self, what: str) -> Deadline:
+        if self._closed:
+            raise TLSError("the TLS socket is closed")
+        return Deadline(self._timeout, what)
 
     # -- TLS operations -----------------------------------------------------------------------
 
     def do_handshake(self) -> None:
         """Complete the handshake (connect/accept/upgrade do this for you)."""
-        self._check_open()
-        buffer = self._buffer
-        eof = False
-        while True:
-            try:
-                buffer.do_handshake()
-                break
-            except WantReadError:
-                if eof:
-                    raise HandshakeClosedError(
-                        "the peer closed the connection during the TLS handshake"
-                    ) from None
-                self._flush()
-                eof = not self._pull()
-            except TLSError:
-                self._flush_quietly()
-                raise
-        self._flush()
+        self._driver.handshake(self._deadline("handshake"))
 
     def recv(self, bufsize: int) -> bytes:
         """Receive up to ``bufsize`` bytes; ``b''`` once the peer sent close_notify."""
-        self._check_open()
-        buffer = self._buffer
-        while True:
-            try:
-                data = buffer.read(bufsize)
-            except WantReadError:
-                self._flush()
-                self._pull()
-                continue
-            except TLSError:
-                self._flush_quietly()
-                raise
-            if self._pending is not None or buffer.outgoing_bytes_buffered():
-                self._flush()  # e.g. a KeyUpdate answer
-            assert isinstance(data, bytes)
-            return data
+        if bufsize < 0:
+            raise ValueError("negative buffersize in recv")
+        data = self._driver.read(bufsize, None, self._deadline("recv"))
+        assert isinstance(data, bytes)
+        return data
 
     def recv_into(self, target: Buffer, nbytes: int = 0) -> int:
         """Receive into a writable buffer; returns the byte count (0 at clean EOF)."""
-        self._check_open()
         if nbytes < 0:
             raise ValueError("negative buffersize in recv_into")
         view = memoryview(target).cast("B")
         amt = min(nbytes, view.nbytes) if nbytes else view.nbytes
-        buffer = self._buffer
-        while True:
-            try:
-                n = buffer.read(amt, view)
-            except WantReadError:
-                self._flush()
-                self._pull()
-                continue
-            except TLSError:
-                self._flush_quietly()
-                raise
-            if self._pending is not None or buffer.outgoing_bytes_buffered():
-                self._flush()
-            assert isinstance(n, int)
-            return n
-
-    def send(self, data: Buffer) -> int:
-        """Encrypt and send; returns how much of ``data`` was taken."""
-        self._check_open()
-        if self._pending is not None:
-            self._flush()  # non-blocking: raises WantWriteError before taking anything
-        view = memoryview(data)
-        if view.nbytes > _SEND_CHUNK:
-            view = view[:_SEND_CHUNK]
-        try:
-            n = self._buffer.write(view)
-        except TLSError:
-            self._flush_quietly()
-            raise
-        try:
-            self._flush()
-        except WantWriteError:
-            pass  # the data is taken; the rest of its ciphertext waits in _pending
+        n = self._driver.read(amt, view, self._deadline("recv"))
+        assert isinstance(n, int)
         return n
 
-    def sendall(self, data: Buffer) -> None:
-        """Send all of ``data`` (blocking sockets; non-blocking ones may raise WantWriteError)."""
+    def send(self, data: Buffer) -> int:
+        """Encrypt and send; returns how much of ``data`` was taken (its ciphertext may still
+        wait for the socket on a non-blocking or timed-out call: the next call sends it first)."""
         view = memoryview(data).cast("B")
-        while view:
-            n = self.send(view)
-            view = view[n:]
+        return self._driver.write(view[:_SEND_CHUNK], self._deadline("send"))
+
+    def sendall(self, data: Buffer) -> None:
+        """Send all of ``data``; the timeout bounds the whole call (non-blocking sockets raise
+        ``WantWriteError`` once the socket is full, like ``send``)."""
+        self._driver.write_all(memoryview(data).cast("B"), self._deadline("sendall"))
+
+    def pending(self) -> int:
+        """Decrypted bytes that ``recv`` returns without touching the network."""
+        return self._driver.pending()
 
     def close(self, force: bool = False) -> None:
         """Send close_notify and close the socket.
 
-        ``force=False`` also waits for the peer's close_notify (up to the socket's timeout, or
-        five seconds on a blocking socket; non-blocking sockets raise ``WantReadError`` until it
-        arrives). ``force=True`` does not wait and ignores a dead transport.
+        ``force=False`` also waits for the peer's close_notify; the socket's timeout (five seconds
+        on a blocking socket) bounds the whole close. Non-blocking sockets raise
+        ``WantReadError``/``WantWriteError`` until it is done (call again). ``force=True`` neither
+        waits nor minds a dead transport.
         """
         if self._closed:
             return
-        sock = self._sock
+        driver = self._driver
         try:
-            self._buffer.shutdown()
-            self._flush()
-            if not force:
-                self._await_close_notify()
+            if force:
+                driver.shutdown(NOW)
+            else:
+                timeout = self._timeout
+                deadline = Deadline(_CLOSE_WAIT if timeout is None else timeout, "close")
+                driver.shutdown(deadline)
+                driver.await_close_notify(deadline)
         except (WantReadError, WantWriteError):
             if not force:
                 raise  # non-blocking: the caller retries close()
         except TLSError:
-            # The peer is gone or broke the protocol while we said goodbye (e.g. it sent its
-            # close_notify and closed first: our close_notify then meets a broken pipe).
-            # Closing is all that is left to do, as for socket.socket.close().
+            # The peer is gone, broke the protocol or is too slow while we said goodbye (e.g. it
+            # sent its close_notify and closed first: ours then meets a broken pipe). Closing is
+            # all that is left to do, as for socket.socket.close().
             pass
+        self._close_now()
+
+    def _close_now(self) -> None:
         self._closed = True
-        _discard_unread(sock)
-        sock.close()
+        # Unread bytes (say, TLS 1.3 session tickets) would turn our FIN into a reset, which can
+        # destroy the close_notify before the peer reads it.
+        drain(self._sock)
+        self._sock.close()
 
-    def _await_close_notify(self) -> None:
-        sock = self._sock
-        timeout = sock.gettimeout()
-        if timeout == 0:
-            self._drain_until_eof()
-            return
-        deadline = time.monotonic() + (timeout if timeout is not None else _CLOSE_WAIT)
-        try:
-            while True:
-                remaining = deadline - time.monotonic()
-                if remaining <= 0:
-                    return
-                sock.settimeout(remaining)
-                try:
-                    self._drain_until_eof()
-                    return
-                except TLSTimeoutError:
-                    return
-        finally:
-            if sock.fileno() != -1:
-                sock.settimeout(timeout)
-
-    def _drain_until_eof(self) -> None:
-        buffer = self._buffer
-        while True:
-            try:
-                if buffer.read(_RECV_SIZE) == b"":
-                    return
-            except WantReadError:
-                if not self._pull():
-                    try:
-                        buffer.read(_RECV_SIZE)
-                    except (RaggedEOF, TLSError):
-                        pass
-                    return
-            except RaggedEOF:
-                return
+    def _abandon(self, linger: float = _CLIENT_LINGER) -> None:
+        """After a failed handshake: the alert is out; half-close, drain briefly, close."""
+        if not self._closed:
+            self._closed = True
+            linger_close(self._sock, linger)
 
     def shutdown(self, how: int = socket.SHUT_RDWR) -> None:
-        """Send close_notify, then shut down the TCP connection like ``socket.shutdown``."""
-        self._check_open()
-        self._buffer.shutdown()
-        self._flush()
+        """Like ``socket.shutdown``; ``SHUT_WR``/``SHUT_RDWR`` send close_notify first. Reading
+        after ``SHUT_WR`` stays TLS-protected (until the peer's close_notify)."""
+        deadline = self._deadline("shutdown")
+        if how != socket.SHUT_RD:
+            self._driver.shutdown(deadline)
         try:
             self._sock.shutdown(how)
         except OSError as exc:
             raise map_os_error(exc, "shutdown failed") from exc
-
-    def _check_open(self) -> None:
-        if self._closed:
-            raise TLSError("the TLS socket is closed")
 
     # -- information --------------------------------------------------------------------------
 
@@ -433,26 +302,35 @@ class BufferSocket(_SocketBase):
     @property
     def buffer(self) -> TLSBuffer:
         """The TLSBuffer running this connection's TLS."""
-        return self._buffer
+        return self._driver.buffer
+
+    def _info(self, name: str) -> Any:
+        with self._driver.lock:  # engines need not be thread-safe
+            return getattr(self._driver.buffer, name)()
 
     def cipher(self) -> CipherSuite | int | None:
-        return self._buffer.cipher()
+        result: CipherSuite | int | None = self._info("cipher")
+        return result
 
     def negotiated_protocol(self) -> NextProtocol | bytes | None:
-        return self._buffer.negotiated_protocol()
+        result: NextProtocol | bytes | None = self._info("negotiated_protocol")
+        return result
 
     @property
     def negotiated_tls_version(self) -> TLSVersion | None:
-        return self._buffer.negotiated_tls_version
+        with self._driver.lock:
+            return self._driver.buffer.negotiated_tls_version
 
     def getpeercert(self) -> bytes | None:
-        return self._buffer.getpeercert()
+        result: bytes | None = self._info("getpeercert")
+        return result
 
     def getpeercertchain(self) -> list[bytes]:
         """DER of every certificate the peer sent, leaf first, if the engine's buffer tells
         (an extension to the PEP; empty otherwise)."""
-        chain = getattr(self._buffer, "getpeercertchain", None)
-        return list(chain()) if chain is not None else []
+        if getattr(self._driver.buffer, "getpeercertchain", None) is None:
+            return []
+        return list(self._info("getpeercertchain"))
 
     def listen(self, backlog: int) -> None:
         raise TLSError("listen() is for server sockets made by ServerContext.connect()")
@@ -462,68 +340,276 @@ class BufferSocket(_SocketBase):
 
     def __repr__(self) -> str:
         state = "closed" if self._closed else f"fd={self._sock.fileno()}"
-        return f"<{type(self).__name__} {state} {self._buffer!r}>"
+        return f"<{type(self).__name__} {state} {self._driver.buffer!r}>"
 
 
 class _Handshaking(Protocol):
+    _sock: socket.socket
+
     def do_handshake(self) -> None: ...
+    def settimeout(self, value: float | None) -> None: ...
     def close(self, force: bool = False) -> None: ...
 
 
 _T = TypeVar("_T", bound=_Handshaking)
 
 
+class _Client(Generic[_T]):
+    """A connection whose handshake runs inside ``accept()``."""
+
+    __slots__ = ("addr", "deadline", "tls", "want_write")
+
+    def __init__(self, tls: _T, addr: tuple[str | None, int], deadline: float | None) -> None:
+        self.tls = tls
+        self.addr = addr
+        self.deadline = deadline
+        self.want_write = False
+
+
 class BufferListener(_SocketBase, Generic[_T]):
     """A listening TLSSocket whose ``accept()`` returns handshaken connections.
+
+    ``accept()`` runs the handshakes of every waiting client at once (up to 128): it returns the
+    first connection whose handshake completes, so a client that is idle, dripping bytes or
+    failing holds only itself. Each client has ``handshake_timeout`` seconds (None: no limit).
+    A client whose handshake fails or times out is reported by ``accept()`` raising its
+    ``TLSError`` (with the client's address in the exception's notes); the listener stays
+    usable and the other handshakes go on at the next call. The failed connection is closed
+    gracefully in the background (its alert delivered, half-closed, drained for up to two
+    seconds), so a TCP reset does not destroy the alert.
+
+    The listener's own timeout bounds ``accept()`` as a whole (``TLSTimeoutError`` when no
+    handshake completes in time; the handshakes under way are kept). A non-blocking listener
+    (timeout 0) returns accepted connections at once, before their handshake, as the ``ssl``
+    module does for non-blocking sockets: their first ``recv``/``send`` (or ``do_handshake()``)
+    drives it. Connections inherit the listener's timeout.
 
     ``wrap`` turns an accepted plain socket into the engine's TLS socket (not yet handshaken).
     """
 
-    __slots__ = ("_closed", "_context", "_sock", "_wrap")
+    __slots__ = (
+        "_accept_lock",
+        "_clients",
+        "_closed",
+        "_context",
+        "_done",
+        "_handshake_timeout",
+        "_lingering",
+        "_sock",
+        "_timeout",
+        "_wrap",
+    )
 
     def __init__(
-        self, sock: socket.socket, context: ServerContext, wrap: Callable[[socket.socket], _T]
+        self,
+        sock: socket.socket,
+        context: ServerContext,
+        wrap: Callable[[socket.socket], _T],
+        handshake_timeout: float | None = DEFAULT_HANDSHAKE_TIMEOUT,
     ) -> None:
+        if handshake_timeout is not None and not handshake_timeout > 0:
+            raise ValueError(
+                f"handshake_timeout must be a positive number of seconds or None, not "
+                f"{handshake_timeout!r}"
+            )
+        self._timeout = sock.gettimeout()
+        sock.setblocking(False)
         self._sock = sock
         self._context = context
         self._wrap = wrap
+        self._handshake_timeout = handshake_timeout
         self._closed = False
+        self._clients: dict[int, _Client[_T]] = {}  # by file descriptor
+        self._done: deque[tuple[_T, tuple[str | None, int]] | TLSError] = deque()
+        self._lingering: dict[int, tuple[socket.socket, float, _T]] = {}
+        self._accept_lock = threading.Lock()
 
     @property
     def context(self) -> ServerContext:
         return self._context
 
+    def settimeout(self, value: float | None) -> None:
+        """Bounds each ``accept()`` call (see the class docstring); 0: non-blocking."""
+        self._timeout = _check_timeout(value)
+
+    def gettimeout(self) -> float | None:
+        return self._timeout
+
+    def setblocking(self, flag: bool) -> None:
+        self._timeout = None if flag else 0.0
+
     def listen(self, backlog: int) -> None:
         self._sock.listen(backlog)
 
     def accept(self) -> tuple[_T, tuple[str | None, int]]:
-        """Accept a TCP connection and complete its TLS handshake.
+        """The next client whose TLS handshake completed (see the class docstring)."""
+        if self._closed:
+            raise TLSError("the listening socket is closed")
+        deadline = Deadline(self._timeout, "accept")
+        if not self._accept_lock.acquire(False):
+            if deadline.nonblocking:
+                raise WantReadError("another thread is in accept()")
+            left = deadline.remaining()
+            if not self._accept_lock.acquire(timeout=-1 if left is None else left):
+                raise TLSTimeoutError("no TLS connection was accepted in time")
+        try:
+            if deadline.nonblocking:
+                return self._accept_nonblocking()
+            return self._accept(deadline)
+        finally:
+            self._accept_lock.release()
 
-        The connection inherits this socket's timeout, which also bounds the handshake. A client
-        that fails the handshake raises here (its socket is closed); keep accepting after it.
-        """
+    def _accept_tcp(self) -> tuple[socket.socket, tuple[str | None, int]] | None:
         try:
             conn, addr = self._sock.accept()
         except BlockingIOError:
-            raise WantReadError("no connection is waiting to be accepted") from None
+            return None
         except OSError as exc:
             raise map_os_error(exc, "accept failed") from exc
+        return conn, (addr[0], addr[1])
+
+    def _wrap_conn(self, conn: socket.socket, timeout: float | None) -> _T:
         try:
-            conn.settimeout(self._sock.gettimeout())
-            tls = self._wrap(conn)
+            conn.settimeout(timeout)
+            return self._wrap(conn)
         except BaseException:
             conn.close()
             raise
-        try:
-            tls.do_handshake()
-        except BaseException:
-            tls.close(force=True)
-            conn.close()
-            raise
-        return tls, (addr[0], addr[1])
+
+    def _accept_nonblocking(self) -> tuple[_T, tuple[str | None, int]]:
+        if self._done or self._clients:
+            self._step_all(time.monotonic())
+            if self._done:
+                return self._pop_done()
+        accepted = self._accept_tcp()
+        if accepted is None:
+            raise WantReadError("no connection is waiting to be accepted")
+        conn, addr = accepted
+        return self._wrap_conn(conn, 0.0), addr
+
+    def _accept(self, deadline: Deadline) -> tuple[_T, tuple[str | None, int]]:
+        while True:
+            now = time.monotonic()
+            self._reap_lingering(now)
+            self._take_new_clients(now)
+            self._step_all(now)
+            if self._done:
+                return self._pop_done()
+            self._wait(deadline)
+
+    def _pop_done(self) -> tuple[_T, tuple[str | None, int]]:
+        item = self._done.popleft()
+        if isinstance(item, TLSError):
+            raise item
+        tls, addr = item
+        tls.settimeout(self._timeout)
+        return tls, addr
+
+    def _take_new_clients(self, now: float) -> None:
+        while len(self._clients) < _MAX_HANDSHAKES:
+            try:
+                accepted = self._accept_tcp()
+            except TLSError as exc:
+                self._done.append(exc)
+                return
+            if accepted is None:
+                return
+            conn, addr = accepted
+            try:
+                tls = self._wrap_conn(conn, 0.0)
+            except TLSError as exc:
+                exc.add_note(f"client {_format_addr(addr)}")
+                self._done.append(exc)
+                continue
+            limit = self._handshake_timeout
+            client = _Client(tls, addr, None if limit is None else now + limit)
+            self._clients[tls._sock.fileno()] = client
+
+    def _step_all(self, now: float, ready: set[int] | None = None) -> None:
+        for fd, client in list(self._clients.items()):
+            if ready is not None and fd not in ready:
+                if client.deadline is not None and now >= client.deadline:
+                    self._fail(fd, client, self._timed_out(client))
+                continue
+            try:
+                client.tls.do_handshake()
+            except WantReadError:
+                client.want_write = False
+            except WantWriteError:
+                client.want_write = True
+            except TLSError as exc:
+                exc.add_note(f"client {_format_addr(client.addr)}")
+                self._fail(fd, client, exc)
+                continue
+            else:
+                del self._clients[fd]
+                self._done.append((client.tls, client.addr))
+                continue
+            if client.deadline is not None and now >= client.deadline:
+                self._fail(fd, client, self._timed_out(client))
+
+    def _timed_out(self, client: _Client[_T]) -> TLSError:
+        return TLSTimeoutError(
+            f"the client {_format_addr(client.addr)} did not complete its TLS handshake within "
+            f"{self._handshake_timeout:g} seconds (handshake_timeout)"
+        )
+
+    def _fail(self, fd: int, client: _Client[_T], exc: TLSError) -> None:
+        del self._clients[fd]
+        self._done.append(exc)
+        raw = client.tls._sock
+        half_close(raw)  # after the alert the engine sent
+        if drain(raw):
+            client.tls.close(force=True)
+            return
+        if len(self._lingering) >= _MAX_LINGERING:
+            oldest = next(iter(self._lingering))
+            self._lingering.pop(oldest)[2].close(force=True)
+        self._lingering[fd] = (raw, time.monotonic() + LINGER, client.tls)
+
+    def _reap_lingering(self, now: float, ready: set[int] | None = None) -> None:
+        for fd, (raw, until, tls) in list(self._lingering.items()):
+            if now >= until or ((ready is None or fd in ready) and drain(raw)):
+                del self._lingering[fd]
+                tls.close(force=True)
+
+    def _wait(self, deadline: Deadline) -> None:
+        """Wait for a new client, handshake progress or a lingering EOF, then act on it."""
+        left = deadline.remaining()
+        now = time.monotonic()
+        limits = [c.deadline for c in self._clients.values() if c.deadline is not None]
+        limits += [until for _, until, _ in self._lingering.values()]
+        if limits:
+            soonest = max(0.0, min(limits) - now)
+            left = soonest if left is None else min(left, soonest)
+        import select
+
+        poller = select.poll()
+        if len(self._clients) < _MAX_HANDSHAKES:
+            poller.register(self._sock.fileno(), select.POLLIN)
+        for fd, client in self._clients.items():
+            poller.register(fd, select.POLLOUT if client.want_write else select.POLLIN)
+        for fd in self._lingering:
+            poller.register(fd, select.POLLIN)
+        events = poller.poll(None if left is None else max(0, int(left * 1000) + 1))
+        ready = {fd for fd, _ in events}
+        now = time.monotonic()
+        self._reap_lingering(now, ready)
+        self._step_all(now, ready)
 
     def close(self, force: bool = False) -> None:
+        """Stop listening; handshakes under way and lingering connections are closed."""
         self._closed = True
+        for client in self._clients.values():
+            client.tls.close(force=True)
+        self._clients.clear()
+        for _, _, tls in self._lingering.values():
+            tls.close(force=True)
+        self._lingering.clear()
+        while self._done:
+            item = self._done.popleft()
+            if not isinstance(item, TLSError):
+                item[0].close(force=True)
         self._sock.close()
 
     def recv(self, bufsize: int) -> bytes:
@@ -565,30 +651,40 @@ def server_buffer(context: ServerContext, sock: socket.socket) -> TLSBuffer:
 
 
 def listen_with_buffers(
-    context: ServerContext, address: tuple[str | None, int]
+    context: ServerContext,
+    address: tuple[str | None, int],
+    handshake_timeout: float | None = DEFAULT_HANDSHAKE_TIMEOUT,
 ) -> BufferListener[BufferSocket]:
     """``ServerContext.connect`` for engines whose sockets are BufferSockets."""
     return BufferListener(
         open_listener(address),
         context,
         lambda conn: BufferSocket(conn, server_buffer(context, conn), context),
+        handshake_timeout,
     )
 
 
 def connect_with_buffer(
     context: ClientContext, address: tuple[str | None, int], timeout: Any = DEFAULT_TIMEOUT
 ) -> BufferSocket:
-    """``ClientContext.connect`` for engines whose sockets are BufferSockets."""
+    """``ClientContext.connect`` for engines whose sockets are BufferSockets: ``timeout`` bounds
+    the TCP connect and the handshake together, and stays the socket's timeout."""
     host = _check_address(address)[0]
     if not host:
         raise ValueError("a client needs a host name or address to connect to")
+    if timeout is DEFAULT_TIMEOUT:
+        timeout = socket.getdefaulttimeout()
     buffer = context.create_buffer(host)
+    deadline = Deadline(timeout, "connect")
     sock = open_connection(address, timeout)
     tls = BufferSocket(sock, buffer, context)
     try:
-        tls.do_handshake()
+        tls._driver.handshake(deadline)
+    except TLSError:
+        tls._abandon()
+        raise
     except BaseException:
-        sock.close()
+        tls.close(force=True)
         raise
     return tls
 
@@ -633,7 +729,13 @@ def upgrade_socket(
         if server_hostname is not None:
             raise ValueError("a server context takes no server_hostname")
         buffer = server_buffer(context, sock)
+    timeout = sock.gettimeout()
     tls = BufferSocket(sock, buffer, context)
     if do_handshake:
-        tls.do_handshake()
+        try:
+            tls._driver.handshake(Deadline(timeout, "upgrade"))
+        except BaseException:
+            # The plain socket is still the caller's: give it back as it was.
+            sock.settimeout(timeout)
+            raise
     return tls

@@ -48,6 +48,7 @@ from ._errors import (
 from ._objects import Certificate, PrivateKey, SigningChain, TrustStore
 from ._protocols import TLSImplementation
 from ._socket import (
+    DEFAULT_HANDSHAKE_TIMEOUT,
     DEFAULT_TIMEOUT,
     BufferListener,
     StartTLSMixin,
@@ -908,9 +909,16 @@ class OpenSSLServerContext(StartTLSMixin):
             ) from exc
         return OpenSSLSocket(ssl_sock, self)
 
-    def connect(self, address: tuple[str | None, int]) -> BufferListener[OpenSSLSocket]:
-        """Bind and listen on ``address``; ``accept()`` returns handshaken connections."""
-        return BufferListener(open_listener(address), self, self._wrap)
+    def connect(
+        self,
+        address: tuple[str | None, int],
+        *,
+        handshake_timeout: float | None = DEFAULT_HANDSHAKE_TIMEOUT,
+    ) -> BufferListener[OpenSSLSocket]:
+        """Bind and listen on ``address``; ``accept()`` returns handshaken connections, running
+        several clients' handshakes at once, each within ``handshake_timeout`` seconds (None: no
+        limit; see ``BufferListener``)."""
+        return BufferListener(open_listener(address), self, self._wrap, handshake_timeout)
 
     def create_buffer(self) -> OpenSSLBuffer:
         return OpenSSLBuffer(self, self._ssl_context, None)

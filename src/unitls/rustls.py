@@ -28,6 +28,7 @@ from ._errors import ConfigurationError
 from ._objects import SigningChain, TrustStore
 from ._protocols import TLSImplementation
 from ._socket import (
+    DEFAULT_HANDSHAKE_TIMEOUT,
     DEFAULT_TIMEOUT,
     BufferListener,
     BufferSocket,
@@ -294,9 +295,16 @@ class RustlsServerContext(StartTLSMixin):
     def configuration(self) -> TLSServerConfiguration:
         return self._configuration
 
-    def connect(self, address: tuple[str | None, int]) -> BufferListener[BufferSocket]:
-        """Bind and listen on ``address``; ``accept()`` returns handshaken connections."""
-        return listen_with_buffers(self, address)
+    def connect(
+        self,
+        address: tuple[str | None, int],
+        *,
+        handshake_timeout: float | None = DEFAULT_HANDSHAKE_TIMEOUT,
+    ) -> BufferListener[BufferSocket]:
+        """Bind and listen on ``address``; ``accept()`` returns handshaken connections, running
+        several clients' handshakes at once, each within ``handshake_timeout`` seconds (None: no
+        limit; see ``BufferListener``)."""
+        return listen_with_buffers(self, address, handshake_timeout)
 
     def create_buffer(self) -> RustlsBuffer:
         return RustlsBuffer(self, self._rustls_config.new_connection())

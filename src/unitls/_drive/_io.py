@@ -1,0 +1,159 @@
+"""Transports the driver runs over, and deadlines.
+
+A transport moves ciphertext and never blocks: ``recv``/``send`` raise ``BlockingIOError`` when
+they cannot proceed at once, and ``wait`` blocks until the transport is ready (or a timeout).
+All waiting happens in ``wait``, so a deadline bounds every operation as a whole.
+"""
+
+from __future__ import annotations
+
+import _socket
+import math
+import select
+import socket
+import time
+from typing import Protocol
+
+from .._errors import TLSTimeoutError
+
+__all__ = ["Deadline", "MemoryIO", "SocketIO", "Transport", "wait_fd"]
+
+_DONTWAIT = getattr(socket, "MSG_DONTWAIT", 0)
+_POLL = hasattr(select, "poll")
+
+
+class Deadline:
+    """When an operation must end: never (``timeout=None``), at once (``0``: non-blocking) or
+    ``timeout`` seconds after it started."""
+
+    __slots__ = ("_at", "timeout", "what")
+
+    def __init__(self, timeout: float | None, what: str = "operation") -> None:
+        self.timeout = timeout
+        self.what = what
+        self._at = time.monotonic() + timeout if timeout else 0.0
+
+    @property
+    def nonblocking(self) -> bool:
+        return self.timeout == 0
+
+    def remaining(self) -> float | None:
+        """Seconds left (None: no limit); raises ``TLSTimeoutError`` once the time is up."""
+        if self.timeout is None:
+            return None
+        left = self._at - time.monotonic()
+        if left <= 0:
+            raise TLSTimeoutError(f"the TLS {self.what} timed out (after {self.timeout:g} s)")
+        return left
+
+    def __repr__(self) -> str:
+        return f"<Deadline {self.what} timeout={self.timeout}>"
+
+
+#: A deadline that has already passed (non-blocking operations).
+NOW = Deadline(0.0)
+
+
+class Transport(Protocol):
+    """What a driver shell supplies: non-blocking moves of ciphertext and a way to wait."""
+
+    def recv(self, size: int) -> bytes:
+        """Up to ``size`` bytes (``b""``: EOF); ``BlockingIOError`` when none are there yet."""
+        ...
+
+    def send(self, data: memoryview) -> int:
+        """Send some of ``data`` (at least one byte); ``BlockingIOError`` when none fits."""
+        ...
+
+    def wait(self, read: bool, write: bool, timeout: float | None) -> bool:
+        """Block until readable (``read``) or writable (``write``); False after ``timeout``."""
+        ...
+
+    def buffered(self) -> bytes:
+        """Ciphertext that is already here (no I/O): what ``pending()`` may decrypt."""
+        ...
+
+
+def wait_fd(fd: int, read: bool, write: bool, timeout: float | None) -> bool:
+    """poll() one descriptor; True when ready (or in error: the next call reports it)."""
+    if _POLL:
+        poller = select.poll()
+        poller.register(fd, (select.POLLIN if read else 0) | (select.POLLOUT if write else 0))
+        ms = None if timeout is None else max(0, math.ceil(timeout * 1000))
+        return bool(poller.poll(ms))
+    r, w, x = select.select([fd] if read else [], [fd] if write else [], [fd], timeout)
+    return bool(r or w or x)
+
+
+class SocketIO:
+    """A socket as a transport.
+
+    ``owned=True``: the socket belongs to the driver's shell, which keeps it non-blocking (the
+    user's timeout lives in the shell), so an attempt costs one system call. ``owned=False``: the
+    socket's own timeout may be anything (the ``ssl`` bridge's sockets belong to ``ssl.py``);
+    attempts use ``MSG_DONTWAIT`` and, on a socket with a timeout, a zero-timeout poll first, since
+    CPython waits up to that timeout before every call on such sockets.
+    """
+
+    __slots__ = ("_owned", "sock")
+
+    def __init__(self, sock: socket.socket, owned: bool = True) -> None:
+        self.sock = sock
+        self._owned = owned
+        if owned:
+            sock.setblocking(False)
+
+    def _ready(self, read: bool) -> bool:
+        if self._owned or not self.sock.gettimeout():
+            return True
+        return wait_fd(self.sock.fileno(), read, not read, 0)
+
+    def recv(self, size: int) -> bytes:
+        if not self._ready(True):
+            raise BlockingIOError
+        return _socket.socket.recv(self.sock, size, 0 if self._owned else _DONTWAIT)
+
+    def send(self, data: memoryview) -> int:
+        if not self._ready(False):
+            raise BlockingIOError
+        return _socket.socket.send(self.sock, data, 0 if self._owned else _DONTWAIT)
+
+    def wait(self, read: bool, write: bool, timeout: float | None) -> bool:
+        return wait_fd(self.sock.fileno(), read, write, timeout)
+
+    def buffered(self) -> bytes:
+        return b""
+
+
+class MemoryIO:
+    """Two ``ssl.MemoryBIO``-like objects as a transport (never waits: the caller pumps)."""
+
+    __slots__ = ("incoming", "outgoing")
+
+    def __init__(self, incoming: _BIO, outgoing: _BIO) -> None:
+        self.incoming = incoming
+        self.outgoing = outgoing
+
+    def recv(self, size: int) -> bytes:
+        data = self.incoming.read(size)
+        if data or self.incoming.eof:
+            return data
+        raise BlockingIOError
+
+    def send(self, data: memoryview) -> int:
+        return self.outgoing.write(data)
+
+    def wait(self, read: bool, write: bool, timeout: float | None) -> bool:
+        raise BlockingIOError("memory transports are driven by their caller")
+
+    def buffered(self) -> bytes:
+        return self.incoming.read() if self.incoming.pending else b""
+
+
+class _BIO(Protocol):
+    @property
+    def pending(self) -> int: ...
+    @property
+    def eof(self) -> bool: ...
+    def read(self, size: int = -1, /) -> bytes: ...
+    def write(self, b: memoryview, /) -> int: ...
