@@ -218,13 +218,17 @@ class Driver(Core):
         "_send_lock",
         "deferred",
         "readahead",
+        "reset_is_eof",
         "transport",
         "unsent",
     )
 
-    def __init__(self, buffer: TLSBuffer, transport: Transport) -> None:
+    def __init__(self, buffer: TLSBuffer, transport: Transport, reset_is_eof: bool = True) -> None:
         super().__init__(buffer)
         self.transport = transport
+        # A reset while receiving: an EOF without close_notify (the engine reports RaggedEOF /
+        # HandshakeClosedError), or, for the ssl bridge (as OpenSSL), a TLSConnectionError.
+        self.reset_is_eof = reset_is_eof
         self.unsent: memoryview | None = None
         self.readahead = bytearray()
         self.deferred: TLSError | None = None  # met by pending(), raised by the next read
@@ -356,7 +360,9 @@ class Driver(Core):
                 except BlockingIOError:
                     self._wait(True, want_write, deadline)
                     continue
-                except ConnectionResetError:
+                except ConnectionResetError as exc:
+                    if not self.reset_is_eof:
+                        raise map_os_error(exc, "receiving TLS data failed") from exc
                     data = b""  # an EOF without close_notify: the engine reports it
                 except OSError as exc:
                     raise map_os_error(exc, "receiving TLS data failed") from exc

@@ -5,17 +5,25 @@
 object does the network I/O itself (honouring the socket's timeout, raising ``SSLWant*Error`` when
 non-blocking); ``SocketTLS`` does the same with the plain ``_socket.socket`` methods, which the
 ``SSLSocket`` overrides. ``BioTLS`` moves ciphertext through the two ``ssl.MemoryBIO``s instead.
+
+Both are thin shells over the one driver (``unitls._drive``: retries, backlog, deadlines, full
+duplex, EOF rules). They supply the I/O (``_RecordIO``: one TLS record per socket read;
+``MemoryIO`` over the BIOs) and map its exceptions to the ``ssl`` module's (``translate``). The
+information methods (``getpeercert``, ``cipher``, ``version``...) read the engine under the
+driver's lock.
 """
 
 from __future__ import annotations
 
 import _socket
+import errno
 import socket
 import ssl
 import threading
 import weakref
 from typing import TYPE_CHECKING, Any
 
+from .._drive import NOW, Deadline, Driver, MemoryIO, wait_fd
 from .._enums import CipherSuite, NextProtocol, TLSVersion
 from .._errors import (
     CertificateVerificationError,
@@ -37,8 +45,7 @@ if TYPE_CHECKING:
 
 __all__ = ["BioTLS", "SocketTLS", "translate"]
 
-_FEED_SIZE = 256 * 1024
-_RECORD = 16 * 1024
+_DONTWAIT = getattr(socket, "MSG_DONTWAIT", 0)
 
 
 def _eof_error() -> ssl.SSLEOFError:
@@ -106,9 +113,9 @@ class _LockedBuffer:
 
     __slots__ = ("_buf", "_lock")
 
-    def __init__(self, buf: TLSBuffer) -> None:
+    def __init__(self, buf: TLSBuffer, lock: threading.Lock) -> None:
         self._buf = buf
-        self._lock = threading.Lock()
+        self._lock = lock  # the driver's engine lock
 
     def read(self, amt: int, buffer: Buffer | None = None) -> bytes | int:
         with self._lock:
@@ -157,7 +164,7 @@ class _LockedBuffer:
 
 
 class _TLSBase:
-    """What sockets and memory-BIO objects share: the TLS state machine over the TLSBuffer."""
+    """What sockets and memory-BIO objects share: the driver, and the ``_ssl`` interface."""
 
     def __init__(
         self,
@@ -174,53 +181,27 @@ class _TLSBase:
         self.server_hostname = server_hostname
         self._owner = weakref.ref(owner) if owner is not None else None
         self._verified = verified  # False: getpeercert() gives {} like an unverified C socket
+        self._driver: Driver | None = None  # made at first use (the engine's buffer with it)
         self._buf: _LockedBuffer | None = None
-        # Ciphertext leaves in the order the engine made it, whichever thread sends it.
-        self._send_lock = threading.RLock()
-        self._handshaked = False
-        self._plain = bytearray()  # plaintext read ahead by pending()
-        self._deferred: OSError | None = None  # an error met by pending(), raised by read()
-        self._closed_by_peer = False  # close_notify received
-        self._transport_eof = False  # b"" handed to process_incoming
         self._shutdown_sent = False
-        self._backlog = bytearray()  # ciphertext the engine did not accept yet
-        self._eof_pending = False  # transport EOF seen while the backlog was not empty
 
-    # -- engine plumbing (subclasses move the ciphertext) -----------------------------------------
+    # -- what the shells supply ---------------------------------------------------------------
 
-    def _flush(self) -> None:
+    def _transport(self) -> Any:
         raise NotImplementedError
 
-    def _pull(self, operation: str) -> bool:
-        """Hand more ciphertext to the engine; False once EOF was handed over.
-
-        Raises ``SSLWantReadError`` when nothing is available without blocking.
-        """
-        raise NotImplementedError
-
-    def _pull_backlog(self) -> bool:
-        size = len(self._backlog)
-        data = bytes(self._backlog)
-        self._backlog.clear()
-        if not self._retry(self._buffer(), data) and len(self._backlog) >= size:
-            raise ssl.SSLError(ssl.SSL_ERROR_SSL, "the TLS engine refuses more incoming data")
-        if self._eof_pending and not self._backlog:
-            self._eof_pending = False
-            self._transport_eof = True
-            self._retry(self._buffer(), b"")
-        return True
-
-    def _take_buffered(self) -> bool:
-        """Hand the engine ciphertext that is already here, without any I/O (False: none)."""
-        return False
+    def _deadline(self, what: str) -> Deadline:
+        return NOW
 
     def _placeholder_hostname(self) -> str:
         # With hostname checks off the name is only used for SNI; an IP literal sends none.
         return "0.0.0.0"
 
-    def _buffer(self) -> _LockedBuffer:
-        buf = self._buf
-        if buf is None:
+    # -- the driver -----------------------------------------------------------------------------
+
+    def _drv(self) -> Driver:
+        driver = self._driver
+        if driver is None:
             try:
                 if self.server_side:
                     raw = self._pep.create_buffer()  # type: ignore[call-arg]
@@ -229,42 +210,19 @@ class _TLSBase:
                     raw = self._pep.create_buffer(name)  # type: ignore[call-arg]
             except TLSError as exc:
                 raise translate(exc, "handshake") from exc
-            buf = self._buf = _LockedBuffer(raw)
-        return buf
+            # Resets surface as ConnectionResetError, as from OpenSSL's own sockets.
+            driver = self._driver = Driver(raw, self._transport(), reset_is_eof=False)
+            self._buf = _LockedBuffer(raw, driver.lock)
+        return driver
 
-    def _feed(self, data: bytes) -> None:
-        """Hand ciphertext to the engine (``b""``: the transport's EOF)."""
-        if not data:
-            if self._transport_eof:
-                return
-            if self._backlog:
-                self._eof_pending = True  # delivered once the backlog is in
-                return
-            self._transport_eof = True
-        elif self._backlog:
-            self._backlog += data  # keep the order
-            return
-        self._retry(self._buffer(), data)
+    def _buffer(self) -> _LockedBuffer:
+        self._drv()
+        assert self._buf is not None
+        return self._buf
 
-    def _retry(self, buf: _LockedBuffer, data: bytes) -> bool:
-        try:
-            buf.process_incoming(data)
-        except WantReadError:
-            # The engine holds too much undecrypted data: keep it until plaintext is read.
-            self._backlog += data
-            return False
-        except TLSError as exc:
-            # Engines may fail while processing input (rustls does): send their alert first.
-            self._flush_quietly()
-            raise translate(exc, "handshake" if not self._handshaked else "read") from exc
-        return True
-
-    def _flush_quietly(self) -> None:
-        # On failure paths: deliver the alert if the transport still takes it.
-        try:
-            self._flush()
-        except (OSError, TLSError):
-            pass
+    @property
+    def _handshaked(self) -> bool:
+        return self._driver is not None and self._driver.handshake_done
 
     # -- the _ssl._SSLSocket interface -----------------------------------------------------------
 
@@ -302,64 +260,27 @@ class _TLSBase:
         return False
 
     def do_handshake(self) -> None:
-        if self._handshaked:
-            return
-        buf = self._buffer()
-        while True:
-            try:
-                buf.do_handshake()
-                break
-            except WantReadError:
-                self._flush()
-                self._pull("handshake")
-            except TLSError as exc:
-                self._flush_quietly()
-                raise translate(exc, "handshake") from exc
-        self._handshaked = True
-        self._flush()
-
-    def _take_plain(self, n: int, buffer: Buffer | None) -> bytes | int:
-        plain = self._plain
-        if buffer is None:
-            data = bytes(plain[:n])
-            del plain[:n]
-            return data
-        view = memoryview(buffer).cast("B")
-        k = min(n, len(plain), view.nbytes)
-        view[:k] = plain[:k]
-        del plain[:k]
-        return k
+        driver = self._drv()
+        try:
+            driver.handshake(self._deadline("handshake"))
+        except TLSError as exc:
+            raise translate(exc, "handshake") from exc
 
     def read(self, n: int = 1024, buffer: Buffer | None = None) -> bytes | int:
         if buffer is not None and n <= 0:
             n = memoryview(buffer).nbytes
         if n <= 0:
             return b"" if buffer is None else 0
-        if not self._handshaked:
-            self.do_handshake()
-        if self._plain:
-            return self._take_plain(n, buffer)
-        if self._deferred is not None:
-            raise self._deferred
-        if self._closed_by_peer:
+        driver = self._drv()
+        if driver.peer_closed and not driver.readahead:
             return self._eof_result(buffer)
-        buf = self._buffer()
-        while True:
-            try:
-                data = buf.read(n, buffer)
-            except WantReadError:
-                self._flush()
-                self._pull("read")
-                continue
-            except TLSError as exc:
-                self._flush_quietly()
-                raise translate(exc, "read") from exc
-            if not data:
-                self._closed_by_peer = True
-                return self._eof_result(buffer)
-            if buf.outgoing_bytes_buffered():
-                self._flush_quietly()  # e.g. a KeyUpdate answer: best effort, never blocks reads
-            return data
+        try:
+            data = driver.read(n, buffer, self._deadline("read"))
+        except TLSError as exc:
+            raise translate(exc, "read") from exc
+        if not data:
+            return self._eof_result(buffer)
+        return data
 
     def _eof_result(self, buffer: Buffer | None) -> bytes | int:
         # OpenSSL's read after the peer's close_notify: empty while our side is still open,
@@ -374,97 +295,42 @@ class _TLSBase:
         view = memoryview(data)
         if view.ndim != 1 or view.format not in ("B", "b", "c"):
             view = view.cast("B")
-        total = view.nbytes
-        if not self._handshaked:
-            self.do_handshake()
-        if total == 0:
-            return 0
-        buf = self._buffer()
-        taken = 0
-        # Take everything (trio and anyio ignore short writes): when the engine's buffer is
-        # full, push its ciphertext out and go on.
-        while taken < total:
-            try:
-                k = buf.write(view[taken:])
-            except WantWriteError:
-                k = 0
-            except TLSError as exc:
-                self._flush_quietly()
-                raise translate(exc, "write") from exc
-            taken += k
-            if k == 0:
-                before = buf.outgoing_bytes_buffered()
-                self._flush_after_write(taken)
-                if before == 0 and buf.outgoing_bytes_buffered() == 0:
-                    raise ssl.SSLError(
-                        ssl.SSL_ERROR_SSL, "the TLS engine took no data and produced no output"
-                    )
-        self._flush_after_write(taken)
+        driver = self._drv()
+        deadline = self._deadline("write")
+        try:
+            if not driver.handshake_done:
+                driver.handshake(deadline)
+            if not view.nbytes:
+                return 0
+            # Takes everything (trio and anyio ignore short writes) unless the socket blocks.
+            taken = driver.write(view, deadline)
+        except TLSError as exc:
+            raise translate(exc, "write") from exc
+        if driver.unsent is not None:
+            self._write_blocked(taken, deadline)
         return taken
 
-    def _flush_after_write(self, taken: int) -> None:
-        self._flush()
+    def _write_blocked(self, taken: int, deadline: Deadline) -> None:
+        """The data is taken but its ciphertext is not all out (non-blocking or timed out)."""
 
     def pending(self) -> int:
-        if self._handshaked and not self._plain and not self._closed_by_peer and not self._deferred:
-            self._read_ahead()
-        return len(self._plain)
-
-    def _read_ahead(self) -> None:
-        # PEP 748 has no "decrypted bytes waiting" query: decrypt what is already buffered.
-        buf = self._buffer()
-        try:
-            try:
-                data = buf.read(_RECORD)
-            except WantReadError:
-                if not self._take_buffered():
-                    return
-                data = buf.read(_RECORD)
-        except WantReadError:
-            return
-        except TLSError as exc:
-            err = translate(exc, "read")
-            err.__cause__ = exc
-            self._deferred = err
-            return
-        assert isinstance(data, bytes)
-        if data:
-            self._plain += data
-        else:
-            self._closed_by_peer = True
-
-    def _await_close_notify(self) -> None:
-        buf = self._buffer()
-        while not self._closed_by_peer:
-            try:
-                data = buf.read(_RECORD)
-            except WantReadError:
-                self._flush()
-                if self._transport_eof:
-                    return
-                self._pull("read")
-                continue
-            except (RaggedEOF, HandshakeClosedError):
-                return  # the peer went away without close_notify: nothing left to wait for
-            except TLSError as exc:
-                raise translate(exc, "read") from exc
-            if not data:
-                self._closed_by_peer = True
+        if not self._handshaked:
+            return 0
+        assert self._driver is not None
+        return self._driver.pending()
 
     def _shutdown(self) -> None:
         """Send close_notify and wait for the peer's (SSLWantReadError while it is missing)."""
-        if self._buf is None or not self._handshaked:
+        driver = self._driver
+        if driver is None or not driver.handshake_done:
             return
-        buf = self._buf
-        if not self._shutdown_sent:
-            try:
-                buf.shutdown()
-            except TLSError as exc:
-                raise translate(exc, "write") from exc
+        deadline = self._deadline("read")
+        try:
+            driver.shutdown(deadline)
             self._shutdown_sent = True
-        self._flush()
-        self._plain.clear()
-        self._await_close_notify()
+            driver.await_close_notify(deadline)
+        except TLSError as exc:
+            raise translate(exc, "read") from exc
 
     def getpeercert(self, binary_form: bool = False) -> dict[str, Any] | bytes | None:
         if not self._handshaked:
@@ -522,14 +388,77 @@ class _TLSBase:
         )
 
 
+class _RecordIO:
+    """The bridge socket as the driver's transport: one TLS record per receive.
+
+    Reading exactly one record at a time, like OpenSSL without read-ahead: callers that select()
+    on the socket before recv() (websockets' sync client, many others) would hang on records
+    read ahead into the engine, and after close_notify (unwrap) the peer's cleartext must stay in
+    the socket. The socket's timeout belongs to ``ssl.py``: attempts never wait (see SocketIO).
+    """
+
+    __slots__ = ("_partial", "_ref")
+
+    def __init__(self, ref: weakref.ref[ssl.SSLSocket]) -> None:
+        self._ref = ref  # the SSLSocket owns us: no cycle
+        self._partial = bytearray()  # a record being read
+
+    def _sock(self) -> ssl.SSLSocket:
+        sock = self._ref()
+        if sock is None:
+            raise OSError(errno.EBADF, "the underlying socket has been closed")
+        return sock
+
+    @staticmethod
+    def _recv(sock: socket.socket, size: int) -> bytes:
+        if sock.gettimeout() and not wait_fd(sock.fileno(), True, False, 0):
+            raise BlockingIOError
+        return _socket.socket.recv(sock, size, _DONTWAIT)
+
+    def recv(self, size: int) -> bytes:
+        sock = self._sock()
+        head = self._partial
+        while len(head) < 5:
+            chunk = self._recv(sock, 5 - len(head))
+            if not chunk:
+                return self._rest()
+            head += chunk
+        if not (20 <= head[0] <= 24 and head[1] == 3) or int.from_bytes(head[3:5], "big") > 18432:
+            # Not a TLS record header: let the engine see the bytes and fail with its own error.
+            return self._rest()
+        need = 5 + int.from_bytes(head[3:5], "big")
+        while len(head) < need:
+            chunk = self._recv(sock, need - len(head))
+            if not chunk:
+                return self._rest()
+            head += chunk
+        return self._rest()
+
+    def _rest(self) -> bytes:
+        # What was read of the record (b"" at a record boundary: the socket's EOF).
+        data = bytes(self._partial)
+        self._partial = bytearray()
+        return data
+
+    def send(self, data: memoryview) -> int:
+        sock = self._sock()
+        if sock.gettimeout() and not wait_fd(sock.fileno(), False, True, 0):
+            raise BlockingIOError
+        return _socket.socket.send(sock, data, _DONTWAIT)
+
+    def wait(self, read: bool, write: bool, timeout: float | None) -> bool:
+        return wait_fd(self._sock().fileno(), read, write, timeout)
+
+    def buffered(self) -> bytes:
+        return b""
+
+
 class SocketTLS(_TLSBase):
     """``_sslobj`` of a bridge ``ssl.SSLSocket``: does the socket I/O itself, like ``_ssl.c``."""
 
     def __init__(self, sock: ssl.SSLSocket, *args: Any) -> None:
         super().__init__(*args)
-        self._sock_ref = weakref.ref(sock)  # the SSLSocket owns us: no cycle
-        self._unsent: memoryview | None = None  # ciphertext a non-blocking socket refused
-        self._partial = bytearray()  # a record being read by _recv_record
+        self._sock_ref = weakref.ref(sock)
         self._write_taken = 0  # plaintext taken by a write() that then raised SSLWantWriteError
 
     def _sock(self) -> socket.socket:
@@ -538,97 +467,36 @@ class SocketTLS(_TLSBase):
             raise ValueError("the underlying socket has been closed")
         return sock
 
+    def _transport(self) -> _RecordIO:
+        return _RecordIO(self._sock_ref)
+
+    def _deadline(self, what: str) -> Deadline:
+        return Deadline(self._sock().gettimeout(), what)
+
     def _placeholder_hostname(self) -> str:
         try:
             return str(self._sock().getpeername()[0])
         except (OSError, IndexError):
             return "0.0.0.0"
 
-    def _send_raw(self, sock: socket.socket, view: memoryview) -> None:
-        if sock.gettimeout() == 0:
-            while view:
-                try:
-                    sent = _socket.socket.send(sock, view)
-                except BlockingIOError:
-                    self._unsent = view
-                    raise _want_write() from None
-                view = view[sent:]
-        else:
-            try:
-                _socket.socket.sendall(sock, view)
-            except TimeoutError:
-                raise TimeoutError("The write operation timed out") from None
-
-    def _flush(self) -> None:
-        sock = self._sock()
-        with self._send_lock:
-            if self._unsent is not None:
-                view, self._unsent = self._unsent, None
-                self._send_raw(sock, view)
-            buf = self._buf
-            if buf is None:
-                return
-            n = buf.outgoing_bytes_buffered()
-            while n:
-                self._send_raw(sock, memoryview(buf.process_outgoing(n)))
-                n = buf.outgoing_bytes_buffered()
-
-    def _pull(self, operation: str) -> bool:
-        if self._transport_eof:
-            raise _eof_error()
-        if self._backlog:
-            return self._pull_backlog()
-        sock = self._sock()
-        try:
-            data = self._recv_record(sock)
-        except BlockingIOError:
-            raise _want_read() from None
-        except TimeoutError:
-            raise TimeoutError(f"The {operation} operation timed out") from None
-        self._feed(data)
-        return bool(data)
-
-    def _recv_record(self, sock: socket.socket) -> bytes:
-        # Read exactly one TLS record at a time, like OpenSSL without read-ahead: callers that
-        # select() on the socket before recv() (websockets' sync client, many others) would hang
-        # on records read ahead into the engine, and after close_notify (unwrap) the peer's
-        # cleartext must stay in the socket.
-        head = self._partial
-        while len(head) < 5:
-            chunk = _socket.socket.recv(sock, 5 - len(head))
-            if not chunk:
-                return b""
-            head += chunk
-        if not (20 <= head[0] <= 24 and head[1] == 3) or int.from_bytes(head[3:5], "big") > 18432:
-            # Not a TLS record header: let the engine see the bytes and fail with its own error.
-            self._partial = bytearray()
-            return bytes(head)
-        need = 5 + int.from_bytes(head[3:5], "big")
-        while len(head) < need:
-            chunk = _socket.socket.recv(sock, need - len(head))
-            if not chunk:
-                return b""
-            head += chunk
-        self._partial = bytearray()
-        return bytes(head)
-
     def write(self, data: Buffer) -> int:
         if self._write_taken:
             # The caller retries the write that raised SSLWantWriteError (OpenSSL's contract):
             # its data is already encrypted, only the ciphertext still has to go out.
-            self._flush()
+            driver = self._drv()
+            try:
+                driver.flush(self._deadline("write"))
+            except TLSError as exc:
+                raise translate(exc, "write") from exc
             taken, self._write_taken = self._write_taken, 0
             return taken
-        if self._unsent is not None:
-            self._flush()  # raises SSLWantWriteError before taking anything new
         return super().write(data)
 
-    def _flush_after_write(self, taken: int) -> None:
-        try:
-            self._flush()
-        except ssl.SSLWantWriteError:
-            self._write_taken = taken
-            raise
+    def _write_blocked(self, taken: int, deadline: Deadline) -> None:
+        self._write_taken = taken
+        if deadline.nonblocking:
+            raise _want_write()
+        raise TimeoutError("The write operation timed out")
 
     def shutdown(self) -> socket.socket:
         self._shutdown()
@@ -643,35 +511,8 @@ class BioTLS(_TLSBase):
         self._incoming = incoming
         self._outgoing = outgoing
 
-    def _flush(self) -> None:
-        buf = self._buf
-        if buf is None:
-            return
-        with self._send_lock:
-            n = buf.outgoing_bytes_buffered()
-            while n:
-                self._outgoing.write(buf.process_outgoing(n))
-                n = buf.outgoing_bytes_buffered()
-
-    def _pull(self, operation: str) -> bool:
-        if self._backlog:
-            return self._pull_backlog()
-        data = self._incoming.read(_FEED_SIZE)
-        if data:
-            self._feed(data)
-            return True
-        if self._incoming.eof:
-            if self._transport_eof:
-                raise _eof_error()
-            self._feed(b"")
-            return False
-        raise _want_read()
-
-    def _take_buffered(self) -> bool:
-        if self._backlog or not self._incoming.pending:
-            return False
-        self._feed(self._incoming.read(_FEED_SIZE))
-        return True
+    def _transport(self) -> MemoryIO:
+        return MemoryIO(self._incoming, self._outgoing)
 
     def shutdown(self) -> None:
         self._shutdown()
