@@ -667,7 +667,7 @@ def test_starttls_transport_against_stdlib(
             writer2 = asyncio.StreamWriter(
                 tls_transport, protocol, reader, asyncio.get_running_loop()
             )
-            protocol._replace_writer(writer2)
+            uasyncio._adopt_transport(protocol, writer2)  # (Python 3.13 renamed the hook)
             writer2.write(b"x\n")
             assert await reader.readline() == b"over tls: x\n"
             writer2.close()
