@@ -1,4 +1,4 @@
-"""The rustls engine: PEP 748 over rustls, through unitls' own PyO3 extension (``unitls._rustls``).
+"""The rustls engine: PEP 748 over rustls, through unitls' own PyO3 extension (``unitls._native``).
 
 No OpenSSL anywhere on this path: this module imports neither ``ssl`` nor ``cryptography``.
 Certificates and keys are parsed, chains verified and SNI resolved in Rust. A configuration is
@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from . import _rustls
+from . import _native
 from ._config import TLSClientConfiguration, TLSServerConfiguration
 from ._engine import (
     TLS12,
@@ -53,9 +53,9 @@ __all__ = [
     "insecure_implementation",
 ]
 
-LIBRARY_VERSION: str = f"rustls {_rustls.RUSTLS_VERSION}"
+LIBRARY_VERSION: str = f"rustls {_native.RUSTLS_VERSION}"
 
-_SUPPORTED = frozenset(_rustls.supported_cipher_suites())
+_SUPPORTED = frozenset(_native.supported_cipher_suites())
 
 
 def _alpn(config: TLSClientConfiguration | TLSServerConfiguration) -> list[bytes]:
@@ -119,13 +119,13 @@ def _client_config(
     verify: bool = True,
     check_hostname: bool = True,
     resumption: bool = True,
-) -> _rustls.ClientConfig:
+) -> _native.RustlsClientConfig:
     ca_certs, system = _trust(config.trust_store)
     chain_certs: list[bytes] | None = None
     key: bytes | None = None
     if config.certificate_chain is not None:
         chain_certs, key = _chain_material(config.certificate_chain)
-    return _rustls.ClientConfig(
+    return _native.RustlsClientConfig(
         ca_certs=ca_certs if verify else None,
         system_roots=system and verify,
         client_chain=chain_certs,
@@ -141,11 +141,11 @@ def _client_config(
 
 def _server_config(
     config: TLSServerConfiguration, session_tickets: bool = True
-) -> _rustls.ServerConfig:
+) -> _native.RustlsServerConfig:
     client_cas = None
     if config.trust_store is not None:
         client_cas = _trust(config.trust_store)[0]
-    return _rustls.ServerConfig(
+    return _native.RustlsServerConfig(
         chains=[_chain_material(chain) for chain in config.certificate_chain],
         client_ca_certs=client_cas,
         require_client_cert=client_cas is not None,
@@ -162,7 +162,7 @@ class RustlsBuffer:
     __slots__ = ("_conn", "_context")
 
     def __init__(
-        self, context: RustlsClientContext | RustlsServerContext, conn: _rustls.Connection
+        self, context: RustlsClientContext | RustlsServerContext, conn: _native.Connection
     ) -> None:
         self._context = context
         self._conn = conn
@@ -245,7 +245,7 @@ class RustlsClientContext(StartTLSMixin):
         self._resumption = resumption
         self._rustls_config = self._build(configuration)
 
-    def _build(self, configuration: TLSClientConfiguration) -> _rustls.ClientConfig:
+    def _build(self, configuration: TLSClientConfiguration) -> _native.RustlsClientConfig:
         return _client_config(configuration, resumption=self._resumption)
 
     @property
@@ -323,7 +323,7 @@ class InsecureRustlsClientContext(InsecureClientContextMixin, RustlsClientContex
 
     __slots__ = ("_insecure",)
 
-    def _build(self, configuration: TLSClientConfiguration) -> _rustls.ClientConfig:
+    def _build(self, configuration: TLSClientConfiguration) -> _native.RustlsClientConfig:
         return _client_config(
             configuration,
             not self._insecure.disable_verification,
