@@ -328,7 +328,9 @@ class BufferSocket(_SocketBase):
     def getpeercertchain(self) -> list[bytes]:
         """DER of every certificate the peer sent, leaf first, if the engine's buffer tells
         (an extension to the PEP; empty otherwise)."""
-        if getattr(self._driver.buffer, "getpeercertchain", None) is None:
+        from ._extensions import SupportsPeerCertChain
+
+        if not isinstance(self._driver.buffer, SupportsPeerCertChain):
             return []
         return list(self._info("getpeercertchain"))
 
@@ -639,29 +641,32 @@ class BufferListener(_SocketBase, Generic[_T]):
 def server_buffer(context: ServerContext, sock: socket.socket) -> TLSBuffer:
     """A server buffer for a connection on ``sock``: unitls engines choose the default chain by
     the local address the client reached (``create_buffer_for``); others get ``create_buffer``."""
-    for_address = getattr(context, "create_buffer_for", None)
-    if for_address is None:
+    from ._extensions import SupportsCreateBufferFor
+
+    if not isinstance(context, SupportsCreateBufferFor):
         return context.create_buffer()
     try:
         local = str(sock.getsockname()[0])
     except (OSError, IndexError):
         local = None
-    buffer: TLSBuffer = for_address(local)
-    return buffer
+    return context.create_buffer_for(local)
 
 
 def listen_with_buffers(
     context: ServerContext,
     address: tuple[str | None, int],
+    wrap: Callable[[socket.socket], Any] | None = None,
     handshake_timeout: float | None = DEFAULT_HANDSHAKE_TIMEOUT,
-) -> BufferListener[BufferSocket]:
-    """``ServerContext.connect`` for engines whose sockets are BufferSockets."""
-    return BufferListener(
-        open_listener(address),
-        context,
-        lambda conn: BufferSocket(conn, server_buffer(context, conn), context),
-        handshake_timeout,
-    )
+) -> BufferListener[Any]:
+    """``ServerContext.connect``: a listener whose accepted connections ``wrap`` turns into TLS
+    sockets (by default BufferSockets over ``create_buffer_for``); see ``BufferListener`` for
+    ``handshake_timeout``."""
+    if wrap is None:
+
+        def wrap(conn: socket.socket) -> BufferSocket:
+            return BufferSocket(conn, server_buffer(context, conn), context)
+
+    return BufferListener(open_listener(address), context, wrap, handshake_timeout)
 
 
 def connect_with_buffer(

@@ -53,6 +53,7 @@ from .._errors import (
     WantReadError,
     WantWriteError,
 )
+from .._extensions import SupportsIncomingViews
 from .._protocols import ClientContext, ServerContext, TLSBuffer
 from .._socket import server_buffer
 
@@ -64,10 +65,6 @@ _log = logging.getLogger("unitls.asyncio")
 _RECV_SIZE: Final = 256 * 1024
 # Plaintext collected from the engine before one data_received call (coalesces 16 KiB records).
 _PLAIN_SIZE: Final = 256 * 1024
-
-# Engines whose process_incoming copies its argument at once (any buffer-protocol object):
-# they get a view of the receive buffer instead of a bytes copy of it.
-_COPYING_ENGINES: Final = frozenset({"unitls.openssl", "unitls.rustls"})
 
 _LAZY_KEYS: Final = frozenset({"peercert", "cipher", "tls_version", "alpn_protocol"})
 
@@ -256,7 +253,8 @@ class TLSProtocol(asyncio.BufferedProtocol):
         self._initial = b""  # STARTTLS: handshake bytes the plain reader had already taken
         self._writes_after_close = 0
         self._plain_view = _scratch.plain
-        self._zero_copy = type(buffer).__module__ in _COPYING_ENGINES
+        # Engines that copy process_incoming's argument get a view of the receive buffer.
+        self._zero_copy = isinstance(buffer, SupportsIncomingViews)
         if isinstance(loop, selector_events.BaseSelectorEventLoop):
             self._recv_view = _scratch.recv
         else:
@@ -274,7 +272,7 @@ class TLSProtocol(asyncio.BufferedProtocol):
 
     def _set_buffer(self, buffer: TLSBuffer) -> None:
         self._core = Core(buffer)
-        self._zero_copy = type(buffer).__module__ in _COPYING_ENGINES
+        self._zero_copy = isinstance(buffer, SupportsIncomingViews)
         self._extra["tls_buffer"] = buffer
 
     def _set_state(self, new: _State) -> None:
