@@ -32,6 +32,12 @@ def _ciphers(value: object) -> tuple[CipherSuite | int, ...] | None:
     return tuple(out)
 
 
+# The ALPN list has a 16-bit length, and so has the ClientHello's whole extension block, which it
+# shares with SNI, key shares (post-quantum ones take over 1 KiB), session tickets...: beyond
+# this, engines send a ClientHello whose length fields wrap or fail with "internal error".
+ALPN_LIST_MAX = 0xFFFF - 8 * 1024
+
+
 def _protocols(value: object) -> tuple[NextProtocol | bytes, ...]:
     if value is None:
         return ()
@@ -52,6 +58,12 @@ def _protocols(value: object) -> tuple[NextProtocol | bytes, ...]:
         proto = _protocol_from_bytes(raw)
         if proto not in out:
             out.append(proto)
+    encoded = sum(1 + len(p.value if isinstance(p, NextProtocol) else p) for p in out)
+    if encoded > ALPN_LIST_MAX:
+        raise ConfigurationError(
+            f"the ALPN protocol list encodes to {encoded} bytes; at most {ALPN_LIST_MAX} fit in a "
+            "TLS ClientHello beside its other extensions (65,535 bytes for all of them)"
+        )
     return tuple(out)
 
 

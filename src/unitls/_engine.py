@@ -91,16 +91,9 @@ def read_source(obj: Certificate | PrivateKey | TrustStore, what: str) -> bytes:
     if obj.buffer is not None:
         return obj.buffer
     if obj.path is not None:
-        try:
-            with open(obj.path, "rb") as f:
-                data = f.read()
-        except OSError as exc:
-            raise ConfigurationError(
-                f"cannot read {what} file {obj.path!r}: {exc.strerror or exc}"
-            ) from exc
-        if not data:
-            raise ConfigurationError(f"{what} file {obj.path!r} is empty")
-        return data
+        from ._objects import read_file
+
+        return read_file(obj.path, what)
     raise ConfigurationError(f"{what} {obj!r} has no buffer or file to read")
 
 

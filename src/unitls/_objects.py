@@ -8,10 +8,69 @@ values: hashable, comparable, never mutated, and a private key buffer is never w
 from __future__ import annotations
 
 import os
+import stat
 from collections.abc import Sequence
 from typing import Any
 
-__all__ = ["Certificate", "PrivateKey", "SigningChain", "TrustStore"]
+from ._errors import ConfigurationError
+
+__all__ = ["MAX_FILE_SIZE", "Certificate", "PrivateKey", "SigningChain", "TrustStore", "read_file"]
+
+#: The largest certificate, key or trust store file read (a system CA bundle is about 0.2 MiB).
+MAX_FILE_SIZE = 16 * 1024 * 1024
+
+
+def _check_stat(st: os.stat_result, path: str, what: str) -> None:
+    if not stat.S_ISREG(st.st_mode):
+        raise ConfigurationError(
+            f"{what} file {path!r} is not a regular file (a device, FIFO or directory cannot be "
+            "read as key material): give the path of a PEM or DER file"
+        )
+    if st.st_size > MAX_FILE_SIZE:
+        raise ConfigurationError(
+            f"{what} file {path!r} is {st.st_size} bytes, over the {MAX_FILE_SIZE}-byte limit "
+            "for certificates, keys and trust stores"
+        )
+
+
+def _check_file(path: str, what: str) -> None:
+    """Refuse at once a path that names something other than a regular file of sensible size.
+
+    A missing file is not an error yet: it is read (and reported) when an engine loads it.
+    """
+    try:
+        st = os.stat(path)
+    except OSError:
+        return
+    _check_stat(st, path, what)
+
+
+def read_file(path: str, what: str) -> bytes:
+    """The contents of a certificate, key or trust store file, for the engines.
+
+    Checked again on the open file (it may have been replaced since ``from_file``); opened
+    non-blocking, so a FIFO put in its place fails at once instead of waiting for a writer.
+    """
+    flags = os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_CLOEXEC", 0)
+    try:
+        fd = os.open(path, flags)
+    except OSError as exc:
+        raise ConfigurationError(
+            f"cannot read {what} file {path!r}: {exc.strerror or exc}"
+        ) from exc
+    with open(fd, "rb", closefd=True) as f:
+        _check_stat(os.fstat(fd), path, what)
+        try:
+            data = f.read(MAX_FILE_SIZE + 1)
+        except OSError as exc:
+            raise ConfigurationError(
+                f"cannot read {what} file {path!r}: {exc.strerror or exc}"
+            ) from exc
+    if len(data) > MAX_FILE_SIZE:
+        raise ConfigurationError(f"{what} file {path!r} is over the {MAX_FILE_SIZE}-byte limit")
+    if not data:
+        raise ConfigurationError(f"{what} file {path!r} is empty")
+    return data
 
 
 def _bytes_arg(name: str, value: object) -> bytes | None:
@@ -45,6 +104,7 @@ class _Source:
 
     __slots__ = ("_buffer", "_id", "_path")
     _kind = "object"
+    _what = "key material"
 
     _buffer: bytes | None
     _path: str | None
@@ -62,6 +122,8 @@ class _Source:
         object.__setattr__(self, "_buffer", _bytes_arg("buffer", buffer))
         object.__setattr__(self, "_path", _path_arg("path", path))
         object.__setattr__(self, "_id", _bytes_arg("id", id))
+        if self._path is not None:
+            _check_file(self._path, self._what)
 
     def __setattr__(self, name: str, value: Any) -> None:
         raise AttributeError(f"{type(self).__name__} objects are immutable")
@@ -110,6 +172,7 @@ class Certificate(_Source):
     """A certificate used in TLS, from a buffer (PEM or DER), a file, or an identifier."""
 
     __slots__ = ()
+    _what = "certificate"
 
     def __init__(
         self,
@@ -144,6 +207,7 @@ class PrivateKey(_Source):
     """
 
     __slots__ = ()
+    _what = "private key"
 
     def __init__(
         self,
@@ -181,6 +245,7 @@ class TrustStore(_Source):
     """The certificates used to verify the peer: the system's, or from a buffer, a file, an id."""
 
     __slots__ = ()
+    _what = "trust store"
 
     @classmethod
     def system(cls) -> TrustStore:

@@ -25,6 +25,7 @@ from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
 from ._config import TLSClientConfiguration, TLSServerConfiguration
+from ._drive import Deadline, linger_close, wait_fd
 from ._engine import (
     TLS12,
     TLS13,
@@ -51,11 +52,13 @@ from ._errors import (
 from ._objects import Certificate, PrivateKey, SigningChain, TrustStore
 from ._protocols import TLSImplementation
 from ._socket import (
+    _CLIENT_LINGER,
     DEFAULT_TIMEOUT,
     _SocketBase,
     map_os_error,
     open_connection,
 )
+from ._stdlib import ORIGINAL_SSLCONTEXT
 
 if TYPE_CHECKING:
     from typing_extensions import Buffer
@@ -71,9 +74,9 @@ __all__ = [
 
 LIBRARY_VERSION: str = ssl.OPENSSL_VERSION
 
-# The original class: once unitls.compat injects itself into the ssl module, ``ssl.SSLContext``
-# is the bridge, and building bridge contexts here would recurse.
-_SSLContext = ssl.SSLContext
+# The stdlib's class, even when unitls.compat was injected into the ssl module before this
+# module was imported (``ssl.SSLContext`` is then the bridge, on another engine).
+_SSLContext = ORIGINAL_SSLCONTEXT
 
 # Above this many unprocessed incoming bytes, process_incoming refuses more (PEP: WantReadError).
 _INCOMING_LIMIT = 4 * 1024 * 1024
@@ -141,6 +144,85 @@ def _tls13_suite_setter() -> Callable[[ssl.SSLContext, str], bool] | None:
 
 
 _set_tls13_suites = _tls13_suite_setter()
+
+
+def _close_notify_sender() -> Callable[[Any, ssl.SSLSocket, Deadline], None] | None:
+    """A function sending close_notify on an ``ssl.SSLSocket`` and nothing else (None where
+    impossible): OpenSSL's ``SSL_shutdown``, called once, through ``ctypes``.
+
+    ``SSLSocket.unwrap()`` (the C ``_SSLSocket.shutdown()``) calls ``SSL_shutdown`` twice, and the
+    second call reads the socket to wait for the peer's close_notify: application data the peer
+    still sends is then lost (APPLICATION_DATA_AFTER_CLOSE_NOTIFY). ``SSLSocket.shutdown()`` drops
+    the TLS state altogether. A half-close (``shutdown(SHUT_WR)``) must send close_notify and keep
+    reading through TLS. The ``SSL *`` is read from the C object only after checking that the
+    field before it is the object's weak reference to its socket (CPython's layout of
+    ``PySSLSocket`` since 3.x) and that ``SSL_get_fd`` gives the socket's descriptor.
+    """
+    import ctypes
+    import sys
+    import weakref
+
+    if sys.implementation.name != "cpython":
+        return None
+    try:
+        lib = ctypes.CDLL(ssl._ssl.__file__, use_errno=True)  # type: ignore[attr-defined]
+        ssl_shutdown, get_fd = lib.SSL_shutdown, lib.SSL_get_fd
+        get_error, clear_errors = lib.SSL_get_error, lib.ERR_clear_error
+    except (OSError, AttributeError):
+        return None
+    ssl_shutdown.argtypes = get_fd.argtypes = [ctypes.c_void_p]
+    ssl_shutdown.restype = get_fd.restype = ctypes.c_int
+    get_error.argtypes = [ctypes.c_void_p, ctypes.c_int]
+    get_error.restype = ctypes.c_int
+    clear_errors.argtypes = []
+    clear_errors.restype = None
+    word = ctypes.sizeof(ctypes.c_void_p)
+    want_read, want_write, syscall = 2, 3, 5  # SSL_ERROR_*
+
+    def send_close_notify(c_obj: Any, sock: ssl.SSLSocket, deadline: Deadline) -> None:
+        base = id(c_obj) + object.__basicsize__
+        if ctypes.c_void_p.from_address(base).value != id(weakref.ref(sock)):
+            raise TLSError("cannot reach OpenSSL's connection object on this Python")
+        ptr = ctypes.c_void_p.from_address(base + word).value
+        if not ptr or get_fd(ptr) != sock.fileno():
+            raise TLSError("cannot reach OpenSSL's connection object on this Python")
+        while True:
+            result = ssl_shutdown(ptr)
+            if result >= 0:
+                return  # sent (1: the peer's close_notify had come already)
+            error = get_error(ptr, result)
+            err_no = ctypes.get_errno()
+            clear_errors()
+            if error == want_read:
+                return  # ours is out; OpenSSL would now wait for the peer's
+            if error == want_write:
+                if deadline.nonblocking:
+                    raise WantWriteError("the socket's send buffer is full")
+                wait_fd(sock.fileno(), False, True, deadline.remaining())
+                continue
+            if error == syscall and err_no:
+                exc = OSError(err_no, os.strerror(err_no))
+                raise map_os_error(exc, "sending close_notify failed") from exc
+            raise ProtocolError(f"OpenSSL could not send close_notify (SSL error {error})")
+
+    return send_close_notify
+
+
+_send_close_notify: Callable[[Any, ssl.SSLSocket, Deadline], None] | bool | None = False
+
+
+def _close_notify(c_obj: Any, sock: ssl.SSLSocket, deadline: Deadline) -> None:
+    global _send_close_notify
+    if _send_close_notify is False:
+        _send_close_notify = _close_notify_sender()
+    if not callable(_send_close_notify):
+        raise TLSError(
+            "shutdown(SHUT_WR) needs OpenSSL through ctypes, which is not available here: use "
+            "close() instead"
+        )
+    _send_close_notify(c_obj, sock, deadline)
+
+
 _ID_BY_NAME.update({name: suite for suite, name in _TLS13_NAMES.items()})
 
 
@@ -233,32 +315,73 @@ def _load_trust(ctx: ssl.SSLContext, store: TrustStore) -> None:
         raise ConfigurationError(f"trust store {store!r} holds no certificate")
 
 
+def _check_pem_ends(data: bytes, obj: object, what: str) -> None:
+    """A PEM block cut short (a truncated file) is named as such, not as unparsable data."""
+    if data.count(b"-----BEGIN ") > data.count(b"-----END "):
+        raise ConfigurationError(
+            f"{what} {obj!r} is PEM but a block has no END line (is the file truncated?)"
+        )
+
+
 def _cert_pem(cert: Certificate, what: str) -> bytes:
     data = read_source(cert, what)
     if _is_pem(data):
+        _check_pem_ends(data, cert, what)
         if b"-----BEGIN CERTIFICATE-----" not in data:
             raise ConfigurationError(f"{what} {cert!r} is PEM but holds no CERTIFICATE block")
         return data if data.endswith(b"\n") else data + b"\n"
     return ssl.DER_cert_to_PEM_cert(data).encode("ascii")
 
 
+# Curves TLS can sign with (TLS 1.3 signature schemes; OpenSSL's TLS 1.2 offers the same).
+_SIGNING_CURVES = frozenset({"secp256r1", "secp384r1", "secp521r1"})
+_MIN_RSA_BITS = 2048
+
+
 def _key_pem(key: PrivateKey) -> bytes:
+    """The key as unencrypted PKCS#8 PEM for OpenSSL, refusing keys no handshake can use."""
     from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import ec, ed448, ed25519, rsa
 
     data = read_source(key, "private key")
+    pem = _is_pem(data)
+    if pem:
+        _check_pem_ends(data, key, "private key")
     try:
-        if _is_pem(data):
+        if pem:
             loaded = serialization.load_pem_private_key(data, password=None)
         else:
             loaded = serialization.load_der_private_key(data, password=None)
     except TypeError as exc:
         raise ConfigurationError(
-            f"private key {key!r} is encrypted: PEP 748 has no password; decrypt it first"
+            f"private key {key!r} is encrypted: PEP 748 has no password; decrypt it first "
+            "(e.g. openssl pkey -in key.pem -out plain.pem)"
         ) from exc
     except ValueError as exc:
         raise ConfigurationError(
             f"private key {key!r} is not a PEM or DER private key: {exc}"
         ) from exc
+    except Exception as exc:  # cryptography raises UnsupportedAlgorithm for some key types
+        raise ConfigurationError(f"private key {key!r} cannot be used: {exc}") from exc
+    if isinstance(loaded, rsa.RSAPrivateKey):
+        if loaded.key_size < _MIN_RSA_BITS:
+            raise ConfigurationError(
+                f"private key {key!r} is RSA-{loaded.key_size}, which is too small (OpenSSL "
+                f"refuses RSA keys under {_MIN_RSA_BITS} bits): use RSA-2048 or ECDSA P-256"
+            )
+    elif isinstance(loaded, ec.EllipticCurvePrivateKey):
+        if loaded.curve.name not in _SIGNING_CURVES:
+            raise ConfigurationError(
+                f"private key {key!r} is on the curve {loaded.curve.name}, which TLS cannot "
+                "sign handshakes with: use P-256, P-384 or P-521"
+            )
+    elif not isinstance(loaded, (ed25519.Ed25519PrivateKey, ed448.Ed448PrivateKey)):
+        kind = type(loaded).__name__.removeprefix("_").replace("PrivateKey", "")
+        raise ConfigurationError(
+            f"private key {key!r} is a {kind or 'unknown'} key, which TLS cannot sign "
+            "handshakes with: use an RSA (2048 bits or more), ECDSA (P-256, P-384, P-521) or "
+            "Ed25519 key"
+        )
     return loaded.private_bytes(
         serialization.Encoding.PEM,
         serialization.PrivateFormat.PKCS8,
@@ -491,6 +614,9 @@ def _translate(exc: Exception, handshaking: bool) -> TLSError:
         if handshaking:
             return HandshakeClosedError("the peer closed the connection during the TLS handshake")
         return RaggedEOF("the peer closed the connection without a TLS close_notify")
+    if isinstance(exc, ssl.SSLZeroReturnError) and handshaking:
+        # The same event rustls reports this way (one class per event on every engine).
+        return HandshakeClosedError("the peer sent close_notify during the TLS handshake")
     if isinstance(exc, ssl.SSLError):
         reason = exc.reason or str(exc)
         if reason == "PEER_DID_NOT_RETURN_A_CERTIFICATE":
@@ -615,7 +741,14 @@ class OpenSSLBuffer:
             raise self._error(exc) from exc
 
     def process_incoming(self, data_from_network: bytes) -> None:
-        if not data_from_network:
+        try:
+            size = memoryview(data_from_network).nbytes
+        except TypeError:
+            raise TypeError(
+                "process_incoming() takes a bytes-like object (b'' for EOF), not "
+                f"{type(data_from_network).__name__}"
+            ) from None
+        if not size:
             self._in.write_eof()
             return
         if self._in.pending > _INCOMING_LIMIT:
@@ -644,11 +777,15 @@ class OpenSSLBuffer:
         """DER of every certificate the peer sent, leaf first (an extension to the PEP)."""
         return _chain_of(getattr(self._obj, "_sslobj", None))
 
+    # OpenSSL knows the suite and the protocol before the handshake has finished; the PEP says
+    # None until it has (version() is None until then).
     def cipher(self) -> CipherSuite | int | None:
-        return _cipher_of(self._obj.cipher())
+        obj = self._obj
+        return None if obj.version() is None else _cipher_of(obj.cipher())
 
     def negotiated_protocol(self) -> NextProtocol | bytes | None:
-        return _protocol_of(self._obj.selected_alpn_protocol())
+        obj = self._obj
+        return None if obj.version() is None else _protocol_of(obj.selected_alpn_protocol())
 
     @property
     def negotiated_tls_version(self) -> TLSVersion | None:
@@ -671,10 +808,20 @@ class OpenSSLBuffer:
 # -- sockets -----------------------------------------------------------------------------------
 
 
-class OpenSSLSocket(_SocketBase):
-    """A connected TLSSocket over ``ssl.SSLSocket`` (the stdlib's C I/O loop)."""
+def _write_after_close() -> TLSError:
+    return TLSError("cannot write: close_notify was already sent (shutdown)")
 
-    __slots__ = ("_closed", "_context", "_done", "_sock", "_ssl")
+
+class OpenSSLSocket(_SocketBase):
+    """A connected TLSSocket over ``ssl.SSLSocket`` (the stdlib's C I/O loop).
+
+    It follows the driver's rules (``unitls._drive``): OpenSSL's calls have whole-call deadlines
+    already; ``connect`` shares one deadline between TCP and the handshake; a reset is a ragged
+    EOF when reading and a ``TLSConnectionError`` when writing; ``shutdown(SHUT_WR)`` sends
+    close_notify and reading stays TLS-protected.
+    """
+
+    __slots__ = ("_close_sent", "_closed", "_context", "_done", "_sock", "_ssl")
 
     def __init__(
         self,
@@ -686,46 +833,73 @@ class OpenSSLSocket(_SocketBase):
         self._context = context
         self._closed = False
         self._done = False
+        self._close_sent = False
 
     def do_handshake(self) -> None:
         try:
             self._ssl.do_handshake()
         except (ssl.SSLError, OSError) as exc:
-            raise _translate(exc, True) from exc
+            raise self._error(exc, False) from exc
         self._done = True
 
+    # ``_done``: the handshake completed (an explicit one, or one driven by a first recv/send on a
+    # socket from a non-blocking listener); OpenSSL's version() is None again after a failure.
     def recv(self, bufsize: int) -> bytes:
         try:
-            return self._ssl.recv(bufsize)
+            data = self._ssl.recv(bufsize)
+        except ssl.SSLZeroReturnError:
+            return b""  # the peer's close_notify, after ours (shutdown(SHUT_WR))
         except (ssl.SSLError, OSError) as exc:
-            raise self._error(exc) from exc
+            raise self._error(exc, False) from exc
+        if not self._done:
+            self._done = True
+        return data
 
     def recv_into(self, buffer: Buffer, nbytes: int = 0) -> int:
         try:
-            return self._ssl.recv_into(buffer, nbytes)
+            n = self._ssl.recv_into(buffer, nbytes)
+        except ssl.SSLZeroReturnError:
+            return 0
         except (ssl.SSLError, OSError) as exc:
-            raise self._error(exc) from exc
+            raise self._error(exc, False) from exc
+        if not self._done:
+            self._done = True
+        return n
 
     def send(self, data: Buffer) -> int:
+        if self._close_sent:
+            raise _write_after_close()
         try:
-            return self._ssl.send(data)
+            n = self._ssl.send(data)
         except (ssl.SSLError, OSError) as exc:
-            raise self._error(exc) from exc
+            raise self._error(exc, True) from exc
+        if not self._done:
+            self._done = True
+        return n
 
     def sendall(self, data: Buffer) -> None:
+        if self._close_sent:
+            raise _write_after_close()
         try:
             self._ssl.sendall(data)
         except (ssl.SSLError, OSError) as exc:
-            raise self._error(exc) from exc
+            raise self._error(exc, True) from exc
+        if not self._done:
+            self._done = True
 
-    def _error(self, exc: Exception) -> TLSError:
+    def _error(self, exc: Exception, writing: bool) -> TLSError:
         if self._closed or self._ssl.fileno() == -1:
             return TLSError("the TLS socket is closed")
+        handshaking = not self._done
         if isinstance(exc, BlockingIOError):
+            if writing:
+                return WantWriteError("the socket's send buffer is full")
             return WantReadError("no TLS data available on the socket yet")
-        if isinstance(exc, ConnectionResetError):
+        if isinstance(exc, (ConnectionResetError, BrokenPipeError)) and not handshaking:
+            if writing:
+                return map_os_error(exc, "sending TLS data failed")
             return RaggedEOF("the peer reset the connection without a TLS close_notify")
-        return _translate(exc, False)
+        return _translate(exc, handshaking)
 
     def close(self, force: bool = False) -> None:
         """Send close_notify and close. ``force=False`` waits for the peer's close_notify (up
@@ -747,10 +921,19 @@ class OpenSSLSocket(_SocketBase):
         s.close()
 
     def shutdown(self, how: int = socket.SHUT_RDWR) -> None:
-        """Shut down the TCP connection like ``socket.shutdown`` (send close_notify first with
-        ``close()`` if the peer needs it)."""
+        """Like ``socket.shutdown``; ``SHUT_WR``/``SHUT_RDWR`` send close_notify first. Reading
+        after ``SHUT_WR`` stays TLS-protected (until the peer's close_notify)."""
+        if self._closed:
+            raise TLSError("the TLS socket is closed")
+        s = self._ssl
+        if how != socket.SHUT_RD and not self._close_sent and self._done:
+            c_obj = s._sslobj  # type: ignore[attr-defined]
+            _close_notify(c_obj, s, Deadline(s.gettimeout(), "shutdown"))
+            self._close_sent = True
         try:
-            self._ssl.shutdown(how)
+            # The socket's own shutdown: ssl.SSLSocket.shutdown() would drop the TLS state, and
+            # recv() would then return the raw TCP stream.
+            socket.socket.shutdown(s, how)
         except OSError as exc:
             raise map_os_error(exc, "shutdown failed") from exc
 
@@ -775,10 +958,12 @@ class OpenSSLSocket(_SocketBase):
         return _chain_of(getattr(self._ssl, "_sslobj", None))
 
     def cipher(self) -> CipherSuite | int | None:
-        return _cipher_of(self._ssl.cipher())
+        s = self._ssl
+        return None if s.version() is None else _cipher_of(s.cipher())
 
     def negotiated_protocol(self) -> NextProtocol | bytes | None:
-        return _protocol_of(self._ssl.selected_alpn_protocol())
+        s = self._ssl
+        return None if s.version() is None else _protocol_of(s.selected_alpn_protocol())
 
     @property
     def negotiated_tls_version(self) -> TLSVersion | None:
@@ -825,6 +1010,9 @@ class OpenSSLClientContext(ClientContextBase[ssl.SSLContext]):
         host = address[0] if isinstance(address, tuple) and address else None
         if not host:
             raise ValueError("a client needs a host name or address to connect to")
+        if timeout is DEFAULT_TIMEOUT:
+            timeout = socket.getdefaulttimeout()
+        deadline = Deadline(timeout, "connect")
         sock = open_connection(address, timeout)
         try:
             ssl_sock = self._native.wrap_socket(
@@ -838,7 +1026,13 @@ class OpenSSLClientContext(ClientContextBase[ssl.SSLContext]):
             raise
         tls = OpenSSLSocket(ssl_sock, self)
         try:
+            if timeout:
+                ssl_sock.settimeout(deadline.remaining())  # what the TCP connect left
             tls.do_handshake()
+            ssl_sock.settimeout(timeout)
+        except TLSError:
+            linger_close(ssl_sock, _CLIENT_LINGER)  # the alert is out: let it arrive
+            raise
         except BaseException:
             ssl_sock.close()
             raise

@@ -24,6 +24,7 @@ from .._errors import ConfigurationError
 from .._objects import Certificate, PrivateKey, SigningChain, TrustStore
 from .._protocols import ClientContext, ServerContext, TLSImplementation
 from .._registry import get_implementation
+from .._stdlib import ORIGINAL_SSLCONTEXT
 from ._sslobj import BioTLS, SocketTLS
 
 __all__ = [
@@ -35,17 +36,9 @@ __all__ = [
 ]
 
 
-def _find_original() -> type[ssl.SSLContext]:
-    # ssl.SSLContext may already be rebound (by us or another injector): find the stdlib's.
-    for cls in ssl.SSLContext.__mro__:
-        if cls.__module__ == "ssl" and cls.__name__ == "SSLContext":
-            return cls
-    raise ImportError("cannot find the ssl module's own SSLContext class")
-
-
 #: The stdlib's class. ssl.py's setters look up the module global ``SSLContext``; the bridge (and
 #: injection) must never depend on it (see ``safe_property``).
-ORIGINAL_SSLCONTEXT: type[ssl.SSLContext] = _find_original()
+# (found in one place with the OpenSSL engine: unitls._stdlib)
 _C = _ssl._SSLContext
 
 
