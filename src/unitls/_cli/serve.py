@@ -1,4 +1,10 @@
-"""``unitls serve``: a small TLS server like ``openssl s_server -www`` (or an echo server)."""
+"""``unitls serve``: a small TLS server like ``openssl s_server -www`` (or an echo server).
+
+Connections are served concurrently: the listener runs the handshakes of waiting clients at once
+(each within ``--timeout``), and each connection is handled in a thread of its own. ``--timeout``
+is also a deadline: for the whole request (page mode), or for each read (echo mode, an idle
+timeout). A slow or silent client therefore holds only its own thread.
+"""
 
 from __future__ import annotations
 
@@ -7,6 +13,8 @@ import datetime
 import html
 import sys
 import textwrap
+import threading
+import time
 from typing import Any
 
 from .._config import TLSServerConfiguration
@@ -34,6 +42,8 @@ from .common import (
 _DEFAULT_PORT = 4433
 _DEFAULT_TIMEOUT = 30.0
 _MAX_REQUEST = 64 * 1024
+# Connections served at once; further clients wait for a free slot (in the kernel's queue).
+_MAX_CONNECTIONS = 64
 # How long to wait for the client's close_notify after answering (draining before the close
 # keeps a TCP reset from eating our own close_notify).
 _CLOSE_WAIT = 2.0
@@ -88,7 +98,10 @@ def add_parser(sub: Any) -> None:
     p.add_argument(
         "--timeout",
         metavar="SECONDS",
-        help=f"per-connection handshake and I/O timeout (default {_DEFAULT_TIMEOUT:g})",
+        help=(
+            "per-connection deadline for the handshake, for reading the request (page mode) and "
+            f"for each read (echo mode), in seconds (default {_DEFAULT_TIMEOUT:g})"
+        ),
     )
     p.set_defaults(handler=run)
 
@@ -155,12 +168,11 @@ def run(args: argparse.Namespace) -> int:
     except TLSError as exc:
         raise cli_error_from(exc) from None
     try:
-        listener = ctx.connect((args.host, port))
+        listener = ctx.connect((args.host, port), handshake_timeout=timeout)
     except (TLSError, OSError) as exc:
         raise cli_error_from(exc, f"cannot listen on {args.host}:{port}") from None
+    slots = threading.BoundedSemaphore(_MAX_CONNECTIONS)
     try:
-        # Bounds each handshake; accept() timing out while idle just loops.
-        listener.settimeout(timeout)
         bound = listener.getsockname()
         host = f"[{bound[0]}]" if ":" in str(bound[0]) else bound[0]
         mode = "echo" if args.echo else "https"
@@ -172,22 +184,47 @@ def run(args: argparse.Namespace) -> int:
         print("press Ctrl-C to stop" if not args.once else "serving one connection (--once)")
         sys.stdout.flush()
         while True:
+            slots.acquire()
             try:
                 conn, addr = listener.accept()
-            except TLSTimeoutError:
-                continue  # idle, or a client that never finished its handshake
             except (TLSError, OSError) as exc:
+                slots.release()
+                # One client's failed or timed-out handshake: report it, keep serving.
                 err = cli_error_from(exc, "handshake failed")
                 if args.once:
                     raise err from None
                 note(str(err))
                 continue
-            status = _handle(conn, addr, args, impl.name, timeout)
             if args.once:
-                return status
+                try:
+                    return _handle(conn, addr, args, impl.name, timeout)
+                finally:
+                    slots.release()
+            threading.Thread(
+                target=_serve_one,
+                args=(slots, conn, addr, args, impl.name, timeout),
+                daemon=True,
+            ).start()
     finally:
         listener.close()
     return EXIT_OK  # pragma: no cover - the loop only exits by return or exception
+
+
+_print_lock = threading.Lock()
+
+
+def _serve_one(
+    slots: threading.BoundedSemaphore,
+    conn: Any,
+    addr: Any,
+    args: argparse.Namespace,
+    engine: str,
+    timeout: float,
+) -> None:
+    try:
+        _handle(conn, addr, args, engine, timeout)
+    finally:
+        slots.release()
 
 
 def _describe(conn: Any, addr: Any, engine: str) -> list[tuple[str, str]]:
@@ -204,14 +241,15 @@ def _describe(conn: Any, addr: Any, engine: str) -> list[tuple[str, str]]:
 
 def _handle(conn: Any, addr: Any, args: argparse.Namespace, engine: str, timeout: float) -> int:
     params = _describe(conn, addr, engine)
-    print("connection: " + ", ".join(f"{k} {v}" for k, v in params))
-    sys.stdout.flush()
+    with _print_lock:
+        print("connection: " + ", ".join(f"{k} {v}" for k, v in params))
+        sys.stdout.flush()
     try:
         conn.settimeout(timeout)
         if args.echo:
             _echo(conn)
         else:
-            request = _read_request(conn)
+            request = _read_request(conn, time.monotonic() + timeout)
             if request is not None:
                 conn.sendall(_page(request, params))
         conn.settimeout(_CLOSE_WAIT)
@@ -238,10 +276,11 @@ def _echo(conn: Any) -> None:
         conn.sendall(data)
 
 
-def _read_request(conn: Any) -> bytes | None:
+def _read_request(conn: Any, deadline: float) -> bytes | None:
     """The request head (up to the blank line), or the first line if it is not HTTP.
 
-    None: the client went away without sending anything.
+    None: the client went away without sending anything. The whole request must arrive before
+    ``deadline`` (a client sending a byte now and then cannot hold the connection).
     """
     data = b""
     while True:
@@ -254,6 +293,10 @@ def _read_request(conn: Any) -> bytes | None:
             return first + nl  # not HTTP: answer now rather than wait for a blank line
         if len(data) > _MAX_REQUEST:
             return data[:_MAX_REQUEST]
+        left = deadline - time.monotonic()
+        if left <= 0:
+            raise TLSTimeoutError("the client did not send its request in time (--timeout)")
+        conn.settimeout(left)
         try:
             chunk = conn.recv(65536)
         except RaggedEOF:
