@@ -16,6 +16,7 @@ some TLS 1.3 suites is refused.
 from __future__ import annotations
 
 import _ssl
+import errno
 import functools
 import ipaddress
 import os
@@ -45,6 +46,7 @@ from ._errors import (
     HandshakeClosedError,
     ProtocolError,
     RaggedEOF,
+    TLSConnectionError,
     TLSError,
     WantReadError,
     WantWriteError,
@@ -674,7 +676,7 @@ def _protocol_of(name: str | None) -> NextProtocol | bytes | None:
 class OpenSSLBuffer:
     """A TLSBuffer over ``ssl.SSLObject`` and two ``ssl.MemoryBIO``s."""
 
-    __slots__ = ("_context", "_done", "_in", "_obj", "_out")
+    __slots__ = ("_context", "_done", "_first", "_in", "_obj", "_out")
 
     #: process_incoming copies its argument at once (see ``unitls.extensions``).
     copies_incoming = True
@@ -695,6 +697,7 @@ class OpenSSLBuffer:
             server_hostname=server_hostname,
         )
         self._done = False
+        self._first: bytes | None = None  # the start of what the peer sent (see _error)
 
     def read(self, amt: int, buffer: Buffer | None = None) -> bytes | int:
         try:
@@ -710,6 +713,8 @@ class OpenSSLBuffer:
         try:
             return self._obj.write(buf)
         except (ssl.SSLError, OSError) as exc:
+            if getattr(exc, "reason", None) == "PROTOCOL_IS_SHUTDOWN":
+                raise TLSError("cannot write: close_notify was already sent (shutdown)") from exc
             raise self._error(exc) from exc
 
     def do_handshake(self) -> None:
@@ -728,6 +733,17 @@ class OpenSSLBuffer:
                     "the peer closed the connection during the TLS handshake"
                 )
             return RaggedEOF("the peer closed the connection without a TLS close_notify")
+        first = self._first
+        if (
+            not self._done
+            and getattr(exc, "reason", None) == "UNEXPECTED_MESSAGE"
+            and first is not None
+            and first[:1] == b"\x15"
+            and first[5:7] == b"\x01\x00"
+        ):
+            # A close_notify alert as the peer's first record: OpenSSL calls it an unexpected
+            # message; for every engine it is the peer closing during the handshake.
+            return HandshakeClosedError("the peer sent close_notify during the TLS handshake")
         return _translate(exc, not self._done)
 
     def shutdown(self) -> None:
@@ -751,6 +767,8 @@ class OpenSSLBuffer:
         if not size:
             self._in.write_eof()
             return
+        if self._first is None:
+            self._first = bytes(memoryview(data_from_network).cast("B")[:7])
         if self._in.pending > _INCOMING_LIMIT:
             raise WantReadError("incoming buffer is full: read() decrypted data first")
         try:
@@ -899,6 +917,12 @@ class OpenSSLSocket(_SocketBase):
             if writing:
                 return map_os_error(exc, "sending TLS data failed")
             return RaggedEOF("the peer reset the connection without a TLS close_notify")
+        if writing and not handshaking and isinstance(exc, ssl.SSLEOFError):
+            # OpenSSL's name for a write to a peer that reset or closed: the same event is a
+            # TLSConnectionError on every engine.
+            return TLSConnectionError(
+                errno.ECONNRESET, "sending TLS data failed: the peer closed the connection"
+            )
         return _translate(exc, handshaking)
 
     def close(self, force: bool = False) -> None:

@@ -27,7 +27,7 @@ from ._engine import (
     versions,
 )
 from ._enums import CipherSuite, NextProtocol, TLSVersion, cipher_from_id, protocol_from_bytes
-from ._errors import ConfigurationError
+from ._errors import ConfigurationError, HandshakeClosedError, TLSError, WantReadError
 from ._objects import SigningChain, TrustStore
 from ._protocols import TLSImplementation
 
@@ -148,7 +148,7 @@ def _server_config(
 class RustlsBuffer:
     """A TLSBuffer over a rustls connection (client or server)."""
 
-    __slots__ = ("_conn", "_context")
+    __slots__ = ("_conn", "_context", "_eof")
 
     #: process_incoming copies its argument at once (see ``unitls.extensions``).
     copies_incoming = True
@@ -158,6 +158,7 @@ class RustlsBuffer:
     ) -> None:
         self._context = context
         self._conn = conn
+        self._eof = False
 
     def read(self, amt: int, buffer: Buffer | None = None) -> bytes | int:
         if buffer is None:
@@ -168,13 +169,26 @@ class RustlsBuffer:
         return self._conn.write(buf)
 
     def do_handshake(self) -> None:
-        self._conn.do_handshake()
+        try:
+            self._conn.do_handshake()
+        except WantReadError:
+            # rustls keeps waiting after the peer's close_notify; OpenSSL stops at once. The
+            # same event gets the same class on every engine.
+            if self._conn.close_notify_received():
+                raise HandshakeClosedError(
+                    "the peer sent close_notify during the TLS handshake"
+                ) from None
+            raise
 
     def shutdown(self) -> None:
         self._conn.shutdown()
 
     def process_incoming(self, data_from_network: bytes) -> None:
+        if self._eof:
+            raise TLSError("data received after the transport reported EOF")
         self._conn.process_incoming(data_from_network)
+        if not data_from_network:
+            self._eof = True
 
     def incoming_bytes_buffered(self) -> int:
         return self._conn.incoming_bytes_buffered()
@@ -185,12 +199,16 @@ class RustlsBuffer:
     def outgoing_bytes_buffered(self) -> int:
         return self._conn.outgoing_bytes_buffered()
 
+    # Like OpenSSL: the peer's certificates only once the handshake (and so their
+    # verification) has completed.
     def getpeercert(self) -> bytes | None:
-        return self._conn.peer_certificate()
+        conn = self._conn
+        return conn.peer_certificate() if conn.handshake_complete() else None
 
     def getpeercertchain(self) -> list[bytes]:
         """DER of every certificate the peer sent, leaf first (an extension to the PEP)."""
-        return list(self._conn.peer_chain())
+        conn = self._conn
+        return list(conn.peer_chain()) if conn.handshake_complete() else []
 
     def cipher(self) -> CipherSuite | int | None:
         suite = self._conn.cipher_suite()

@@ -217,18 +217,21 @@ class Driver(Core):
         "_recv_lock",
         "_send_lock",
         "deferred",
+        "handshake_reset_is_eof",
         "readahead",
-        "reset_is_eof",
         "transport",
         "unsent",
     )
 
-    def __init__(self, buffer: TLSBuffer, transport: Transport, reset_is_eof: bool = True) -> None:
+    def __init__(
+        self, buffer: TLSBuffer, transport: Transport, handshake_reset_is_eof: bool = True
+    ) -> None:
         super().__init__(buffer)
         self.transport = transport
-        # A reset while receiving: an EOF without close_notify (the engine reports RaggedEOF /
-        # HandshakeClosedError), or, for the ssl bridge (as OpenSSL), a TLSConnectionError.
-        self.reset_is_eof = reset_is_eof
+        # A reset while receiving is an EOF without close_notify (the engine reports RaggedEOF
+        # or HandshakeClosedError); the ssl bridge reports one during the handshake as a
+        # TLSConnectionError instead, as OpenSSL does.
+        self.handshake_reset_is_eof = handshake_reset_is_eof
         self.unsent: memoryview | None = None
         self.readahead = bytearray()
         self.deferred: TLSError | None = None  # met by pending(), raised by the next read
@@ -361,7 +364,7 @@ class Driver(Core):
                     self._wait(True, want_write, deadline)
                     continue
                 except ConnectionResetError as exc:
-                    if not self.reset_is_eof:
+                    if not (self.handshake_done or self.handshake_reset_is_eof):
                         raise map_os_error(exc, "receiving TLS data failed") from exc
                     data = b""  # an EOF without close_notify: the engine reports it
                 except OSError as exc:

@@ -210,8 +210,9 @@ class _TLSBase:
                     raw = self._pep.create_buffer(name)  # type: ignore[call-arg]
             except TLSError as exc:
                 raise translate(exc, "handshake") from exc
-            # Resets surface as ConnectionResetError, as from OpenSSL's own sockets.
-            driver = self._driver = Driver(raw, self._transport(), reset_is_eof=False)
+            # As OpenSSL: a reset during the handshake is a ConnectionResetError (after it, an
+            # EOF in violation of protocol).
+            driver = self._driver = Driver(raw, self._transport(), handshake_reset_is_eof=False)
             self._buf = _LockedBuffer(raw, driver.lock)
         return driver
 
@@ -304,6 +305,11 @@ class _TLSBase:
                 return 0
             # Takes everything (trio and anyio ignore short writes) unless the socket blocks.
             taken = driver.write(view, deadline)
+        except TLSConnectionError as exc:
+            if driver.handshake_done and exc.errno in (errno.ECONNRESET, errno.EPIPE):
+                # What OpenSSL reports when the peer has gone while we write.
+                raise _eof_error() from exc
+            raise translate(exc, "write") from exc
         except TLSError as exc:
             raise translate(exc, "write") from exc
         if driver.unsent is not None:
