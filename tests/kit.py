@@ -232,13 +232,15 @@ def stdlib_context(
     tmp: Path,
     ca: CA | None,
     cert: Issued | None,
-    version: ssl.TLSVersion | None = None,
+    version: ssl.TLSVersion | unitls.TLSVersion | None = None,
     alpn: list[str] | None = None,
     require_client_cert: bool = False,
 ) -> ssl.SSLContext:
     """A stdlib context: servers present ``cert``; clients (and servers requiring client
-    certificates) trust ``ca``; ``version`` pins both bounds."""
+    certificates) trust ``ca``; ``version`` (the ``ssl`` or the unitls enum) pins both bounds."""
     ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER if server_side else ssl.PROTOCOL_TLS_CLIENT)
+    if isinstance(version, unitls.TLSVersion):
+        version = ssl.TLSVersion[version.name]
     if version is not None:
         ctx.minimum_version = ctx.maximum_version = version
     if cert is not None:
@@ -569,14 +571,21 @@ class Relay:
         for src, dst, name in ((client, server, "up"), (server, client, "down")):
             threading.Thread(target=self._pump, args=(src, dst, name), daemon=True).start()
 
+    def drip(self, direction: str) -> None:
+        """From now on, pass one byte at a time in ``direction`` ("up": to the server)."""
+        self._drip[direction] = True
+
     def _pump(self, src: socket.socket, dst: socket.socket, name: str) -> None:
         passed = 0
         try:
             while time.monotonic() < self._end:
-                left = max(0.01, self._end - time.monotonic())
+                left = max(0.01, min(self._interval, self._end - time.monotonic()))
                 src.settimeout(left)
                 drip = self._drip[name] and passed >= self._after
-                data = src.recv(1 if drip else 65536)
+                try:
+                    data = src.recv(1 if drip else 65536)
+                except TimeoutError:
+                    continue  # look at the drip setting again
                 if not data:
                     dst.shutdown(socket.SHUT_WR)
                     return

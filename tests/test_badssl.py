@@ -1,27 +1,28 @@
 """badssl-style certificate scenarios, made at test time, run as in-memory handshakes per engine.
 
 Each case says whether the client must accept, must reject, or may do either ("record": the
-outcome is printed per engine). Any rejection must be a ``CertificateVerificationError`` with a
-reason, never a generic error.
+engines differ, or the standards leave it open). Record cases are pinned per engine in
+``badssl_outcomes.json`` (accepted / rejected / server refused), like ``limbo_scores.json``: a
+change fails until the file is updated on purpose. Any rejection must be a
+``CertificateVerificationError`` with a reason, never a generic error.
 """
 
 from __future__ import annotations
 
 import datetime
-import ipaddress
+import json
+import ssl
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, TypeAlias
 
 import pytest
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+from cryptography.x509.oid import ExtendedKeyUsageOID
+from kit import CA, Issued, StdlibPeer, custom_leaf
 
 import unitls
 from unitls import TLSClientConfiguration, TLSServerConfiguration
-from unitls._certgen import CA, Issued
 
 Impl: TypeAlias = unitls.TLSImplementation[Any, Any]
 
@@ -29,57 +30,21 @@ pytestmark = pytest.mark.timeout(120)
 
 PASS, FAIL, RECORD = "pass", "fail", "record"
 
+PINS = Path(__file__).with_name("badssl_outcomes.json")
+
+
+def _pinned(engine: str, case: str) -> str | None:
+    """The pinned outcome of a record case for a built-in engine (None: not pinned)."""
+    pins: dict[str, dict[str, str]] = json.loads(PINS.read_text())
+    return pins.get(engine, {}).get(case)
+
+
+def _category(outcome: str) -> str:
+    return outcome.split(":", 1)[0]
+
 
 def _now() -> datetime.datetime:
     return datetime.datetime.now(datetime.UTC)
-
-
-def custom_leaf(
-    issuer: CA | None,
-    *,
-    cn: str = "localhost",
-    dns: tuple[str, ...] = ("localhost",),
-    ips: tuple[str, ...] = (),
-    is_ca: bool = False,
-    ekus: tuple[x509.ObjectIdentifier, ...] = (ExtendedKeyUsageOID.SERVER_AUTH,),
-) -> Issued:
-    """A leaf certificate with full control of its fields; ``issuer=None`` means self-signed."""
-    key = ec.generate_private_key(ec.SECP256R1())
-    subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, cn)])
-    now = _now()
-    builder = (
-        x509.CertificateBuilder()
-        .subject_name(subject)
-        .issuer_name(issuer.cert.subject if issuer else subject)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - datetime.timedelta(days=1))
-        .not_valid_after(now + datetime.timedelta(days=30))
-        .add_extension(x509.BasicConstraints(ca=is_ca, path_length=None), critical=True)
-    )
-    names: list[x509.GeneralName] = [x509.DNSName(d) for d in dns]
-    names += [x509.IPAddress(ipaddress.ip_address(i)) for i in ips]
-    if names:
-        builder = builder.add_extension(x509.SubjectAlternativeName(names), critical=False)
-    if ekus:
-        builder = builder.add_extension(x509.ExtendedKeyUsage(list(ekus)), critical=False)
-    signer = issuer.key if issuer else key
-    cert = builder.sign(signer, hashes.SHA256())
-    return Issued(
-        cert_pem=cert.public_bytes(serialization.Encoding.PEM),
-        key_pem=key.private_bytes(
-            serialization.Encoding.PEM,
-            serialization.PrivateFormat.PKCS8,
-            serialization.NoEncryption(),
-        ),
-        cert_der=cert.public_bytes(serialization.Encoding.DER),
-        key_der=key.private_bytes(
-            serialization.Encoding.DER,
-            serialization.PrivateFormat.PKCS8,
-            serialization.NoEncryption(),
-        ),
-        intermediates_pem=() if issuer is None else issuer._chain_above_leaf(),
-    )
 
 
 @dataclass(frozen=True)
@@ -100,7 +65,7 @@ def _s(issued: Issued, root: CA, host: str, expected: str, **kw: Any) -> Scenari
 
 
 def _days(n: int) -> datetime.datetime:
-    return _now() + datetime.timedelta(days=n)
+    return datetime.datetime.now(datetime.UTC) + datetime.timedelta(days=n)
 
 
 CASES: dict[str, Builder] = {
@@ -229,6 +194,8 @@ def test_badssl(
     scenario = CASES[case](root)
     outcome, exc = _outcome(engine, scenario, pump)
     report[(engine.name, case)] = f"{outcome}  [expected: {scenario.expected}]"
+    if scenario.expected == RECORD:
+        _check_pin(engine, case, outcome)
     if scenario.expected == PASS:
         assert exc is None, f"{case}: a valid certificate was refused: {outcome}"
         return
@@ -243,20 +210,31 @@ def test_badssl(
     assert exc.reason, f"{case}: CertificateVerificationError without a reason"
 
 
+def _check_pin(engine: Impl, case: str, outcome: str) -> None:
+    pinned = _pinned(engine.name, case)
+    if pinned is None:
+        assert engine.name not in json.loads(PINS.read_text()), (
+            f"{case}: no outcome pinned for {engine.name} in {PINS.name}: add {outcome!r}"
+        )
+        return  # an engine from elsewhere: its outcomes are reported, not pinned
+    assert _category(outcome) == pinned, (
+        f"{case}: {engine.name} now gives {outcome!r}, pinned {pinned!r} in {PINS.name} "
+        "(update the pin if the change is intended)"
+    )
+
+
 def test_rsa1024_server_seen_by_client(
     engine: Impl, root: CA, pump: Any, tmp_path: Any, report: dict[tuple[str, str], str]
 ) -> None:
     """A client facing an RSA-1024 server certificate (served by the stdlib at SECLEVEL 0,
     since the engines refuse to serve one): reject with CertificateVerificationError or accept."""
-    import ssl
-
     leaf = root.issue("localhost", key_type="rsa1024")
     path = tmp_path / "rsa1024.pem"
     path.write_bytes(leaf.chain_pem + leaf.key_pem)
     ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     ctx.set_ciphers("DEFAULT:@SECLEVEL=0")
     ctx.load_cert_chain(path)
-    server = _StdlibServer(ctx)
+    server = StdlibPeer(ctx, server_side=True)
     client = engine.client_context(
         TLSClientConfiguration(trust_store=root.trust_store())
     ).create_buffer("localhost")
@@ -269,31 +247,4 @@ def test_rsa1024_server_seen_by_client(
         report[(engine.name, "rsa1024-client")] = f"ERROR {type(exc).__name__}: {exc}"
         pytest.fail(f"rejection must be a CertificateVerificationError, got {exc!r}")
     report[(engine.name, "rsa1024-client")] = f"{outcome}  [expected: record]"
-
-
-class _StdlibServer:
-    """Minimal ``ssl.SSLObject`` server driven by BufferPump (see test_interop_stdlib)."""
-
-    def __init__(self, ctx: Any) -> None:
-        import ssl
-
-        self._ssl = ssl
-        self.incoming, self.outgoing = ssl.MemoryBIO(), ssl.MemoryBIO()
-        self.obj = ctx.wrap_bio(self.incoming, self.outgoing, server_side=True)
-
-    def do_handshake(self) -> None:
-        try:
-            self.obj.do_handshake()
-        except self._ssl.SSLWantReadError:
-            raise unitls.WantReadError("stdlib server wants data") from None
-        except self._ssl.SSLError as exc:
-            raise unitls.TLSError(f"stdlib server: {exc}") from exc
-
-    def process_incoming(self, data: bytes) -> None:
-        if data:
-            self.incoming.write(data)
-        else:
-            self.incoming.write_eof()
-
-    def process_outgoing(self, n: int) -> bytes:
-        return self.outgoing.read(n)
+    _check_pin(engine, "rsa1024-client", outcome)

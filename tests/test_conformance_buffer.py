@@ -708,6 +708,8 @@ def test_key_material_forms(
     )
     assert client.getpeercert() == server_cert.cert_der
     assert server.getpeercert() == client_cert.cert_der
+    assert client.negotiated_tls_version is server.negotiated_tls_version is TLSVersion.TLSv1_3
+    assert pump.send(client, server, b"both keys signed") == b"both keys signed"
 
 
 def test_pem_bundle_trust_store(

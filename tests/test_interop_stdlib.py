@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any, TypeAlias
 
 import pytest
+from kit import StdlibPeer, recv_exactly, stdlib_context
 
 import unitls
 from unitls import NextProtocol, TLSClientConfiguration, TLSServerConfiguration, TLSVersion
@@ -28,86 +29,6 @@ VERSIONS = {
     TLSVersion.TLSv1_2: (ssl.TLSVersion.TLSv1_2, "TLSv1.2"),
     TLSVersion.TLSv1_3: (ssl.TLSVersion.TLSv1_3, "TLSv1.3"),
 }
-
-
-class StdlibPeer:
-    """An ``ssl.SSLObject`` dressed as a TLSBuffer, so ``BufferPump`` can drive it.
-
-    ``ssl`` errors become TLSErrors here so that failure tests can catch either side alike.
-    """
-
-    def __init__(self, ctx: ssl.SSLContext, server_side: bool, hostname: str | None = None):
-        self.incoming = ssl.MemoryBIO()
-        self.outgoing = ssl.MemoryBIO()
-        self.obj = ctx.wrap_bio(
-            self.incoming, self.outgoing, server_side=server_side, server_hostname=hostname
-        )
-
-    def _call(self, fn: Any, *args: Any) -> Any:
-        try:
-            return fn(*args)
-        except ssl.SSLWantReadError:
-            raise unitls.WantReadError("stdlib peer wants data") from None
-        except ssl.SSLZeroReturnError:
-            return b""
-        except ssl.SSLError as exc:
-            raise unitls.TLSError(f"stdlib peer: {exc}") from exc
-
-    def do_handshake(self) -> None:
-        self._call(self.obj.do_handshake)
-
-    def read(self, amt: int) -> bytes:
-        data = self._call(self.obj.read, amt)
-        assert isinstance(data, bytes)
-        return data
-
-    def write(self, data: Any) -> int:
-        n = self._call(self.obj.write, data)
-        assert isinstance(n, int)
-        return n
-
-    def shutdown(self) -> None:
-        try:
-            self.obj.unwrap()
-        except ssl.SSLWantReadError:
-            pass
-
-    def process_incoming(self, data: bytes) -> None:
-        if data:
-            self.incoming.write(data)
-        else:
-            self.incoming.write_eof()
-
-    def process_outgoing(self, n: int) -> bytes:
-        return self.outgoing.read(n)
-
-    def getpeercert(self) -> bytes | None:
-        return self.obj.getpeercert(binary_form=True)
-
-
-def stdlib_context(
-    server_side: bool,
-    tmp: Path,
-    ca: CA,
-    cert: Issued | None,
-    version: TLSVersion | None = None,
-    alpn: list[str] | None = None,
-    require_client_cert: bool = False,
-) -> ssl.SSLContext:
-    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER if server_side else ssl.PROTOCOL_TLS_CLIENT)
-    if version is not None:
-        ctx.minimum_version = ctx.maximum_version = VERSIONS[version][0]
-    if cert is not None:
-        path = tmp / f"{'server' if server_side else 'client'}-chain.pem"
-        path.write_bytes(cert.chain_pem + cert.key_pem)
-        ctx.load_cert_chain(path)
-    if not server_side or require_client_cert:
-        ctx.load_verify_locations(cadata=ca.cert_pem.decode())
-    if require_client_cert:
-        ctx.verify_mode = ssl.CERT_REQUIRED
-    if alpn:
-        ctx.set_alpn_protocols(alpn)
-    return ctx
 
 
 def unitls_client_cfg(
@@ -302,16 +223,6 @@ def _run_thread(target: Any) -> tuple[threading.Thread, list[BaseException]]:
     return t, errors
 
 
-def _recv_exactly(sock: Any, n: int) -> bytes:
-    out = bytearray()
-    while len(out) < n:
-        data = sock.recv(n - len(out))
-        if not data:
-            break
-        out += data
-    return bytes(out)
-
-
 PAYLOAD = bytes(range(256)) * 4096  # 1 MiB
 
 
@@ -337,7 +248,7 @@ def test_socket_client_vs_stdlib_server(
             with sctx.wrap_socket(conn, server_side=True) as tls:
                 seen["version"] = tls.version()
                 seen["peer"] = tls.getpeercert(binary_form=True)
-                data = _recv_exactly(tls, len(PAYLOAD))
+                data = recv_exactly(tls, len(PAYLOAD))
                 tls.sendall(data[::-1])
                 tls.unwrap()
 
@@ -348,7 +259,7 @@ def test_socket_client_vs_stdlib_server(
             assert sock.negotiated_tls_version is version
             assert sock.getpeercert() == server_cert.cert_der
             sock.sendall(PAYLOAD)
-            assert _recv_exactly(sock, len(PAYLOAD)) == PAYLOAD[::-1]
+            assert recv_exactly(sock, len(PAYLOAD)) == PAYLOAD[::-1]
             assert sock.recv(10) == b""  # the stdlib's close_notify
         t.join(TIMEOUT)
     assert not errors, errors
@@ -378,7 +289,7 @@ def test_socket_stdlib_client_vs_server(
                 conn.settimeout(TIMEOUT)
                 seen["version"] = conn.negotiated_tls_version
                 seen["peer"] = conn.getpeercert()
-                data = _recv_exactly(conn, len(PAYLOAD))
+                data = recv_exactly(conn, len(PAYLOAD))
                 conn.sendall(data[::-1])
         finally:
             listener.close()
@@ -390,7 +301,7 @@ def test_socket_stdlib_client_vs_server(
             assert tls.version() == VERSIONS[version][1]
             assert tls.getpeercert(binary_form=True) == server_cert.cert_der
             tls.sendall(PAYLOAD)
-            assert _recv_exactly(tls, len(PAYLOAD)) == PAYLOAD[::-1]
+            assert recv_exactly(tls, len(PAYLOAD)) == PAYLOAD[::-1]
     t.join(TIMEOUT)
     assert not errors, errors
     assert seen["version"] is version
@@ -411,7 +322,7 @@ def test_socket_alpn_with_stdlib(engine: Impl, ca: CA, server_cert: Issued, tmp_
             with conn:
                 seen.append(conn.negotiated_protocol())
                 conn.settimeout(TIMEOUT)
-                conn.sendall(_recv_exactly(conn, 2))
+                conn.sendall(recv_exactly(conn, 2))
         finally:
             listener.close()
 
@@ -421,7 +332,7 @@ def test_socket_alpn_with_stdlib(engine: Impl, ca: CA, server_cert: Issued, tmp_
         with cctx.wrap_socket(raw, server_hostname=HOST) as tls:
             assert tls.selected_alpn_protocol() == "http/1.1"
             tls.sendall(b"hi")
-            assert _recv_exactly(tls, 2) == b"hi"
+            assert recv_exactly(tls, 2) == b"hi"
     t.join(TIMEOUT)
     assert not errors, errors
     assert seen == [NextProtocol.HTTP1]

@@ -16,18 +16,16 @@ from pathlib import Path
 from typing import Any, TypeAlias
 
 import pytest
+from kit import StdlibPeer
 
 import unitls
 from unitls import Certificate, PrivateKey, SigningChain, TLSClientConfiguration
 
 Impl: TypeAlias = unitls.TLSImplementation[Any, Any]
 
-# CI clones the repository beside ``shared/``, as on the development machine.
-LIMBO = Path(__file__).resolve().parents[2] / "shared/testdata/x509-limbo/limbo.json"
+# The vectors ship with the tests (Apache-2.0, see x509-limbo/LICENSE and README.md).
+LIMBO = Path(__file__).with_name("x509-limbo") / "limbo.json"
 SCORES = Path(__file__).with_name("limbo_scores.json")
-
-if not LIMBO.exists():
-    pytest.skip(f"x509-limbo vectors not found at {LIMBO}", allow_module_level=True)
 
 pytestmark = pytest.mark.timeout(600)
 
@@ -44,46 +42,15 @@ class Tally:
         self.skipped[why] = self.skipped.get(why, 0) + 1
 
 
-class _StdlibServer:
+def _stdlib_server(chain_pem: bytes, key_pem: bytes, tmp: Path) -> StdlibPeer:
     """Presents a chain the engine's own server refuses to load (stdlib ``ssl``, SECLEVEL 0):
     the limbo cases test the client's verification, not what a server agrees to serve."""
-
-    def __init__(self, chain_pem: bytes, key_pem: bytes, tmp: Path) -> None:
-        path = tmp / "limbo-server.pem"
-        path.write_bytes(chain_pem + key_pem)
-        ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-        ctx.set_ciphers("ALL:@SECLEVEL=0")
-        ctx.load_cert_chain(path)
-        self.incoming, self.outgoing = ssl.MemoryBIO(), ssl.MemoryBIO()
-        self.obj = ctx.wrap_bio(self.incoming, self.outgoing, server_side=True)
-
-    def do_handshake(self) -> None:
-        try:
-            self.obj.do_handshake()
-        except ssl.SSLWantReadError:
-            raise unitls.WantReadError("stdlib server wants data") from None
-        except ssl.SSLError as exc:
-            raise unitls.TLSError(f"stdlib server: {exc}") from exc
-
-    def read(self, amt: int) -> bytes:
-        try:
-            return self.obj.read(amt)
-        except ssl.SSLWantReadError:
-            raise unitls.WantReadError("stdlib server wants data") from None
-        except ssl.SSLError as exc:
-            raise unitls.TLSError(f"stdlib server: {exc}") from exc
-
-    def write(self, data: bytes) -> int:
-        return self.obj.write(data)
-
-    def process_incoming(self, data: bytes) -> None:
-        if data:
-            self.incoming.write(data)
-        else:
-            self.incoming.write_eof()
-
-    def process_outgoing(self, n: int) -> bytes:
-        return self.outgoing.read(n)
+    path = tmp / "limbo-server.pem"
+    path.write_bytes(chain_pem + key_pem)
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    ctx.set_ciphers("ALL:@SECLEVEL=0")
+    ctx.load_cert_chain(path)
+    return StdlibPeer(ctx, server_side=True)
 
 
 def _pem(text: str) -> bytes:
@@ -119,7 +86,7 @@ def _server(engine: Impl, case: dict[str, Any], tmp: Path) -> Any:
             unitls.TLSServerConfiguration(certificate_chain=[chain])
         ).create_buffer()
     except unitls.ConfigurationError:
-        return _StdlibServer(leaf + b"".join(inters), key, tmp)
+        return _stdlib_server(leaf + b"".join(inters), key, tmp)
 
 
 def _run_case(engine: Impl, case: dict[str, Any], pump: Any, tmp: Path) -> str:

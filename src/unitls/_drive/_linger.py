@@ -21,15 +21,18 @@ LINGER = 2.0
 
 
 def drain(sock: socket.socket) -> bool:
-    """Read off what is waiting without blocking; True once the peer's EOF (or an error) came."""
+    """Read off what is waiting, without blocking (the socket must be non-blocking: CPython
+    waits for a socket with a timeout even with MSG_DONTWAIT); True once the peer's EOF (or an
+    error) came. Reads at most 1 MiB: a peer that keeps sending is not waited for."""
     try:
-        while True:
+        for _ in range(16):
             if not _socket.socket.recv(sock, 65536, socket.MSG_DONTWAIT):
                 return True
     except BlockingIOError:
         return False
     except OSError:
         return True
+    return False
 
 
 def half_close(sock: socket.socket) -> None:
@@ -46,6 +49,7 @@ def linger_close(sock: socket.socket, linger: float = LINGER) -> None:
     try:
         if sock.fileno() == -1:
             return
+        sock.setblocking(False)
         half_close(sock)
         end = time.monotonic() + linger
         while not drain(sock):
