@@ -317,9 +317,10 @@ def custom_leaf(
 class FaultyBuffer:
     """A real engine's buffer, plus the freedoms PEP 748 gives an engine, taken at random:
 
-    - ``process_incoming`` refuses input (``WantReadError``, nothing stored) while it holds
-      unprocessed ciphertext, until ``read``/``do_handshake`` is called (the PEP's rule); the
-      transport's EOF may be refused too;
+    - ``process_incoming`` refuses a chunk (``WantReadError``, nothing stored), also the
+      transport's EOF, and keeps refusing until ``read``/``do_handshake`` has been called (the
+      PEP's rule); the first chunk offered after that is taken, so a driver that follows the
+      rule always makes progress;
     - ``write`` takes short, sometimes a single byte (a one-byte TLS record);
     - ``process_outgoing`` and ``read`` return less than asked for.
 
@@ -331,29 +332,22 @@ class FaultyBuffer:
         self._inner = inner
         self._rng = random.Random(seed)
         self._refused = False  # refusing until read()/do_handshake() is called
-        self._may_refuse = False  # False right after the engine asked for more input
+        self._owed = False  # a refusal was followed by a read: the next chunk is taken
         self._context = context
 
     def process_incoming(self, data_from_network: bytes) -> None:
         size = memoryview(data_from_network).nbytes  # a TypeError for non-buffers, as engines
-        if self._refused or (
-            size
-            and self._may_refuse
-            and self._inner.incoming_bytes_buffered() > 0
-            and self._rng.random() < 0.3
-        ):
+        if self._refused or (not self._owed and self._rng.random() < 0.3):
             self._refused = True
             raise unitls.WantReadError("fake engine: the incoming buffer is full")
+        self._owed = False
         self._inner.process_incoming(bytes(data_from_network) if size else b"")
-        self._may_refuse = True
 
     def _engine_call(self, fn: Callable[..., Any], *args: Any) -> Any:
-        self._refused = False
-        try:
-            return fn(*args)
-        except unitls.WantReadError:
-            self._may_refuse = False  # it needs input: refusing now would be a deadlock
-            raise
+        if self._refused:
+            self._refused = False
+            self._owed = True
+        return fn(*args)
 
     def read(self, amt: int, buffer: Any = None) -> bytes | int:
         if amt > 1 and self._rng.random() < 0.2:
