@@ -135,6 +135,8 @@ def test_examples_run(page: Path, cert_dir: Path, tmp_path: Path) -> None:
         shutil.copy(item, tmp_path / item.name)
     env = dict(os.environ, PYTHONUNBUFFERED="1")
     env.pop("UNITLS_ENGINE", None)
+    if os.environ.get("UNITLS_DOCS_ENGINE"):  # to try the pages on another default engine
+        env["UNITLS_ENGINE"] = os.environ["UNITLS_DOCS_ENGINE"]
     proc = subprocess.run(
         [sys.executable, "-c", _RUNNER],
         input=json.dumps([(b.page, b.line, b.code) for b in blocks]),
