@@ -12,6 +12,7 @@ an idle, slow or failing client never holds the others back.
 
 from __future__ import annotations
 
+import select
 import socket
 import threading
 import time
@@ -234,7 +235,9 @@ class BufferSocket(_SocketBase):
     def sendall(self, data: Buffer) -> None:
         """Send all of ``data``; the timeout bounds the whole call (non-blocking sockets raise
         ``WantWriteError`` once the socket is full, like ``send``)."""
-        self._driver.write_all(memoryview(data).cast("B"), self._deadline("sendall"))
+        if self._closed:
+            raise TLSError("the TLS socket is closed")
+        self._driver.write_all(memoryview(data).cast("B"), Deadline(self._timeout, "sendall"))
 
     def pending(self) -> int:
         """Decrypted bytes that ``recv`` returns without touching the network."""
@@ -584,8 +587,6 @@ class BufferListener(_SocketBase, Generic[_T]):
         if limits:
             soonest = max(0.0, min(limits) - now)
             left = soonest if left is None else min(left, soonest)
-        import select
-
         poller = select.poll()
         if len(self._clients) < _MAX_HANDSHAKES:
             poller.register(self._sock.fileno(), select.POLLIN)

@@ -186,10 +186,10 @@ class Core:
             if not n:
                 return b""
             data = buffer.process_outgoing(n)
-            n = buffer.outgoing_bytes_buffered()
-            if not n:
+            if len(data) >= n:
                 return data
             parts = [data]
+            n = buffer.outgoing_bytes_buffered()
             while n:  # engines may return less than asked for
                 part = buffer.process_outgoing(n)
                 if not part:
@@ -245,6 +245,7 @@ class Driver(Core):
 
     @staticmethod
     def _acquire(lock: threading.Lock, deadline: Deadline, want: type[TLSError]) -> None:
+        # (Callers try ``lock.acquire(False)`` first: the uncontended case costs no call.)
         if lock.acquire(False):
             return
         if deadline.nonblocking:
@@ -268,13 +269,19 @@ class Driver(Core):
     def _send_locked(self, deadline: Deadline) -> int:
         """Send *unsent*, then all the engine holds; the caller holds ``_send_lock``.
 
-        Returns the bytes sent. What the transport does not take stays in *unsent*.
+        Returns the bytes sent. What the transport does not take stays in *unsent*. Ciphertext
+        the engine makes meanwhile (another thread's reads) is announced by ``_flush_wanted``,
+        which the lock's holder checks after releasing it: one look at the engine suffices.
         """
         transport = self.transport
         sent = 0
+        engine_checked = False
         while True:
             view = self.unsent
             if view is None:
+                if engine_checked:
+                    return sent
+                engine_checked = True
                 data = self.take_outgoing()
                 if not data:
                     return sent
@@ -297,7 +304,8 @@ class Driver(Core):
 
     def flush(self, deadline: Deadline) -> None:
         """Send everything queued, waiting up to the deadline."""
-        self._acquire(self._send_lock, deadline, WantWriteError)
+        if not self._send_lock.acquire(False):
+            self._acquire(self._send_lock, deadline, WantWriteError)
         try:
             self._send_locked(deadline)
         finally:
@@ -349,7 +357,8 @@ class Driver(Core):
         meanwhile: its chunk may be what the engine needed.
         """
         seen = self._received
-        self._acquire(self._recv_lock, deadline, WantReadError)
+        if not self._recv_lock.acquire(False):
+            self._acquire(self._recv_lock, deadline, WantReadError)
         try:
             if seen != self._received:
                 return
@@ -357,7 +366,7 @@ class Driver(Core):
                 raise ProtocolError("the TLS engine asked for data after the transport's end")
             transport = self.transport
             while True:
-                want_write = self.flush_nowait()
+                want_write = (self.unsent is not None or self._flush_wanted) and self.flush_nowait()
                 try:
                     data = transport.recv(RECV_SIZE)
                 except BlockingIOError:
@@ -386,7 +395,8 @@ class Driver(Core):
     def handshake(self, deadline: Deadline) -> None:
         """Complete the handshake and send its last flight."""
         if not self.handshake_done:
-            self._acquire(self._handshake_lock, deadline, WantReadError)
+            if not self._handshake_lock.acquire(False):
+                self._acquire(self._handshake_lock, deadline, WantReadError)
             stuck = 0
             try:
                 while not self.handshake_done:
@@ -406,11 +416,14 @@ class Driver(Core):
     def _make_room(self, deadline: Deadline, stuck: int) -> int:
         """The engine raised ``WantWriteError`` (its output is full): send, waiting for the
         send lock if a writer holds it. Returns the new count of calls that freed nothing."""
-        self._acquire(self._send_lock, deadline, WantWriteError)
+        if not self._send_lock.acquire(False):
+            self._acquire(self._send_lock, deadline, WantWriteError)
         try:
             sent = self._send_locked(deadline)
         finally:
             self._send_lock.release()
+        if self._flush_wanted:
+            self.flush_nowait()
         if sent:
             return 0
         if stuck:
@@ -432,7 +445,13 @@ class Driver(Core):
         while True:
             try:
                 with lock:
-                    data = buffer.read(amt, into)
+                    try:
+                        data = buffer.read(amt, into)
+                    except WantReadError:
+                        # (Records without plaintext may have made ciphertext: a KeyUpdate.)
+                        if buffer.outgoing_bytes_buffered():
+                            self._flush_wanted = True
+                        raise
                     output = buffer.outgoing_bytes_buffered()
             except WantReadError:
                 if not self.starved(False):
@@ -475,9 +494,13 @@ class Driver(Core):
         total = data.nbytes
         taken = 0
         buffer = self.buffer
-        self._acquire(self._send_lock, deadline, WantWriteError)
+        if not self._send_lock.acquire(False):
+            self._acquire(self._send_lock, deadline, WantWriteError)
         try:
-            self._send_locked(deadline)
+            if self.unsent is not None:
+                # Earlier ciphertext is stuck: nothing new is taken before it has gone (other
+                # pending engine output goes out after this write, in the engine's order).
+                self._send_locked(deadline)
             while taken < total:
                 try:
                     with self.lock:

@@ -7,7 +7,6 @@ All waiting happens in ``wait``, so a deadline bounds every operation as a whole
 
 from __future__ import annotations
 
-import _socket
 import math
 import select
 import socket
@@ -18,7 +17,6 @@ from .._errors import TLSTimeoutError
 
 __all__ = ["Deadline", "MemoryIO", "SocketIO", "Transport", "wait_fd"]
 
-_DONTWAIT = getattr(socket, "MSG_DONTWAIT", 0)
 _POLL = hasattr(select, "poll")
 
 
@@ -86,37 +84,18 @@ def wait_fd(fd: int, read: bool, write: bool, timeout: float | None) -> bool:
 
 
 class SocketIO:
-    """A socket as a transport.
+    """A socket the driver's shell owns, as a transport: kept non-blocking (the user's timeout
+    lives in the shell), so an attempt is one system call and every wait is a ``poll`` bounded
+    by the operation's deadline."""
 
-    ``owned=True``: the socket belongs to the driver's shell, which keeps it non-blocking (the
-    user's timeout lives in the shell), so an attempt costs one system call. ``owned=False``: the
-    socket's own timeout may be anything (the ``ssl`` bridge's sockets belong to ``ssl.py``);
-    attempts use ``MSG_DONTWAIT`` and, on a socket with a timeout, a zero-timeout poll first, since
-    CPython waits up to that timeout before every call on such sockets.
-    """
+    __slots__ = ("recv", "send", "sock")
 
-    __slots__ = ("_owned", "sock")
-
-    def __init__(self, sock: socket.socket, owned: bool = True) -> None:
+    def __init__(self, sock: socket.socket) -> None:
+        sock.setblocking(False)
         self.sock = sock
-        self._owned = owned
-        if owned:
-            sock.setblocking(False)
-
-    def _ready(self, read: bool) -> bool:
-        if self._owned or not self.sock.gettimeout():
-            return True
-        return wait_fd(self.sock.fileno(), read, not read, 0)
-
-    def recv(self, size: int) -> bytes:
-        if not self._ready(True):
-            raise BlockingIOError
-        return _socket.socket.recv(self.sock, size, 0 if self._owned else _DONTWAIT)
-
-    def send(self, data: memoryview) -> int:
-        if not self._ready(False):
-            raise BlockingIOError
-        return _socket.socket.send(self.sock, data, 0 if self._owned else _DONTWAIT)
+        # The socket's own methods: BlockingIOError when they cannot proceed at once.
+        self.recv = sock.recv
+        self.send = sock.send
 
     def wait(self, read: bool, write: bool, timeout: float | None) -> bool:
         return wait_fd(self.sock.fileno(), read, write, timeout)
