@@ -544,6 +544,18 @@ impl Connection {
         self.core.conn.protocol_version().map(u16::from)
     }
 
+    /// IANA id of the key exchange group used (None before the handshake completes, and
+    /// after a TLS 1.2 resumption, which exchanges no key).
+    fn negotiated_group(&self) -> Option<u16> {
+        if self.core.conn.is_handshaking() {
+            return None;
+        }
+        self.core
+            .conn
+            .negotiated_key_exchange_group()
+            .map(|g| u16::from(g.name()))
+    }
+
     /// Server side: the SNI name the client sent.
     fn server_name(&self) -> Option<String> {
         match &self.core.conn {

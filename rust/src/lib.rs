@@ -7,6 +7,7 @@ use pyo3::prelude::*;
 mod config;
 mod conn;
 mod errors;
+mod pq;
 
 /// Version of the rustls crate this module is built with (kept in step with `Cargo.lock`).
 const RUSTLS_VERSION: &str = "0.23.46";

@@ -141,6 +141,10 @@ class Connection:
     def protocol_version(self) -> int | None:
         """``0x0303`` or ``0x0304``; ``None`` before the handshake completes."""
 
+    def negotiated_group(self) -> int | None:
+        """IANA id of the key exchange group used; ``None`` before the handshake completes and
+        after a TLS 1.2 resumption."""
+
     def server_name(self) -> str | None:
         """Server side: the SNI name the client sent (``None`` on the client side)."""
 

@@ -445,6 +445,13 @@ class BufferSocket(_SocketBase):
     def negotiated_tls_version(self) -> TLSVersion | None:
         return self._buffer.negotiated_tls_version
 
+    @property
+    def negotiated_group(self) -> str | None:
+        """IANA name of the key exchange group, if the engine's buffer tells (an extension to
+        the PEP; None otherwise and before the handshake)."""
+        group: str | None = getattr(self._buffer, "negotiated_group", None)
+        return group
+
     def getpeercert(self) -> bytes | None:
         return self._buffer.getpeercert()
 
@@ -543,6 +550,10 @@ class BufferListener(_SocketBase, Generic[_T]):
 
     @property
     def negotiated_tls_version(self) -> TLSVersion | None:
+        return None
+
+    @property
+    def negotiated_group(self) -> str | None:
         return None
 
     def __repr__(self) -> str:

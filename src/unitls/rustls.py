@@ -25,6 +25,7 @@ from ._engine import (
 )
 from ._enums import CipherSuite, NextProtocol, TLSVersion, cipher_from_id, protocol_from_bytes
 from ._errors import ConfigurationError
+from ._groups import group_name
 from ._objects import SigningChain, TrustStore
 from ._protocols import TLSImplementation
 from ._socket import (
@@ -212,6 +213,13 @@ class RustlsBuffer:
     def negotiated_tls_version(self) -> TLSVersion | None:
         version = self._conn.protocol_version()
         return None if version is None else VERSION_ENUM.get(version)
+
+    @property
+    def negotiated_group(self) -> str | None:
+        """IANA name of the key exchange group used (``"X25519MLKEM768"``, ``"x25519"``...);
+        None before the handshake completes and after a TLS 1.2 resumption (no key exchange)."""
+        group = self._conn.negotiated_group()
+        return None if group is None else group_name(group)
 
     @property
     def context(self) -> RustlsClientContext | RustlsServerContext:
