@@ -39,7 +39,8 @@ Semantics (the choices this module makes):
 
 ``get_extra_info`` keys: ``peername``, ``sockname``, ``socket`` (and any other key of the socket
 transport), ``peercert`` (DER bytes or None), ``cipher`` (``CipherSuite`` or int), ``tls_version``
-(``TLSVersion``), ``alpn_protocol`` (``NextProtocol``, bytes or None), ``tls_buffer``,
+(``TLSVersion``), ``alpn_protocol`` (``NextProtocol``, bytes or None), ``negotiated_group``
+(the key exchange group's IANA name, e.g. ``"X25519MLKEM768"``, if the engine tells), ``tls_buffer``,
 ``tls_context``, ``server_hostname``, ``ragged_eof``.
 """
 
@@ -96,7 +97,9 @@ _CLOSED: Final = 3
 # they get a view of the receive buffer instead of a bytes copy of it.
 _COPYING_ENGINES: Final = frozenset({"unitls.openssl", "unitls.rustls"})
 
-_LAZY_KEYS: Final = frozenset({"peercert", "cipher", "tls_version", "alpn_protocol"})
+_LAZY_KEYS: Final = frozenset(
+    {"peercert", "cipher", "tls_version", "alpn_protocol", "negotiated_group"}
+)
 
 
 class _Scratch(threading.local):
@@ -302,6 +305,8 @@ class TLSProtocol(asyncio.BufferedProtocol):
                 value = buffer.cipher()
             elif name == "tls_version":
                 value = buffer.negotiated_tls_version
+            elif name == "negotiated_group":
+                value = getattr(buffer, "negotiated_group", None)
             else:
                 value = buffer.negotiated_protocol()
             self._extra[name] = value

@@ -194,6 +194,7 @@ def _print_session(
     rows = [
         ("TLS version", fmt_version(tls.negotiated_tls_version)),
         ("cipher", fmt_cipher(tls.cipher())),
+        ("key exchange", getattr(tls, "negotiated_group", None) or "unknown"),
         ("ALPN", fmt_alpn(tls.negotiated_protocol())),
         ("server name", server_name),
         ("verified", "no (--insecure)" if args.insecure else "yes"),

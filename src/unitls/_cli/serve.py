@@ -197,6 +197,7 @@ def _describe(conn: Any, addr: Any, engine: str) -> list[tuple[str, str]]:
         ("engine", engine),
         ("TLS version", fmt_version(conn.negotiated_tls_version)),
         ("cipher", fmt_cipher(conn.cipher())),
+        ("key exchange", getattr(conn, "negotiated_group", None) or "unknown"),
         ("ALPN", fmt_alpn(conn.negotiated_protocol())),
         ("client certificate", cert_subject(conn.getpeercert())),
     ]
