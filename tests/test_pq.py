@@ -50,7 +50,9 @@ CLASSICAL = {"x25519", "secp256r1", "secp384r1", "secp521r1", "x448"}
 HRR_RANDOM = hashlib.sha256(b"HelloRetryRequest").digest()
 
 
-def expected_group(client: Impl, server: Impl, version: TLSVersion = TLSVersion.TLSv1_3) -> set[str]:
+def expected_group(
+    client: Impl, server: Impl, version: TLSVersion = TLSVersion.TLSv1_3
+) -> set[str]:
     if version is TLSVersion.TLSv1_3 and client.name in PQ_ENGINES and server.name in PQ_ENGINES:
         return {HYBRID}
     return CLASSICAL
@@ -471,7 +473,9 @@ def test_rustls_client_hello_carries_the_hybrid_and_its_x25519_part(ca: CA) -> N
 
 
 @pytest.mark.parametrize("order", ["pq-first", "classical-first"])
-def test_rustls_server_against_independent_client(server_config: TLSServerConfiguration, order: str) -> None:
+def test_rustls_server_against_independent_client(
+    server_config: TLSServerConfiguration, order: str
+) -> None:
     """A ClientHello offering only X25519MLKEM768, made with cryptography's ML-KEM and X25519:
     the rustls server's ciphertext decapsulates, and the keys derived from ML-KEM secret ||
     X25519 secret (the draft's order) decrypt its EncryptedExtensions; the other order does
@@ -518,9 +522,7 @@ def test_rustls_client_against_independent_server(ca: CA, order: str) -> None:
     pq, ciphertext = mlkem.MLKEM768PublicKey.from_public_bytes(hybrid[:1184]).encapsulate()
     xk = x25519.X25519PrivateKey.generate()
     classical = xk.exchange(x25519.X25519PublicKey.from_public_bytes(hybrid[1184:]))
-    sh = server_hello(
-        session_id, X25519MLKEM768, ciphertext + xk.public_key().public_bytes_raw()
-    )
+    sh = server_hello(session_id, X25519MLKEM768, ciphertext + xk.public_key().public_bytes_raw())
     secret = pq + classical if order == "pq-first" else classical + pq
     keys = handshake_keys(secret, ch + sh)
     encrypted_extensions = handshake(8, vector(b"", 2))

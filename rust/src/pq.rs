@@ -60,7 +60,8 @@ fn mlkem_keygen() -> Result<DecapsulationKey, Error> {
 /// The key is checked as FIPS 203 requires (every coefficient reduced), else the share is
 /// invalid.
 fn mlkem_encapsulate(encapsulation_key: &[u8]) -> Result<(Ciphertext, B32), Error> {
-    let key = Key::<EncapsulationKey>::try_from(encapsulation_key).map_err(|_| INVALID_KEY_SHARE)?;
+    let key =
+        Key::<EncapsulationKey>::try_from(encapsulation_key).map_err(|_| INVALID_KEY_SHARE)?;
     let ek = EncapsulationKey::new(&key).map_err(|_| INVALID_KEY_SHARE)?;
     let mut m = B32::default();
     random_bytes(&mut m)?;

@@ -206,7 +206,7 @@ def _negotiated_group_reader() -> Callable[[Any], str | None] | None:
     word = ctypes.sizeof(ctypes.c_void_p)
     ssl_slot = object.__basicsize__ + word
     ctx_slot = ssl_slot + word
-    sslsocket_type = _ssl._SSLSocket
+    sslsocket_type = _ssl._SSLSocket  # type: ignore[attr-defined]
     if sslsocket_type.__basicsize__ < ctx_slot + word:
         return None
 
