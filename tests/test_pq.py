@@ -32,6 +32,7 @@ import unitls
 import unitls.asyncio as uasyncio
 from unitls import TLSClientConfiguration, TLSServerConfiguration, TLSVersion
 from unitls._certgen import CA, Issued
+from unitls.extensions import SupportsSessionInfo
 from unitls.openssl import _group_of
 
 Impl: TypeAlias = unitls.TLSImplementation[Any, Any]
@@ -220,6 +221,7 @@ def test_buffers_every_pair(
     pump: Any,
 ) -> None:
     client, server = pump.pair(client_engine, server_engine, client_config, server_config)
+    assert isinstance(client, SupportsSessionInfo) and isinstance(server, SupportsSessionInfo)
     assert client.negotiated_group is None
     assert server.negotiated_group is None
     with pytest.raises(unitls.WantReadError):
@@ -277,6 +279,7 @@ def test_sockets_every_pair(
     def serve() -> None:
         conn, _ = listener.accept()
         with conn:
+            assert isinstance(conn, SupportsSessionInfo)
             seen["group"] = conn.negotiated_group
             conn.settimeout(TIMEOUT)
             conn.sendall(conn.recv(100))
@@ -287,6 +290,7 @@ def test_sockets_every_pair(
         with client_engine.client_context(client_config).connect(
             (HOST, port), timeout=TIMEOUT
         ) as sock:
+            assert isinstance(sock, SupportsSessionInfo)
             sock.sendall(b"hello")
             assert sock.recv(100) == b"hello"
             group = sock.negotiated_group
