@@ -559,3 +559,11 @@ def test_openssl_reader_rejects_foreign_objects(ca: CA) -> None:
     assert reader(object()) is None
     assert reader(ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)) is None
     assert _group_of(None) is None
+    # Before the handshake (fresh, then mid-handshake) OpenSSL cannot be asked: once a crash.
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    ctx.load_verify_locations(cadata=ca.cert_pem.decode())
+    obj = ctx.wrap_bio(ssl.MemoryBIO(), ssl.MemoryBIO(), server_hostname="localhost")
+    assert reader(obj._sslobj) is None  # type: ignore[attr-defined]
+    with pytest.raises(ssl.SSLWantReadError):
+        obj.do_handshake()
+    assert reader(obj._sslobj) is None  # type: ignore[attr-defined]

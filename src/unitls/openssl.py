@@ -233,7 +233,9 @@ def _negotiated_group_reader() -> Callable[[Any], str | None] | None:
         return None
 
     def read(c_obj: Any) -> str | None:
-        if type(c_obj) is not sslsocket_type:
+        # Only after a completed handshake: before it OpenSSL 3.0 reads the group through a
+        # session pointer that is still NULL (a crash, not an error).
+        if type(c_obj) is not sslsocket_type or c_obj.version() is None:
             return None
         context = c_obj.context
         address = id(c_obj)
@@ -254,7 +256,7 @@ _read_negotiated_group = _negotiated_group_reader()
 
 def _group_of(c_obj: Any) -> str | None:
     """IANA name of the group the connection used; None before the handshake or if unknown."""
-    if _read_negotiated_group is None or c_obj is None or c_obj.version() is None:
+    if _read_negotiated_group is None or c_obj is None:
         return None
     return _read_negotiated_group(c_obj)
 
