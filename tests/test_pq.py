@@ -210,6 +210,21 @@ def mlkem_x25519_keys() -> tuple[mlkem.MLKEM768PrivateKey, x25519.X25519PrivateK
     return mlkem.MLKEM768PrivateKey.generate(), x25519.X25519PrivateKey.generate()
 
 
+def run_thread(target: Any) -> tuple[threading.Thread, list[BaseException]]:
+    """Start ``target`` in a thread; its exception, if any, lands in the returned list."""
+    errors: list[BaseException] = []
+
+    def wrapper() -> None:
+        try:
+            target()
+        except BaseException as exc:  # the test asserts on it
+            errors.append(exc)
+
+    t = threading.Thread(target=wrapper, daemon=True)
+    t.start()
+    return t, errors
+
+
 # -- every engine pair --------------------------------------------------------------------------
 
 
@@ -284,8 +299,7 @@ def test_sockets_every_pair(
             conn.settimeout(TIMEOUT)
             conn.sendall(conn.recv(100))
 
-    t = threading.Thread(target=serve, daemon=True)
-    t.start()
+    t, errors = run_thread(serve)
     try:
         with client_engine.client_context(client_config).connect(
             (HOST, port), timeout=TIMEOUT
@@ -297,6 +311,7 @@ def test_sockets_every_pair(
     finally:
         t.join(TIMEOUT)
         listener.close()
+    assert not errors, errors
     assert group == seen["group"]
     assert group in expected_group(client_engine, server_engine)
 
@@ -415,8 +430,7 @@ def test_stdlib_peer_over_tcp(
                 seen["group"] = stdlib_group(tls)
                 tls.sendall(tls.recv(10))
 
-        t = threading.Thread(target=serve, daemon=True)
-        t.start()
+        t, errors = run_thread(serve)
         config = TLSClientConfiguration(trust_store=ca.trust_store())
         with engine.client_context(config).connect(
             (HOST, listener.getsockname()[1]), timeout=TIMEOUT
@@ -426,6 +440,7 @@ def test_stdlib_peer_over_tcp(
             assert sock.negotiated_tls_version is getattr(TLSVersion, version)
             group = sock.negotiated_group
         t.join(TIMEOUT)
+    assert not errors, errors
     assert group == seen["group"] == "x25519"
 
     server = engine.server_context(
@@ -439,8 +454,7 @@ def test_stdlib_peer_over_tcp(
             seen["server"] = conn.negotiated_group
             conn.sendall(conn.recv(10))
 
-    t = threading.Thread(target=accept, daemon=True)
-    t.start()
+    t, errors = run_thread(accept)
     cctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
     cctx.load_verify_locations(cadata=ca.cert_pem.decode())
     cctx.minimum_version = cctx.maximum_version = ssl_version
@@ -453,6 +467,7 @@ def test_stdlib_peer_over_tcp(
     finally:
         t.join(TIMEOUT)
         server.close()
+    assert not errors, errors
     assert client_group == seen["server"] == "x25519"
 
 
