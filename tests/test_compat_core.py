@@ -83,12 +83,12 @@ def connect(ctx: ssl.SSLContext, port: int, hostname: str | None = "localhost") 
 
 
 def test_is_a_real_sslcontext(engine: Engine) -> None:
-    ctx = SSLContext(implementation=engine)
+    ctx = SSLContext(ssl.PROTOCOL_TLS_CLIENT, implementation=engine)
     assert isinstance(ctx, ssl.SSLContext)
     assert ctx.implementation is engine
     assert ctx.protocol == ssl.PROTOCOL_TLS_CLIENT
     assert ctx.verify_mode == ssl.CERT_REQUIRED and ctx.check_hostname
-    assert SSLContext(implementation=engine.name).implementation.name == engine.name
+    assert SSLContext(ssl.PROTOCOL_TLS_CLIENT, implementation=engine.name).implementation.name == engine.name
 
 
 def test_client_socket(bridge_client: SSLContext, echo: EchoServer, server_cert: Any) -> None:
@@ -129,7 +129,7 @@ def test_big_transfer_and_pending(bridge_client: SSLContext, echo: EchoServer) -
 
 
 def test_verification_failure(engine: Engine, echo: EchoServer) -> None:
-    ctx = SSLContext(implementation=engine)
+    ctx = SSLContext(ssl.PROTOCOL_TLS_CLIENT, implementation=engine)
     ctx.load_verify_locations(cadata=CA.create("some other CA").cert_pem.decode())
     with pytest.raises(ssl.SSLCertVerificationError) as info:
         connect(ctx, echo.port)
@@ -149,7 +149,7 @@ def test_check_hostname_requires_hostname(bridge_client: SSLContext) -> None:
 
 
 def test_cert_none_warns_and_connects(engine: Engine, echo: EchoServer) -> None:
-    ctx = SSLContext(implementation=engine)
+    ctx = SSLContext(ssl.PROTOCOL_TLS_CLIENT, implementation=engine)
     ctx.check_hostname = False
     ctx.verify_mode = ssl.CERT_NONE
     with warnings.catch_warnings(record=True) as caught:
@@ -163,7 +163,7 @@ def test_cert_none_warns_and_connects(engine: Engine, echo: EchoServer) -> None:
 
 
 def test_no_hostname_check_still_verifies(engine: Engine, cert_files: CertFiles) -> None:
-    ctx = SSLContext(implementation=engine)
+    ctx = SSLContext(ssl.PROTOCOL_TLS_CLIENT, implementation=engine)
     ctx.check_hostname = False
     ctx.load_verify_locations(cert_files.ca_file)
     server = EchoServer(_plain_server(cert_files))
@@ -175,7 +175,7 @@ def test_no_hostname_check_still_verifies(engine: Engine, cert_files: CertFiles)
                 assert s.recv(10) == b"OK"
     finally:
         server.close()
-    other = SSLContext(implementation=engine)
+    other = SSLContext(ssl.PROTOCOL_TLS_CLIENT, implementation=engine)
     other.check_hostname = False
     other.load_verify_locations(cadata=CA.create("x").cert_pem.decode())
     server = EchoServer(_plain_server(cert_files))
@@ -441,7 +441,7 @@ def test_settings_are_cached(bridge_client: SSLContext) -> None:
     bridge_client.set_alpn_protocols(["h2"])
     second = bridge_client._unitls_context(False)
     assert second is not first
-    assert second[0].configuration.inner_protocols == (unitls.NextProtocol.H2,)
+    assert second.configuration.inner_protocols == (unitls.NextProtocol.H2,)
     bridge_client.verify_mode = ssl.CERT_REQUIRED  # unchanged value: still cached
     assert bridge_client._unitls_context(False) is second
 
@@ -498,7 +498,7 @@ def test_server_needs_cert(engine: Engine) -> None:
 
 
 def test_no_trust_anchors(engine: Engine) -> None:
-    ctx = SSLContext(implementation=engine)
+    ctx = SSLContext(ssl.PROTOCOL_TLS_CLIENT, implementation=engine)
     with pytest.raises(UnsupportedSettingError, match="load_default_certs"):
         ctx.wrap_bio(ssl.MemoryBIO(), ssl.MemoryBIO(), server_hostname="localhost")
     ctx.load_default_certs()
@@ -522,7 +522,7 @@ def test_encrypted_key_refused(engine: Engine, server_cert: Any, tmp_path: Any) 
 
 
 def test_set_ciphers_mapping(engine: Engine) -> None:
-    ctx = SSLContext(implementation=engine)
+    ctx = SSLContext(ssl.PROTOCOL_TLS_CLIENT, implementation=engine)
     ctx.set_ciphers("ECDHE-RSA-AES128-GCM-SHA256:ECDHE-ECDSA-AES256-GCM-SHA384")
     assert unitls.CipherSuite.TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256 in ctx._unitls_ciphers  # type: ignore[operator]
     ctx.set_ciphers("AES128-SHA")  # CBC only: no TLS 1.2 suite left, TLS 1.3 only
