@@ -91,7 +91,7 @@ def test_all_is_importable() -> None:
 
 
 def test_import_loads_no_engine() -> None:
-    code = "import sys, unitls; print('ssl' in sys.modules, 'unitls._rustls' in sys.modules)"
+    code = "import sys, unitls; print('ssl' in sys.modules, 'unitls._native' in sys.modules)"
     out = _run_python(code)
     assert out.split() == ["False", "False"]
 

@@ -88,7 +88,10 @@ def test_is_a_real_sslcontext(engine: Engine) -> None:
     assert ctx.implementation is engine
     assert ctx.protocol == ssl.PROTOCOL_TLS_CLIENT
     assert ctx.verify_mode == ssl.CERT_REQUIRED and ctx.check_hostname
-    assert SSLContext(ssl.PROTOCOL_TLS_CLIENT, implementation=engine.name).implementation.name == engine.name
+    assert (
+        SSLContext(ssl.PROTOCOL_TLS_CLIENT, implementation=engine.name).implementation.name
+        == engine.name
+    )
 
 
 def test_client_socket(bridge_client: SSLContext, echo: EchoServer, server_cert: Any) -> None:

@@ -1,4 +1,4 @@
-"""Tests of the Rust core (``unitls._rustls``) on its own, in memory.
+"""Tests of the Rust core (``unitls._native``) on its own, in memory.
 
 rustls is paired with itself and with the stdlib ``ssl`` module (``SSLObject`` + ``MemoryBIO``)
 as peer. Certificates are made here with ``cryptography``.
@@ -23,7 +23,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
-from unitls import _rustls
+from unitls import _native
 from unitls._errors import (
     CertificateVerificationError,
     ConfigurationError,
@@ -188,7 +188,7 @@ def client_config(ca: Cert | None, **kw: Any) -> Any:
         alpn=[],
     )
     args.update(kw)
-    return _rustls.ClientConfig(**args)
+    return _native.RustlsClientConfig(**args)
 
 
 def server_config(cert: Cert, **kw: Any) -> Any:
@@ -201,7 +201,7 @@ def server_config(cert: Cert, **kw: Any) -> Any:
         alpn=[],
     )
     args.update(kw)
-    return _rustls.ServerConfig(**args)
+    return _native.RustlsServerConfig(**args)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -352,9 +352,9 @@ def test_module_attributes() -> None:
     lock = Path(__file__).resolve().parent.parent / "rust" / "Cargo.lock"
     if lock.exists():
         m = re.search(r'name = "rustls"\nversion = "([^"]+)"', lock.read_text())
-        assert m and m.group(1) == _rustls.RUSTLS_VERSION
-    assert re.fullmatch(r"0\.23\.\d+", _rustls.RUSTLS_VERSION)
-    suites = _rustls.supported_cipher_suites()
+        assert m and m.group(1) == _native.RUSTLS_VERSION
+    assert re.fullmatch(r"0\.23\.\d+", _native.RUSTLS_VERSION)
+    suites = _native.supported_cipher_suites()
     assert {0x1301, 0x1302, 0x1303, 0xC02B, 0xC02F} <= set(suites)
     assert not {0x1304, 0x1305} & set(suites)
 
@@ -381,7 +381,7 @@ def test_rustls_pair_handshake_and_info(ca: Cert, server_cert: Cert, version: in
         assert side.handshake_complete()
         assert side.protocol_version() == version
         assert side.alpn_protocol() == b"http/1.1"
-        assert side.cipher_suite() in _rustls.supported_cipher_suites()
+        assert side.cipher_suite() in _native.supported_cipher_suites()
     assert c.conn.cipher_suite() == s.conn.cipher_suite()
     assert c.conn.peer_certificate() == server_cert.der
     assert c.conn.peer_chain() == [server_cert.der]

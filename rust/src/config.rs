@@ -26,6 +26,11 @@ use rustls_pki_types::{
 
 use crate::conn::Connection;
 use crate::errors::config_err;
+use crate::keyinfo::{pem_problem, why_unusable};
+use crate::rustls_session::{ConfigChooser, RustlsSession};
+
+/// The ECDSA curves ring signs with.
+const RING_CURVES: &[&str] = &["P-256", "P-384"];
 
 const TLS12: u16 = 0x0303;
 const TLS13: u16 = 0x0304;
@@ -66,7 +71,7 @@ fn parse_certs(data: &[u8], what: &str) -> PyResult<Vec<CertificateDer<'static>>
         for item in CertificateDer::pem_slice_iter(data) {
             match item {
                 Ok(c) => out.push(c),
-                Err(e) => return Err(config_err(format!("{what}: malformed PEM: {e}"))),
+                Err(e) => return Err(config_err(format!("{what}: {}", pem_problem(&e)))),
             }
         }
         if out.is_empty() {
@@ -111,13 +116,15 @@ fn load_key(data: &[u8], provider: &CryptoProvider, what: &str) -> PyResult<Arc<
                      'PRIVATE KEY', 'EC PRIVATE KEY' or 'RSA PRIVATE KEY' block"
                 )));
             }
-            Err(e) => return Err(config_err(format!("{what}: malformed PEM: {e}"))),
+            Err(e) => return Err(config_err(format!("{what}: {}", pem_problem(&e)))),
         };
-        load(der).map_err(|e| {
-            config_err(format!(
+        let raw = der.secret_der().to_vec();
+        load(der).map_err(|e| match why_unusable(&raw, "rustls (ring)", RING_CURVES) {
+            Some(why) => config_err(format!("{what}: {why}")),
+            None => config_err(format!(
                 "{what}: unsupported or malformed private key ({e}); rustls (ring) takes \
                  ECDSA P-256/P-384, Ed25519 and RSA keys"
-            ))
+            )),
         })
     } else {
         let attempts: [PrivateKeyDer<'static>; 3] = [
@@ -129,6 +136,9 @@ fn load_key(data: &[u8], provider: &CryptoProvider, what: &str) -> PyResult<Arc<
             if let Ok(k) = load(der) {
                 return Ok(k);
             }
+        }
+        if let Some(why) = why_unusable(data, "rustls (ring)", RING_CURVES) {
+            return Err(config_err(format!("{what}: {why}")));
         }
         Err(config_err(format!(
             "{what}: not a usable private key: the data is neither PEM nor a DER PKCS#8, SEC1 \
@@ -154,6 +164,14 @@ fn certified_key(
         return Err(config_err(format!(
             "{what}: the leaf certificate is not a valid X.509 certificate ({e:?})"
         )));
+    }
+    for (i, cert) in chain.iter().enumerate().skip(1) {
+        if let Err(e) = webpki::EndEntityCert::try_from(cert) {
+            return Err(config_err(format!(
+                "{what}: chain certificate #{i} is not a valid X.509 certificate ({e:?}); pass \
+                 the intermediate CA certificates (PEM or DER) after the leaf"
+            )));
+        }
     }
     let signing_key = load_key(key, provider, &format!("{what} key"))?;
     let ck = CertifiedKey::new(chain, signing_key);
@@ -425,7 +443,7 @@ impl ServerCertVerifier for AcceptAnyServerCert {
 }
 
 /// Client side configuration.
-#[pyclass(frozen, module = "unitls._rustls")]
+#[pyclass(frozen, name = "RustlsClientConfig", module = "unitls._native")]
 pub struct ClientConfig {
     inner: Arc<rustls::ClientConfig>,
 }
@@ -538,7 +556,9 @@ impl ClientConfig {
         })?;
         let conn = rustls::ClientConnection::new(self.inner.clone(), name)
             .map_err(|e| config_err(format!("cannot start a client connection: {e}")))?;
-        Ok(Connection::new(rustls::Connection::Client(conn)))
+        Ok(rustls_connection(RustlsSession::new(
+            rustls::Connection::Client(conn),
+        )))
     }
 }
 
@@ -588,13 +608,27 @@ impl ResolvesServerCert for SniResolver {
 }
 
 /// Server side configuration.
-#[pyclass(frozen, module = "unitls._rustls")]
+#[pyclass(frozen, name = "RustlsServerConfig", module = "unitls._native")]
 pub struct ServerConfig {
-    inner: Arc<rustls::ServerConfig>,
-    /// The same configuration with chain `i` as the default (index 0 is `inner`): a client
+    /// The configuration with chain `i` as the default (index 0: the first chain): a client
     /// that connects to an IP address sends no SNI, so the address it reached picks the chain.
     by_default: Vec<Arc<rustls::ServerConfig>>,
+    /// `by_default` without ALPN, for clients that offer none of our protocols (empty when we
+    /// have none): the handshake then completes without ALPN, as with OpenSSL.
+    without_alpn: Vec<Arc<rustls::ServerConfig>>,
     keys: Vec<Arc<CertifiedKey>>,
+}
+
+fn rustls_connection(session: RustlsSession) -> Connection {
+    Connection::new("rustls", Box::new(session))
+}
+
+/// Whether the client offered no ALPN or at least one of `ours`.
+fn alpn_overlaps(hello: &ClientHello<'_>, ours: &[Vec<u8>]) -> bool {
+    match hello.alpn() {
+        None => true,
+        Some(mut offered) => offered.any(|p| ours.iter().any(|o| o.as_slice() == p)),
+    }
 }
 
 #[pymethods]
@@ -685,9 +719,21 @@ impl ServerConfig {
             });
             by_default.push(Arc::new(variant));
         }
+        let without_alpn = if inner.alpn_protocols.is_empty() {
+            Vec::new()
+        } else {
+            by_default
+                .iter()
+                .map(|c| {
+                    let mut variant = (**c).clone();
+                    variant.alpn_protocols.clear();
+                    Arc::new(variant)
+                })
+                .collect()
+        };
         Ok(Self {
-            inner,
             by_default,
+            without_alpn,
             keys,
         })
     }
@@ -697,17 +743,30 @@ impl ServerConfig {
     fn new_connection(&self, local_address: Option<&str>) -> PyResult<Connection> {
         // Without SNI, the chain whose leaf names the address the client connected to is the
         // default; the first chain otherwise.
-        let config = local_address
+        let index = local_address
             .filter(|_| self.keys.len() > 1)
             .and_then(|addr| addr.parse::<std::net::IpAddr>().ok())
             .and_then(|ip| {
                 let name = ServerName::IpAddress(ip.into());
                 self.keys.iter().position(|ck| leaf_matches(ck, &name))
             })
-            .map_or(&self.inner, |i| &self.by_default[i]);
-        let conn = rustls::ServerConnection::new(config.clone())
+            .unwrap_or(0);
+        let config = self.by_default[index].clone();
+        if let Some(fallback) = self.without_alpn.get(index).cloned() {
+            let choose: ConfigChooser = Arc::new(move |hello: &ClientHello<'_>| {
+                if alpn_overlaps(hello, &config.alpn_protocols) {
+                    config.clone()
+                } else {
+                    fallback.clone()
+                }
+            });
+            return Ok(rustls_connection(RustlsSession::accepting(choose)));
+        }
+        let conn = rustls::ServerConnection::new(config)
             .map_err(|e| config_err(format!("cannot start a server connection: {e}")))?;
-        Ok(Connection::new(rustls::Connection::Server(conn)))
+        Ok(rustls_connection(RustlsSession::new(
+            rustls::Connection::Server(conn),
+        )))
     }
 }
 

@@ -1,176 +1,43 @@
-//! `Connection`: one TLS connection, driven in memory (sans-I/O) from Python.
+//! `Connection`: one TLS connection of any Rust engine, driven sans-I/O from Python.
+//!
+//! Written once over `TlsSession`; engines only provide the session. Decisions:
+//! - Thread safety: the object is frozen and keeps its state behind a mutex. A thread waits for
+//!   the mutex with the GIL released, so one thread may read while another writes (the
+//!   websockets sync client does) without "Already borrowed" errors or deadlocks. Work that
+//!   takes time (crypto) also runs with the GIL released.
+//! - Panic boundary: every call runs under `catch_unwind`. A panic becomes a `TLSError`
+//!   ("internal error in the ... engine") and the connection is failed for good, never a
+//!   `PanicException` (a `BaseException` that `except Exception` misses).
+//! - Fatal errors are sticky: raised again by every later call, while `process_outgoing` still
+//!   hands out the alert the engine queued for the peer.
+//! - Buffers: any object exporting a contiguous buffer is taken as bytes (as `socket.send` does).
 
-use std::io::{ErrorKind, Read};
+use std::panic::{catch_unwind, AssertUnwindSafe};
 
-use pyo3::buffer::PyBuffer;
-use pyo3::exceptions::{PyBufferError, PyValueError};
+use parking_lot::{Mutex, MutexGuard};
+use pyo3::exceptions::PyValueError;
 use pyo3::prelude::*;
 use pyo3::types::PyBytes;
 
-use crate::errors::{map_rustls_error, Failure};
+use crate::buffers::ByteView;
+use crate::errors::Failure;
+use crate::rustls_session::ByteQueue;
+use crate::session::TlsSession;
 
 /// Above this many queued ciphertext bytes, `process_incoming` refuses more.
 const MAX_QUEUED_INCOMING: usize = 1 << 20;
 
-/// A byte queue with a read cursor; compacted lazily.
-#[derive(Default)]
-struct ByteQueue {
-    buf: Vec<u8>,
-    pos: usize,
-}
-
-impl ByteQueue {
-    fn len(&self) -> usize {
-        self.buf.len() - self.pos
-    }
-
-    fn is_empty(&self) -> bool {
-        self.pos == self.buf.len()
-    }
-
-    fn data(&self) -> &[u8] {
-        &self.buf[self.pos..]
-    }
-
-    fn consume(&mut self, n: usize) {
-        self.pos = (self.pos + n).min(self.buf.len());
-        if self.pos == self.buf.len() {
-            self.buf.clear();
-            self.pos = 0;
-        }
-    }
-
-    fn extend(&mut self, data: &[u8]) {
-        if self.pos > 0 && self.pos >= self.buf.len() / 2 {
-            self.buf.drain(..self.pos);
-            self.pos = 0;
-        }
-        self.buf.extend_from_slice(data);
-    }
-
-    fn clear(&mut self) {
-        self.buf.clear();
-        self.pos = 0;
-    }
-}
-
-/// Everything that runs without the GIL.
-struct Core {
-    conn: rustls::Connection,
-    incoming: ByteQueue,
+struct Inner {
+    session: Box<dyn TlsSession>,
+    /// Ciphertext taken from the session and not yet handed out.
     outgoing: ByteQueue,
-    /// The transport reported EOF (`process_incoming(b"")`).
-    eof: bool,
-    /// EOF was passed on to rustls (only once the queue is drained).
-    eof_fed: bool,
-    close_notify_received: bool,
-    shut_down: bool,
-    /// A fatal error: raised again by every later call.
+    /// The first fatal failure.
     error: Option<Failure>,
+    /// The transport reported EOF.
+    eof: bool,
 }
 
-impl Core {
-    fn fail(&mut self, err: &rustls::Error) -> Failure {
-        let f = map_rustls_error(err, self.conn.is_handshaking());
-        // rustls queued an alert for the peer: make it available to process_outgoing.
-        self.drain_tls();
-        self.error = Some(f.clone());
-        f
-    }
-
-    fn process(&mut self) -> Result<rustls::IoState, Failure> {
-        match self.conn.process_new_packets() {
-            Ok(st) => {
-                if st.peer_has_closed() {
-                    self.close_notify_received = true;
-                }
-                Ok(st)
-            }
-            Err(e) => Err(self.fail(&e)),
-        }
-    }
-
-    /// Feed queued ciphertext, then `fresh`, to rustls as far as it takes it; queue the rest.
-    fn pump(&mut self, fresh: &[u8]) -> Result<(), Failure> {
-        let mut fresh = fresh;
-        let mut fed_any = false;
-        loop {
-            let from_queue = !self.incoming.is_empty();
-            let src: &[u8] = if from_queue {
-                self.incoming.data()
-            } else {
-                fresh
-            };
-            if src.is_empty() {
-                break;
-            }
-            let mut reader = src;
-            match self.conn.read_tls(&mut reader) {
-                Ok(0) => {
-                    // rustls saw close_notify: whatever follows is not for us.
-                    self.incoming.clear();
-                    fresh = &[];
-                    break;
-                }
-                Ok(n) => {
-                    fed_any = true;
-                    if from_queue {
-                        self.incoming.consume(n);
-                    } else {
-                        fresh = &fresh[n..];
-                    }
-                }
-                Err(e) if e.kind() == ErrorKind::InvalidData => {
-                    let f = Failure::Protocol(format!("TLS protocol error: {e}"));
-                    self.drain_tls();
-                    self.error = Some(f.clone());
-                    return Err(f);
-                }
-                // "received plaintext buffer full": wait for the application to read.
-                Err(_) => break,
-            }
-            self.process()?;
-            if self.close_notify_received {
-                self.incoming.clear();
-                fresh = &[];
-                break;
-            }
-        }
-        if !fresh.is_empty() {
-            self.incoming.extend(fresh);
-        }
-        if self.eof && !self.eof_fed && self.incoming.is_empty() {
-            self.eof_fed = true;
-            let mut empty: &[u8] = &[];
-            let _ = self.conn.read_tls(&mut empty);
-            fed_any = true;
-        }
-        if fed_any {
-            self.process()?;
-        }
-        Ok(())
-    }
-
-    fn drain_tls(&mut self) {
-        while self.conn.wants_write() {
-            match self.conn.write_tls(&mut self.outgoing.buf) {
-                Ok(0) | Err(_) => break,
-                Ok(_) => {}
-            }
-        }
-    }
-
-    /// Ciphertext rustls holds for the peer, when it can tell (not after a fatal error).
-    fn rustls_pending(&mut self) -> Option<usize> {
-        if self.error.is_some() {
-            return None;
-        }
-        match self.process() {
-            Ok(st) => Some(st.tls_bytes_to_write()),
-            Err(_) => None,
-        }
-    }
-
+impl Inner {
     fn check(&self) -> Result<(), Failure> {
         match &self.error {
             Some(f) => Err(f.clone()),
@@ -178,381 +45,349 @@ impl Core {
         }
     }
 
-    fn handshake_blocked(&self) -> Failure {
-        if self.eof || self.close_notify_received {
-            Failure::HandshakeClosed(
-                "the peer closed the connection before the TLS handshake completed".into(),
-            )
-        } else {
-            Failure::WantRead("the TLS handshake needs more data from the peer")
-        }
-    }
-
-    /// Drive the handshake; Ok(()) once complete.
-    fn handshake(&mut self) -> Result<(), Failure> {
-        self.check()?;
-        if !self.conn.is_handshaking() {
-            return Ok(());
-        }
-        self.pump(&[])?;
-        self.drain_tls();
-        if self.conn.is_handshaking() {
-            return Err(self.handshake_blocked());
-        }
-        Ok(())
-    }
-
-    /// Plaintext bytes ready to read, after feeding what is queued.
-    fn readable(&mut self) -> Result<usize, Failure> {
-        self.check()?;
-        self.pump(&[])?;
-        let st = self.process()?;
-        let n = st.plaintext_bytes_to_read();
-        if n == 0 && self.conn.is_handshaking() {
-            self.drain_tls();
-        }
-        Ok(n)
-    }
-
-    /// Why nothing could be read: `Ok(())` means clean EOF (return b"").
-    fn nothing_to_read(&self) -> Result<(), Failure> {
-        if self.close_notify_received && !self.conn.is_handshaking() {
-            return Ok(());
-        }
-        if self.conn.is_handshaking() {
-            return Err(self.handshake_blocked());
-        }
-        if self.eof_fed {
-            return Err(Failure::Ragged(
-                "EOF occurred in violation of protocol: the peer closed the transport without \
-                 a TLS close_notify",
-            ));
-        }
-        Err(Failure::WantRead("no application data available yet"))
-    }
-
-    /// Fill `target` with as much plaintext as the queued ciphertext yields, record after
-    /// record. A failure after some bytes were read stops the loop (it is stored and raised by
-    /// the next call), so no decrypted data is lost.
-    fn read_available(&mut self, target: &mut [u8]) -> Result<usize, Failure> {
-        let mut got = 0;
-        while got < target.len() {
-            let avail = match self.readable() {
-                Ok(0) => break,
-                Ok(n) => n,
-                Err(e) if got == 0 => return Err(e),
-                Err(_) => break,
-            };
-            let n = avail.min(target.len() - got);
-            match self.read_plain(&mut target[got..got + n]) {
-                Ok(0) => break,
-                Ok(k) => got += k,
-                Err(e) if got == 0 => return Err(e),
-                Err(_) => break,
+    /// Record a fatal failure (the first one wins).
+    fn note<T>(&mut self, result: Result<T, Failure>) -> Result<T, Failure> {
+        if let Err(f) = &result {
+            if f.is_fatal() && self.error.is_none() {
+                self.error = Some(f.clone());
             }
         }
-        Ok(got)
+        result
     }
 
-    fn read_plain(&mut self, buf: &mut [u8]) -> Result<usize, Failure> {
-        match self.conn.reader().read(buf) {
-            Ok(n) => Ok(n),
-            Err(e) if e.kind() == ErrorKind::WouldBlock => Ok(0),
-            Err(e) if e.kind() == ErrorKind::UnexpectedEof => Err(Failure::Ragged(
-                "EOF occurred in violation of protocol: the peer closed the transport without \
-                 a TLS close_notify",
-            )),
-            Err(e) => Err(Failure::Generic(format!("reading plaintext failed: {e}"))),
+    fn outgoing_len(&mut self) -> usize {
+        if self.outgoing.is_empty() {
+            if let Some(n) = self.session.pending_outgoing() {
+                return n;
+            }
         }
+        self.session.drain_outgoing(&mut self.outgoing.buf);
+        self.outgoing.len()
     }
 }
 
-/// One TLS connection (client or server side).
-#[pyclass(module = "unitls._rustls")]
+/// One TLS connection (client or server side) of a Rust engine.
+#[pyclass(frozen, module = "unitls._native")]
 pub struct Connection {
-    core: Core,
+    engine: &'static str,
+    inner: Mutex<Inner>,
 }
 
 impl Connection {
-    pub fn new(mut conn: rustls::Connection) -> Self {
-        // write() takes all the data it is given: no limit on buffered records.
-        conn.set_buffer_limit(None);
+    pub fn new(engine: &'static str, session: Box<dyn TlsSession>) -> Self {
         Connection {
-            core: Core {
-                conn,
-                incoming: ByteQueue::default(),
+            engine,
+            inner: Mutex::new(Inner {
+                session,
                 outgoing: ByteQueue::default(),
-                eof: false,
-                eof_fed: false,
-                close_notify_received: false,
-                shut_down: false,
                 error: None,
-            },
+                eof: false,
+            }),
         }
     }
-}
 
-/// A contiguous read-only view of a buffer-protocol object.
-fn buffer_slice(buf: &PyBuffer<u8>) -> PyResult<&[u8]> {
-    match buf.as_slice_ptr() {
-        // SAFETY: the buffer is held (exported) for the lifetime of `buf`; the exporter keeps
-        // the memory alive and unresized. Concurrent mutation by another thread is the
-        // caller's race, as with every C extension that releases the GIL on a buffer.
-        Some(ptr) => Ok(unsafe { &*ptr.as_ptr() }),
-        None => Err(PyBufferError::new_err("the buffer must be C-contiguous")),
+    /// The state, waiting for it with the GIL released (never block on the mutex while holding
+    /// the GIL: the holder may need the GIL to finish).
+    fn lock<'a>(&'a self, py: Python<'_>) -> MutexGuard<'a, Inner> {
+        if let Some(guard) = self.inner.try_lock() {
+            return guard;
+        }
+        py.detach(|| self.inner.lock())
+    }
+
+    fn internal(&self, payload: Box<dyn std::any::Any + Send>) -> Failure {
+        let what = payload
+            .downcast_ref::<&str>()
+            .map(|s| (*s).to_string())
+            .or_else(|| payload.downcast_ref::<String>().cloned())
+            .unwrap_or_else(|| "panic".to_string());
+        Failure::Internal(format!(
+            "internal error in the {} engine ({what}); the connection cannot be used any more",
+            self.engine
+        ))
+    }
+
+    /// Run `op` on the state under the panic boundary, with the GIL released.
+    fn run<T: Send>(
+        &self,
+        py: Python<'_>,
+        check: bool,
+        op: impl FnOnce(&mut Inner) -> Result<T, Failure> + Send,
+    ) -> PyResult<T> {
+        let mut guard = self.lock(py);
+        if check {
+            guard.check()?;
+        }
+        self.call(py, &mut guard, op)
+    }
+
+    /// `op` under the panic boundary with the GIL released, on state already locked.
+    fn call<T: Send>(
+        &self,
+        py: Python<'_>,
+        inner: &mut Inner,
+        op: impl FnOnce(&mut Inner) -> Result<T, Failure> + Send,
+    ) -> PyResult<T> {
+        let outcome = py.detach(|| catch_unwind(AssertUnwindSafe(|| op(&mut *inner))));
+        match outcome {
+            Ok(result) => Ok(inner.note(result)?),
+            Err(payload) => {
+                let failure = self.internal(payload);
+                inner.error = Some(failure.clone());
+                Err(failure.into())
+            }
+        }
+    }
+
+    /// Like `run`, but with the GIL held (for work that builds Python objects).
+    fn run_gil<'py, T>(
+        &self,
+        py: Python<'py>,
+        op: impl FnOnce(&mut Inner) -> PyResult<T>,
+    ) -> PyResult<T> {
+        let mut guard = self.lock(py);
+        let inner = &mut *guard;
+        match catch_unwind(AssertUnwindSafe(|| op(&mut *inner))) {
+            Ok(result) => result,
+            Err(payload) => {
+                let failure = self.internal(payload);
+                inner.error = Some(failure.clone());
+                Err(failure.into())
+            }
+        }
     }
 }
 
 #[pymethods]
 impl Connection {
-    /// Give ciphertext received from the peer; b"" means the transport reached EOF.
-    fn process_incoming(&mut self, py: Python<'_>, data: PyBuffer<u8>) -> PyResult<()> {
-        let core = &mut self.core;
-        core.check()?;
-        let slice = buffer_slice(&data)?;
-        if slice.is_empty() {
-            core.eof = true;
-        } else if core.incoming.len() > MAX_QUEUED_INCOMING {
-            return Err(Failure::WantRead(
-                "more than 1 MiB of ciphertext is queued: read the plaintext first",
-            )
-            .into());
-        }
-        if core.eof && !slice.is_empty() {
-            // Data after EOF: ignore it (the transport said it had ended).
-            return Ok(());
-        }
-        py.detach(|| core.pump(slice))?;
-        Ok(())
+    /// Give ciphertext received from the peer; an empty buffer means the transport's EOF.
+    fn process_incoming(&self, py: Python<'_>, data: &Bound<'_, PyAny>) -> PyResult<()> {
+        let view = ByteView::readable(data)?;
+        self.run(py, true, |inner| {
+            let data = view.as_slice();
+            if data.is_empty() {
+                if inner.eof {
+                    return Ok(());
+                }
+                inner.eof = true;
+                return inner.session.feed_eof();
+            }
+            if inner.eof {
+                return Ok(()); // data after EOF: the transport said it had ended
+            }
+            if inner.session.incoming_len() > MAX_QUEUED_INCOMING {
+                return Err(Failure::WantRead(
+                    "more than 1 MiB of ciphertext is queued: read the plaintext first",
+                ));
+            }
+            inner.session.feed(data)
+        })
     }
 
-    /// Ciphertext bytes queued and not yet consumed by rustls.
-    fn incoming_bytes_buffered(&self) -> usize {
-        self.core.incoming.len()
+    /// Ciphertext bytes queued and not yet consumed by the engine.
+    fn incoming_bytes_buffered(&self, py: Python<'_>) -> PyResult<usize> {
+        self.run_gil(py, |inner| Ok(inner.session.incoming_len()))
     }
 
     /// Up to `amt` bytes (amt < 0: all) of ciphertext to send to the peer.
-    fn process_outgoing<'py>(
-        &mut self,
-        py: Python<'py>,
-        amt: isize,
-    ) -> PyResult<Bound<'py, PyBytes>> {
-        let core = &mut self.core;
+    fn process_outgoing<'py>(&self, py: Python<'py>, amt: isize) -> PyResult<Bound<'py, PyBytes>> {
         let want = if amt < 0 { usize::MAX } else { amt as usize };
-        if core.outgoing.is_empty() {
-            if let Some(pending) = core.rustls_pending() {
-                // Common case: copy rustls' records straight into the result.
-                let n = pending.min(want);
-                let mut short = false;
-                let out = PyBytes::new_with(py, n, |buf| {
-                    let mut rest: &mut [u8] = buf;
-                    while !rest.is_empty() {
-                        match core.conn.write_tls(&mut rest) {
-                            Ok(0) | Err(_) => break,
-                            Ok(_) => {}
-                        }
+        self.run_gil(py, |inner| {
+            if inner.outgoing.is_empty() {
+                if let Some(pending) = inner.session.pending_outgoing() {
+                    // Common case: copy the engine's records straight into the result.
+                    let n = pending.min(want);
+                    let mut got = 0;
+                    let out = PyBytes::new_with(py, n, |buf| {
+                        got = inner.session.take_outgoing(buf);
+                        Ok(())
+                    })?;
+                    if got != n {
+                        return Err(Failure::Internal(format!(
+                            "internal error in the {} engine: it gave {got} bytes of \
+                             ciphertext, not the {n} it reported",
+                            self.engine
+                        ))
+                        .into());
                     }
-                    short = !rest.is_empty();
-                    Ok(())
-                })?;
-                if short {
-                    return Err(Failure::Generic(
-                        "internal error: rustls gave less ciphertext than it reported".into(),
-                    )
-                    .into());
+                    return Ok(out);
                 }
-                return Ok(out);
             }
-        }
-        core.drain_tls();
-        let n = core.outgoing.len().min(want);
-        let out = PyBytes::new(py, &core.outgoing.data()[..n]);
-        core.outgoing.consume(n);
-        Ok(out)
+            inner.session.drain_outgoing(&mut inner.outgoing.buf);
+            let n = inner.outgoing.len().min(want);
+            let out = PyBytes::new(py, &inner.outgoing.data()[..n]);
+            inner.outgoing.consume(n);
+            Ok(out)
+        })
     }
 
     /// Ciphertext bytes waiting to be sent.
-    fn outgoing_bytes_buffered(&mut self) -> usize {
-        let core = &mut self.core;
-        if core.outgoing.is_empty() {
-            if let Some(pending) = core.rustls_pending() {
-                return pending;
-            }
-        }
-        core.drain_tls();
-        core.outgoing.len()
+    fn outgoing_bytes_buffered(&self, py: Python<'_>) -> PyResult<usize> {
+        self.run_gil(py, |inner| Ok(inner.outgoing_len()))
     }
 
     /// Drive the handshake: returns once complete, else raises WantReadError.
-    fn do_handshake(&mut self, py: Python<'_>) -> PyResult<()> {
-        let core = &mut self.core;
-        py.detach(|| core.handshake())?;
-        Ok(())
+    fn do_handshake(&self, py: Python<'_>) -> PyResult<()> {
+        self.run(py, true, |inner| inner.session.handshake())
     }
 
-    /// Plaintext, up to `amt` bytes.
-    fn read<'py>(&mut self, py: Python<'py>, amt: isize) -> PyResult<Bound<'py, PyBytes>> {
+    /// Plaintext, up to `amt` bytes (b"" after the peer's close_notify).
+    fn read<'py>(&self, py: Python<'py>, amt: isize) -> PyResult<Bound<'py, PyBytes>> {
         if amt < 0 {
             return Err(PyValueError::new_err("amt must not be negative"));
         }
-        let core = &mut self.core;
-        let avail = py.detach(|| core.readable())?;
-        if avail == 0 {
-            core.nothing_to_read()?;
+        let amt = amt as usize;
+        if amt == 0 {
+            self.run(py, true, |_| Ok(()))?;
             return Ok(PyBytes::new(py, b""));
         }
-        let n = avail.min(amt as usize);
-        if n == 0 {
-            return Ok(PyBytes::new(py, b""));
-        }
-        if n < amt as usize && !core.incoming.is_empty() {
-            // More records are queued than rustls holds decrypted: gather them in one call
-            // (one extra copy, far cheaper than a Python round trip per 16 KiB record).
-            // Plaintext is never longer than the ciphertext it came from: size by what is here.
-            let cap = (amt as usize).min(avail + core.incoming.len() + 64 * 1024);
-            let mut gathered = vec![0u8; cap];
-            let got = py.detach(|| core.read_available(&mut gathered))?;
-            return Ok(PyBytes::new(py, &gathered[..got]));
-        }
-        let mut err = None;
-        let out = PyBytes::new_with(py, n, |buf| {
-            match core.read_plain(buf) {
-                Ok(got) if got == buf.len() => {}
-                Ok(got) => {
-                    err = Some(Failure::Generic(format!(
-                        "internal error: expected {} plaintext bytes, got {got}",
-                        buf.len()
-                    )))
-                }
-                Err(f) => err = Some(f),
-            }
-            Ok(())
+        let mut guard = self.lock(py);
+        guard.check()?;
+        let inner = &mut *guard;
+        let (avail, queued) = self.call(py, inner, |inner| {
+            Ok((inner.session.plaintext_len(), inner.session.incoming_len()))
         })?;
-        match err {
-            Some(f) => Err(f.into()),
-            None => Ok(out),
+        if avail >= amt || (avail > 0 && queued == 0) {
+            // Decrypted already: copy straight into the result.
+            let n = avail.min(amt);
+            let mut got = 0;
+            let out = PyBytes::new_with(py, n, |buf| {
+                got = self.call(py, inner, |inner| inner.session.read(buf))?;
+                Ok(())
+            })?;
+            if got == n {
+                return Ok(out);
+            }
+            return Ok(PyBytes::new(py, &out.as_bytes()[..got]));
         }
+        // More records are queued than are decrypted: gather them in one call (plaintext is
+        // never longer than the ciphertext it came from).
+        let cap = if avail == 0 && queued == 0 {
+            1 // only a failure or the clean EOF can come
+        } else {
+            amt.min(avail + queued + 64 * 1024)
+        };
+        let mut gathered = vec![0u8; cap];
+        let got = self.call(py, inner, |inner| inner.session.read(&mut gathered))?;
+        Ok(PyBytes::new(py, &gathered[..got]))
     }
 
     /// Plaintext into a writable buffer, up to `amt` bytes (amt <= 0: len(buffer)).
     #[pyo3(signature = (buffer, amt=-1))]
-    fn read_into(&mut self, py: Python<'_>, buffer: PyBuffer<u8>, amt: isize) -> PyResult<usize> {
-        if buffer.readonly() {
-            return Err(PyBufferError::new_err("the buffer is read-only"));
-        }
-        let ptr = buffer
-            .as_slice_ptr()
-            .ok_or_else(|| PyBufferError::new_err("the buffer must be C-contiguous"))?;
-        // SAFETY: writable, contiguous and held for the duration of this call (see
-        // buffer_slice).
-        let target: &mut [u8] = unsafe { &mut *ptr.as_ptr() };
+    fn read_into(&self, py: Python<'_>, buffer: &Bound<'_, PyAny>, amt: isize) -> PyResult<usize> {
+        let view = ByteView::writable(buffer)?;
         let want = if amt <= 0 {
-            target.len()
+            view.len()
         } else {
-            target.len().min(amt as usize)
+            view.len().min(amt as usize)
         };
-        let core = &mut self.core;
-        if want == 0 {
-            core.check()?;
-            return Ok(0);
-        }
-        let target = &mut target[..want];
-        let got = py.detach(|| core.read_available(target))?;
-        if got == 0 {
-            core.nothing_to_read()?;
-        }
-        Ok(got)
+        self.run(py, true, move |inner| {
+            if want == 0 {
+                return Ok(0);
+            }
+            inner.session.read(&mut view.as_mut_slice()[..want])
+        })
     }
 
     /// Encrypt plaintext; takes all of it once the handshake is complete.
-    fn write(&mut self, py: Python<'_>, data: PyBuffer<u8>) -> PyResult<usize> {
-        let core = &mut self.core;
-        core.check()?;
-        if core.shut_down {
-            return Err(Failure::Generic("connection is shut down".into()).into());
-        }
-        let slice = buffer_slice(&data)?;
-        let n = py.detach(|| -> Result<usize, Failure> {
-            core.handshake()?;
-            if slice.is_empty() {
-                return Ok(0);
-            }
-            let mut w = core.conn.writer();
-            std::io::Write::write_all(&mut w, slice)
-                .map_err(|e| Failure::Generic(format!("encrypting failed: {e}")))?;
-            Ok(slice.len())
-        })?;
-        Ok(n)
+    fn write(&self, py: Python<'_>, data: &Bound<'_, PyAny>) -> PyResult<usize> {
+        let view = ByteView::readable(data)?;
+        self.run(py, true, move |inner| inner.session.write(view.as_slice()))
     }
 
     /// Queue a close_notify alert for the peer (idempotent).
-    fn shutdown(&mut self) {
-        let core = &mut self.core;
-        if !core.shut_down {
-            core.shut_down = true;
-            if core.error.is_none() {
-                core.conn.send_close_notify();
+    fn shutdown(&self, py: Python<'_>) -> PyResult<()> {
+        self.run(py, false, |inner| {
+            if inner.error.is_none() {
+                inner.session.shutdown();
             }
-        }
+            Ok(())
+        })
     }
 
-    fn handshake_complete(&self) -> bool {
-        !self.core.conn.is_handshaking()
+    /// Decrypted bytes ready to be read without more input.
+    fn pending(&self, py: Python<'_>) -> PyResult<usize> {
+        self.run(py, false, |inner| {
+            Ok(if inner.error.is_some() {
+                0
+            } else {
+                inner.session.plaintext_len()
+            })
+        })
+    }
+
+    fn handshake_complete(&self, py: Python<'_>) -> PyResult<bool> {
+        self.run_gil(py, |inner| Ok(!inner.session.is_handshaking()))
     }
 
     /// The peer's leaf certificate (DER), if any.
-    fn peer_certificate<'py>(&self, py: Python<'py>) -> Option<Bound<'py, PyBytes>> {
-        self.core
-            .conn
-            .peer_certificates()
-            .and_then(|c| c.first())
-            .map(|c| PyBytes::new(py, c.as_ref()))
+    fn peer_certificate<'py>(&self, py: Python<'py>) -> PyResult<Option<Bound<'py, PyBytes>>> {
+        self.run_gil(py, |inner| {
+            Ok(inner
+                .session
+                .peer_certificates()
+                .first()
+                .map(|c| PyBytes::new(py, c)))
+        })
     }
 
     /// The peer's certificate chain (DER, leaf first) as it sent it.
-    fn peer_chain<'py>(&self, py: Python<'py>) -> Vec<Bound<'py, PyBytes>> {
-        self.core
-            .conn
-            .peer_certificates()
-            .map(|certs| certs.iter().map(|c| PyBytes::new(py, c.as_ref())).collect())
-            .unwrap_or_default()
+    fn peer_chain<'py>(&self, py: Python<'py>) -> PyResult<Vec<Bound<'py, PyBytes>>> {
+        self.run_gil(py, |inner| {
+            Ok(inner
+                .session
+                .peer_certificates()
+                .iter()
+                .map(|c| PyBytes::new(py, c))
+                .collect())
+        })
     }
 
     /// IANA id of the negotiated cipher suite (None before the handshake completes).
-    fn cipher_suite(&self) -> Option<u16> {
-        if self.core.conn.is_handshaking() {
-            return None;
-        }
-        self.core
-            .conn
-            .negotiated_cipher_suite()
-            .map(|s| u16::from(s.suite()))
+    fn cipher_suite(&self, py: Python<'_>) -> PyResult<Option<u16>> {
+        self.run_gil(py, |inner| Ok(inner.session.cipher_suite()))
     }
 
-    fn alpn_protocol<'py>(&self, py: Python<'py>) -> Option<Bound<'py, PyBytes>> {
-        if self.core.conn.is_handshaking() {
-            return None;
-        }
-        self.core.conn.alpn_protocol().map(|p| PyBytes::new(py, p))
+    fn alpn_protocol<'py>(&self, py: Python<'py>) -> PyResult<Option<Bound<'py, PyBytes>>> {
+        self.run_gil(py, |inner| {
+            Ok(inner.session.alpn_protocol().map(|p| PyBytes::new(py, &p)))
+        })
     }
 
     /// 0x0303 (TLS 1.2) or 0x0304 (TLS 1.3); None before the handshake completes.
-    fn protocol_version(&self) -> Option<u16> {
-        if self.core.conn.is_handshaking() {
-            return None;
-        }
-        self.core.conn.protocol_version().map(u16::from)
+    fn protocol_version(&self, py: Python<'_>) -> PyResult<Option<u16>> {
+        self.run_gil(py, |inner| Ok(inner.session.protocol_version()))
     }
 
     /// Server side: the SNI name the client sent.
-    fn server_name(&self) -> Option<String> {
-        match &self.core.conn {
-            rustls::Connection::Server(s) => s.server_name().map(str::to_owned),
-            rustls::Connection::Client(_) => None,
-        }
+    fn server_name(&self, py: Python<'_>) -> PyResult<Option<String>> {
+        self.run_gil(py, |inner| Ok(inner.session.server_name()))
     }
 
-    fn close_notify_received(&self) -> bool {
-        self.core.close_notify_received
+    fn close_notify_received(&self, py: Python<'_>) -> PyResult<bool> {
+        self.run_gil(py, |inner| Ok(inner.session.close_notify_received()))
+    }
+
+    /// Whether the handshake resumed an earlier session (False before it completes).
+    fn session_resumed(&self, py: Python<'_>) -> PyResult<bool> {
+        self.run_gil(py, |inner| Ok(inner.session.session_resumed()))
+    }
+
+    /// The key exchange group's IANA name (None before the handshake completes).
+    fn negotiated_group(&self, py: Python<'_>) -> PyResult<Option<String>> {
+        self.run_gil(py, |inner| Ok(inner.session.negotiated_group()))
+    }
+
+    /// The engine's name ("rustls", ...).
+    #[getter]
+    fn engine(&self) -> &'static str {
+        self.engine
+    }
+
+    /// Test hook: panic inside the engine boundary (proves the boundary works).
+    fn _panic_for_test(&self, py: Python<'_>) -> PyResult<()> {
+        self.run(py, false, |_| -> Result<(), Failure> {
+            panic!("deliberate panic requested by a test")
+        })
     }
 }

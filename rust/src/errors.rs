@@ -1,4 +1,5 @@
-//! Mapping of rustls failures onto the `unitls._errors` exception classes.
+//! `Failure` (an engine failure as plain data) and its mapping onto `unitls._errors`; the
+//! mapping of rustls' own errors.
 
 use pyo3::PyErr;
 use rustls::{AlertDescription, CertRevocationListError, CertificateError, InvalidMessage};
@@ -19,9 +20,36 @@ pub enum Failure {
     Ragged(&'static str),
     HandshakeClosed(String),
     Config(String),
-    Certificate { reason: String, message: String },
-    Protocol(String),
+    /// `alert`: set when the peer rejected *our* certificate with this fatal alert.
+    Certificate {
+        reason: String,
+        message: String,
+        alert: Option<String>,
+    },
+    /// `alert`: the fatal alert the peer sent, if that is what ended the connection.
+    Protocol {
+        message: String,
+        alert: Option<String>,
+    },
     Generic(String),
+    /// A call the connection's state does not allow (writing after close_notify): not fatal.
+    Usage(String),
+    /// A bug (a panic in the engine): the connection cannot be used any more.
+    Internal(String),
+}
+
+impl Failure {
+    pub fn protocol(message: impl Into<String>) -> Self {
+        Failure::Protocol {
+            message: message.into(),
+            alert: None,
+        }
+    }
+
+    /// Everything but `WantRead` ends the connection.
+    pub fn is_fatal(&self) -> bool {
+        !matches!(self, Failure::WantRead(_) | Failure::Usage(_))
+    }
 }
 
 impl From<Failure> for PyErr {
@@ -31,11 +59,13 @@ impl From<Failure> for PyErr {
             Failure::Ragged(m) => RaggedEOF::new_err(m),
             Failure::HandshakeClosed(m) => HandshakeClosedError::new_err(m),
             Failure::Config(m) => ConfigurationError::new_err(m),
-            Failure::Certificate { reason, message } => {
-                CertificateVerificationError::new_err((reason, message))
-            }
-            Failure::Protocol(m) => ProtocolError::new_err(m),
-            Failure::Generic(m) => TLSError::new_err(m),
+            Failure::Certificate {
+                reason,
+                message,
+                alert,
+            } => CertificateVerificationError::new_err((reason, message, alert)),
+            Failure::Protocol { message, alert } => ProtocolError::new_err((message, alert)),
+            Failure::Generic(m) | Failure::Usage(m) | Failure::Internal(m) => TLSError::new_err(m),
         }
     }
 }
@@ -215,6 +245,7 @@ pub fn map_rustls_error(err: &rustls::Error, handshaking: bool) -> Failure {
             Failure::Certificate {
                 message: format!("certificate verification failed: {reason} ({err})"),
                 reason,
+                alert: None,
             }
         }
         E::InvalidCertRevocationList(ce) => {
@@ -222,6 +253,7 @@ pub fn map_rustls_error(err: &rustls::Error, handshaking: bool) -> Failure {
             Failure::Certificate {
                 message: format!("certificate verification failed: {reason}"),
                 reason,
+                alert: None,
             }
         }
         E::NoCertificatesPresented => {
@@ -229,26 +261,33 @@ pub fn map_rustls_error(err: &rustls::Error, handshaking: bool) -> Failure {
             Failure::Certificate {
                 message: format!("certificate verification failed: {reason}"),
                 reason,
+                alert: None,
             }
         }
         E::AlertReceived(AlertDescription::CloseNotify) if handshaking => Failure::HandshakeClosed(
             "the peer closed the connection (close_notify) during the TLS handshake".into(),
         ),
         E::AlertReceived(a) if is_certificate_alert(*a) => {
-            let reason = format!("peer rejected our certificate: {}", alert_name(*a));
+            let name = alert_name(*a);
+            let reason = format!("peer rejected our certificate: {name}");
             Failure::Certificate {
-                message: format!("certificate verification failed: {reason}"),
+                message: format!("the peer rejected our certificate (it sent the alert {name})"),
                 reason,
+                alert: Some(name),
             }
         }
         E::AlertReceived(a) => {
-            Failure::Protocol(format!("peer sent fatal alert {}", alert_name(*a)))
+            let name = alert_name(*a);
+            Failure::Protocol {
+                message: format!("peer sent fatal alert {name}"),
+                alert: Some(name),
+            }
         }
         E::InvalidMessage(
             InvalidMessage::InvalidContentType | InvalidMessage::UnknownProtocolVersion,
-        ) => Failure::Protocol(format!(
+        ) => Failure::protocol(format!(
             "TLS protocol error: {err} (is the peer speaking TLS?)"
         )),
-        _ => Failure::Protocol(format!("TLS protocol error: {err}")),
+        _ => Failure::protocol(format!("TLS protocol error: {err}")),
     }
 }

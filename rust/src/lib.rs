@@ -1,18 +1,24 @@
-//! `unitls._rustls`: the rustls engine of unitls, driven sans-I/O from Python.
+//! `unitls._native`: unitls' Rust engines, driven sans-I/O from Python.
 //!
-//! Only `unitls.rustls` (the Python wrapper) imports this module.
+//! One generic `Connection` (conn.rs) runs any engine's `TlsSession` (session.rs); the rustls
+//! engine is `config.rs` (configurations) and `rustls_session.rs` (the per-connection core).
+//! Only the engine modules of the Python package (`unitls.rustls`, ...) import this module.
 
 use pyo3::prelude::*;
 
+mod buffers;
 mod config;
 mod conn;
 mod errors;
+mod keyinfo;
+mod rustls_session;
+mod session;
 
 /// Version of the rustls crate this module is built with (kept in step with `Cargo.lock`).
 const RUSTLS_VERSION: &str = "0.23.46";
 
 #[pymodule]
-fn _rustls(m: &Bound<'_, PyModule>) -> PyResult<()> {
+fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<config::ClientConfig>()?;
     m.add_class::<config::ServerConfig>()?;
     m.add_class::<conn::Connection>()?;

@@ -61,15 +61,17 @@ class ConfigurationError(TLSError, ValueError):
 
 
 class CertificateVerificationError(TLSError):
-    """The peer's certificate (chain) or name failed verification.
+    """A certificate failed verification: the peer's (chain or name), or ours, by the peer.
 
     ``reason`` holds the engine's short explanation (for example "certificate has expired" or
-    "hostname mismatch").
+    "hostname mismatch"). ``alert`` is None when *we* rejected the peer's certificate, and the
+    name of the TLS alert the peer sent (for example ``"unknown_ca"``) when it rejected ours.
     """
 
-    def __init__(self, reason: str, message: str | None = None) -> None:
+    def __init__(self, reason: str, message: str | None = None, alert: str | None = None) -> None:
         super().__init__(message or f"certificate verification failed: {reason}")
         self.reason = reason
+        self.alert = alert
 
 
 class HandshakeClosedError(TLSError):
@@ -77,7 +79,15 @@ class HandshakeClosedError(TLSError):
 
 
 class ProtocolError(TLSError):
-    """The peer broke the TLS protocol, sent a fatal alert, or sent bytes that are not TLS."""
+    """The peer broke the TLS protocol, sent a fatal alert, or sent bytes that are not TLS.
+
+    ``alert``: the name of the fatal alert the peer sent (RFC 8446 spelling, for example
+    ``"handshake_failure"``), None when the failure was detected locally.
+    """
+
+    def __init__(self, message: str = "", alert: str | None = None) -> None:
+        super().__init__(message)
+        self.alert = alert
 
 
 class TLSConnectionError(TLSError, ConnectionError):

@@ -1,11 +1,16 @@
-"""The Rust core of the rustls engine (``rust/src``): rustls 0.23 with the ring provider.
+"""unitls' Rust engines (``rust/src``): rustls 0.23 with the ring provider, and one generic
+``Connection`` that runs any of them.
 
-Imported only by ``unitls.rustls``. Everything here raises the classes of ``unitls._errors``:
+Imported only by the engine modules (``unitls.rustls``). Everything here raises the classes of
+``unitls._errors``:
 ``ConfigurationError`` for bad configuration, ``WantReadError`` when more ciphertext is needed,
 ``CertificateVerificationError`` / ``ProtocolError`` for fatal TLS errors (a fatal error is
 remembered: every later call raises it again, while ``process_outgoing`` still hands out the
 alert rustls queued for the peer), ``HandshakeClosedError`` for EOF during the handshake and
-``RaggedEOF`` for EOF without close_notify. The GIL is released around TLS work.
+``RaggedEOF`` for EOF without close_notify, ``TLSError`` ("internal error in the ... engine")
+if the engine panicked (the connection is then unusable). The GIL is released around TLS work
+and while waiting for another thread's call on the same connection (connections are
+thread-safe). Buffers: any object exporting a contiguous buffer is taken as bytes.
 """
 
 from collections.abc import Sequence
@@ -15,9 +20,9 @@ from typing_extensions import Buffer
 
 __all__ = [
     "RUSTLS_VERSION",
-    "ClientConfig",
     "Connection",
-    "ServerConfig",
+    "RustlsClientConfig",
+    "RustlsServerConfig",
     "supported_cipher_suites",
 ]
 
@@ -28,7 +33,7 @@ def supported_cipher_suites() -> list[int]:
     """IANA ids of the suites rustls (ring) supports, in its default preference order."""
 
 @final
-class ClientConfig:
+class RustlsClientConfig:
     """An immutable client configuration, built once and shared by many connections.
 
     ``ca_certs``: items are PEM blobs (may hold several certificates) or one DER certificate
@@ -61,7 +66,7 @@ class ClientConfig:
         DNS names). An invalid name raises ``ConfigurationError``."""
 
 @final
-class ServerConfig:
+class RustlsServerConfig:
     """An immutable server configuration.
 
     ``chains``: one or more ``(certificates leaf first, private key)``; the chain is picked by
@@ -69,6 +74,8 @@ class ServerConfig:
     left-most-label wildcards), the first chain when the name is missing or unknown.
     ``client_ca_certs``: CAs for client certificates (``None``: no client authentication);
     with ``require_client_cert`` a client certificate is mandatory, without it optional.
+    With ALPN protocols, a client offering none of them completes the handshake without ALPN
+    (as with OpenSSL) instead of failing with ``no_application_protocol``.
     ``require_client_cert=True`` with ``client_ca_certs=None`` is a ``ConfigurationError``.
     ``session_tickets=False``: no tickets and no session cache (full handshakes only).
     """
@@ -91,6 +98,10 @@ class ServerConfig:
 @final
 class Connection:
     """One TLS connection, driven in memory: ciphertext in and out, plaintext read and write."""
+
+    @property
+    def engine(self) -> str:
+        """The engine's name (``"rustls"``)."""
 
     def process_incoming(self, data: Buffer) -> None:
         """Queue ciphertext from the peer and feed rustls as far as it takes it.
@@ -145,3 +156,14 @@ class Connection:
         """Server side: the SNI name the client sent (``None`` on the client side)."""
 
     def close_notify_received(self) -> bool: ...
+    def pending(self) -> int:
+        """Decrypted bytes that ``read`` returns without more input."""
+
+    def session_resumed(self) -> bool:
+        """Whether the handshake resumed an earlier session."""
+
+    def negotiated_group(self) -> str | None:
+        """The key exchange group's IANA name (``"x25519"``...), ``None`` before the handshake."""
+
+    def _panic_for_test(self) -> None:
+        """Panic inside the engine boundary: raises ``TLSError`` and fails the connection."""
