@@ -246,11 +246,14 @@ def _key_pem(key: PrivateKey) -> bytes:
     from cryptography.hazmat.primitives import serialization
 
     data = read_source(key, "private key")
+    # Converted only (OpenSSL then loads it, as the stdlib would): cryptography's RSA key check
+    # would cost ~0.5 s per 3072-bit key and per context.
+    fast = {"unsafe_skip_rsa_key_validation": True}
     try:
         if _is_pem(data):
-            loaded = serialization.load_pem_private_key(data, password=None)
+            loaded = serialization.load_pem_private_key(data, password=None, **fast)
         else:
-            loaded = serialization.load_der_private_key(data, password=None)
+            loaded = serialization.load_der_private_key(data, password=None, **fast)
     except TypeError as exc:
         raise ConfigurationError(
             f"private key {key!r} is encrypted: PEP 748 has no password; decrypt it first"

@@ -55,6 +55,7 @@ class Run:
     engine: str
     outcomes: dict[str, str] = field(default_factory=dict)  # short test id -> outcome
     details: dict[str, str] = field(default_factory=dict)
+    durations: dict[str, float] = field(default_factory=dict)
     seconds: float = 0.0
     restarts: int = 0
     log: str = ""
@@ -115,6 +116,7 @@ def run_module(module: str, engine: str, timeout: float, log_dir: Path) -> Run:
                         run.outcomes[short] = record["outcome"]
                         if record.get("detail"):
                             run.details[short] = record["detail"]
+                    run.durations[short] = record.get("seconds", 0.0)
                     if test_id not in seen:
                         seen.append(test_id)
                     if test_id == current:
@@ -291,7 +293,12 @@ def main(argv: list[str] | None = None) -> int:
     if args.json:
         args.json.write_text(
             json.dumps(
-                {f"{m} [{e}]": r.outcomes for (m, e), r in runs.items()}, indent=1, sort_keys=True
+                {
+                    f"{m} [{e}]": {t: [o, r.durations.get(t)] for t, o in r.outcomes.items()}
+                    for (m, e), r in runs.items()
+                },
+                indent=1,
+                sort_keys=True,
             )
         )
     print(

@@ -15,6 +15,7 @@ import faulthandler
 import importlib
 import json
 import sys
+import time
 import traceback
 import unittest
 from typing import Any, TextIO
@@ -27,6 +28,8 @@ class _Recorder(unittest.TextTestResult):
     timeout: float
 
     def _emit(self, **record: Any) -> None:
+        if "outcome" in record:
+            record["seconds"] = round(time.monotonic() - self._started, 3)
         self.out.write(json.dumps(record) + "\n")
         self.out.flush()
 
@@ -35,6 +38,7 @@ class _Recorder(unittest.TextTestResult):
 
     def startTest(self, test: unittest.TestCase) -> None:
         self._failed_sub: str | None = None
+        self._started = time.monotonic()
         self._emit(start=test.id())
         self._arm()
         super().startTest(test)

@@ -47,6 +47,7 @@ from .._errors import ConfigurationError
 from .._objects import Certificate, PrivateKey, SigningChain, TrustStore
 from .._protocols import ClientContext, TLSImplementation
 from .._registry import get_implementation
+from ._certinfo import verified_chain
 from ._native import NativeTLS
 from ._sslobj import BioTLS, SocketTLS
 
@@ -329,20 +330,44 @@ def _c_get(ctx: ssl.SSLContext, name: str) -> int:
     return int(_c_descriptor(name).__get__(ctx))
 
 
-def _key_type(key: Any) -> str:
-    """The slot OpenSSL keeps a server certificate in: one per public key algorithm."""
+def _key_type(cert_der: bytes) -> str:
+    """The slot OpenSSL keeps a certificate in: one per public key algorithm."""
+    from cryptography import x509
     from cryptography.hazmat.primitives.asymmetric import dsa, ec, ed448, ed25519, rsa
 
+    key = x509.load_der_x509_certificate(cert_der).public_key()
     for kind, name in (
-        (rsa.RSAPrivateKey, "RSA"),
-        (ec.EllipticCurvePrivateKey, "EC"),
-        (ed25519.Ed25519PrivateKey, "Ed25519"),
-        (ed448.Ed448PrivateKey, "Ed448"),
-        (dsa.DSAPrivateKey, "DSA"),
+        (rsa.RSAPublicKey, "RSA"),
+        (ec.EllipticCurvePublicKey, "EC"),
+        (ed25519.Ed25519PublicKey, "Ed25519"),
+        (ed448.Ed448PublicKey, "Ed448"),
+        (dsa.DSAPublicKey, "DSA"),
     ):
         if isinstance(key, kind):
             return name
     return type(key).__name__
+
+
+def _decrypted_key(pem: bytes, password: bytes) -> bytes:
+    """An encrypted PEM key as unencrypted PKCS#8 PEM, in memory only."""
+    from cryptography.hazmat.primitives import serialization
+
+    try:
+        # OpenSSL has just loaded this key and matched it to the certificate; the engine checks
+        # it again when it signs with it (as the stdlib, which never runs an RSA key check).
+        key = serialization.load_pem_private_key(
+            pem, password=password, unsafe_skip_rsa_key_validation=True
+        )
+    except (ValueError, TypeError) as exc:
+        raise UnsupportedSettingError(
+            f"load_cert_chain: OpenSSL took the private key but the unitls bridge cannot "
+            f"decrypt it: {exc}"
+        ) from exc
+    return key.private_bytes(
+        serialization.Encoding.PEM,
+        serialization.PrivateFormat.PKCS8,
+        serialization.NoEncryption(),
+    )
 
 
 class _NoCertificate:
@@ -576,28 +601,14 @@ class SSLContext(_Base):
         ders = _pem_certs(cert_data)
         if not ders:
             raise UnsupportedSettingError(f"load_cert_chain: no PEM certificate in {certfile!r}")
-        from cryptography.hazmat.primitives import serialization
-
-        try:
-            key = serialization.load_pem_private_key(
-                match.group(0), password=typed[0] if encrypted and typed else None
-            )
-        except (ValueError, TypeError) as exc:
-            raise UnsupportedSettingError(
-                f"load_cert_chain: OpenSSL took the private key but the unitls bridge cannot "
-                f"read it: {exc}"
-            ) from exc
-        pem = key.private_bytes(
-            serialization.Encoding.PEM,
-            serialization.PrivateFormat.PKCS8,
-            serialization.NoEncryption(),
-        )
+        # An unencrypted key goes to the engine as it is (parsing RSA keys is slow).
+        pem = _decrypted_key(match.group(0), typed[0]) if encrypted and typed else match.group(0)
         chain = SigningChain(
             (Certificate.from_buffer(_der_to_pem(ders[0])), PrivateKey.from_buffer(pem)),
             [Certificate.from_buffer(_der_to_pem(d)) for d in ders[1:]],
         )
         # Like OpenSSL: one chain per key type (a second RSA chain replaces the first).
-        kind = _key_type(key)
+        kind = _key_type(ders[0])
         self._unitls_chains.pop(kind, None)
         self._unitls_chains[kind] = chain
         self._changed()
@@ -751,6 +762,27 @@ class SSLContext(_Base):
             return TrustStore.system() if server else None
         return _unusable_trust_store()
 
+    def _complete(self, chain: SigningChain | None) -> SigningChain | None:
+        """``chain`` with the issuers OpenSSL would add from this context's CA certificates when
+        the certificate file holds the leaf alone (it sends the chain up to the root)."""
+        if chain is None or chain.chain or not self._unitls_ca:
+            return chain
+        leaf = chain.leaf[0]
+        assert leaf.buffer is not None
+        path = verified_chain(
+            [ssl.PEM_cert_to_DER_cert(leaf.buffer.decode())], list(self._unitls_ca)
+        )
+        if len(path) == 1:
+            return chain
+        return SigningChain(chain.leaf, [Certificate.from_buffer(_der_to_pem(d)) for d in path[1:]])
+
+    def _unitls_anchors(self) -> list[bytes]:
+        """DER of every trust anchor (for get_verified_chain on engines without a native one)."""
+        anchors = list(self._unitls_ca)
+        if self._unitls_system_ca:
+            anchors += _pem_certs(_system_bundle())
+        return anchors
+
     def _unitls_context(self, server_side: bool) -> _Plan:
         """The plan for the current settings (cached)."""
         key = (
@@ -812,7 +844,7 @@ class SSLContext(_Base):
                 if not self._unitls_chains:
                     return _Plan(None, verify, pep=_NoCertificate())
                 server_config = TLSServerConfiguration(
-                    certificate_chain=list(self._unitls_chains.values()),
+                    certificate_chain=[self._complete(c) for c in self._unitls_chains.values()],
                     trust_store=self._trust_store(True) if verify else None,
                     **common,
                 )
@@ -820,7 +852,7 @@ class SSLContext(_Base):
                     return _Plan(server_config, verify, native=self._native_server(server_config))
                 return _Plan(server_config, verify, pep=impl.server_context(server_config))
             client_config = TLSClientConfiguration(
-                certificate_chain=self._unitls_chain,
+                certificate_chain=self._complete(self._unitls_chain),
                 trust_store=self._trust_store(False) if verify else None,
                 **common,
             )

@@ -197,11 +197,14 @@ class HelloBuffer:
         if callback is None:
             return
         owner = tls.owner
+        tls._in_sni_callback = True  # the callback may switch tls.context (tls._pep)
         try:
             result = callback(owner if owner is not None else tls, server_name, context)
         except Exception as exc:
             _report_unraisable(exc, callback)
             self._refuse(_HANDSHAKE_FAILURE, "the sni_callback raised an exception")
+        finally:
+            tls._in_sni_callback = False
         if result is None:
             return
         try:

@@ -207,8 +207,8 @@ class _LockedBuffer:
             return bool(getattr(self._buf, "session_resumed", False))
 
     def client_hello(self) -> Any:
-        with self._lock:
-            return getattr(self._buf, "client_hello", None)
+        # No lock: an attribute read, and the caller may be inside sni_callback (under the lock).
+        return getattr(self._buf, "client_hello", None)
 
     def negotiated_protocol(self) -> NextProtocol | bytes | None:
         with self._lock:
@@ -346,8 +346,8 @@ class _TLSBase:
             # As with OpenSSL: recorded, and nothing changes for this connection.
             self._context = value
             return
-        buf = self._buf
-        waiting = buf is None or (buf.client_hello() is None and self.server_side)
+        # Before the engine's buffer exists: a client not yet started, a server in sni_callback.
+        waiting = self._buf is None or getattr(self, "_in_sni_callback", False)
         plan_for = getattr(value, "_unitls_context", None)
         if not waiting or plan_for is None:
             raise ValueError(
@@ -645,6 +645,8 @@ class _TLSBase:
         return [PeerCertificate(d) for d in verified_chain(sent, anchors() if anchors else [])]
 
     def verify_client_post_handshake(self) -> None:
+        if self._version() != "TLSv1.3":
+            raise _ssl_error("WRONG_SSL_VERSION", "wrong ssl version")  # as OpenSSL says
         raise ssl.SSLError(
             ssl.SSL_ERROR_SSL,
             "post-handshake client authentication (verify_client_post_handshake) is not "
@@ -673,6 +675,20 @@ class SocketTLS(_TLSBase):
             return str(self._sock().getpeername()[0])
         except (OSError, IndexError):
             return "0.0.0.0"
+
+    def _flush_quietly(self) -> None:
+        super()._flush_quietly()
+        if not self._handshaked:
+            # A failed handshake: records the peer sent after the one that failed would make
+            # close() send a TCP reset, which can destroy the alert just sent before the peer
+            # reads it. Read them (without waiting) and drop them.
+            try:
+                sock = self._sock()
+                for _ in range(16):
+                    if not _socket.socket.recv(sock, 65536, socket.MSG_DONTWAIT):
+                        break
+            except (OSError, ValueError):
+                pass
 
     def _send_raw(self, sock: socket.socket, view: memoryview) -> None:
         if sock.gettimeout() == 0:
