@@ -248,6 +248,14 @@ impl RustlsSession {
                             fresh = &fresh[n..];
                         }
                     }
+                    // Its record buffer holds a full record not processed yet: process it
+                    // first (below), then go on feeding. Not a protocol error.
+                    Err(e)
+                        if e.kind() == ErrorKind::InvalidData
+                            && e.to_string() == "message buffer full" =>
+                    {
+                        break
+                    }
                     Err(e) if e.kind() == ErrorKind::InvalidData => {
                         return Err(Failure::protocol(format!("TLS protocol error: {e}")));
                     }
