@@ -404,6 +404,37 @@ def test_alpn_without_common_protocol_completes(
     assert selected == [None, None, None]
 
 
+# -- 9: one certificate chain per key type -------------------------------------------------------
+
+
+@pytest.mark.parametrize("rsa_first", [False, True], ids=["ecdsa-first", "rsa-first"])
+def test_rsa_and_ecdsa_chains(engine: Engine, tmp_path: Path, rsa_first: bool) -> None:
+    ca = CA.create("dual CA")
+    (tmp_path / "ca.pem").write_bytes(ca.cert_pem)
+    files = {}
+    for kind in ("ec", "rsa"):
+        issued = ca.issue("localhost", key_type=kind)
+        files[kind] = (tmp_path / f"{kind}.pem", issued.cert_der)
+        files[kind][0].write_bytes(issued.chain_pem + issued.key_pem)
+    server = SSLContext(ssl.PROTOCOL_TLS_SERVER, implementation=engine)
+    for kind in ("rsa", "ec") if rsa_first else ("ec", "rsa"):
+        server.load_cert_chain(files[kind][0])
+    server.load_cert_chain(files["ec"][0])  # the same key type again replaces, as in OpenSSL
+    assert sorted(server._unitls_chains) == ["EC", "RSA"]
+    for suite, kind in (
+        ("ECDHE-ECDSA-AES128-GCM-SHA256", "ec"),
+        ("ECDHE-RSA-AES128-GCM-SHA256", "rsa"),
+    ):
+        client = ORIGINAL_SSLCONTEXT(ssl.PROTOCOL_TLS_CLIENT)
+        client.load_verify_locations(tmp_path / "ca.pem")
+        client.maximum_version = ssl.TLSVersion.TLSv1_2
+        client.set_ciphers(suite)  # the only key type this client accepts
+        with Server(server) as srv, srv.connect(client) as s:
+            assert s.getpeercert(binary_form=True) == files[kind][1]
+            _talk(s)
+        assert not srv.errors
+
+
 # -- 10: SSLObject.context / SSLSocket.context ------------------------------------------------------
 
 

@@ -762,10 +762,10 @@ class SSLContext(_Base):
             return TrustStore.system() if server else None
         return _unusable_trust_store()
 
-    def _complete(self, chain: SigningChain | None) -> SigningChain | None:
+    def _complete(self, chain: SigningChain) -> SigningChain:
         """``chain`` with the issuers OpenSSL would add from this context's CA certificates when
         the certificate file holds the leaf alone (it sends the chain up to the root)."""
-        if chain is None or chain.chain or not self._unitls_ca:
+        if chain.chain or not self._unitls_ca:
             return chain
         leaf = chain.leaf[0]
         assert leaf.buffer is not None
@@ -852,7 +852,7 @@ class SSLContext(_Base):
                     return _Plan(server_config, verify, native=self._native_server(server_config))
                 return _Plan(server_config, verify, pep=impl.server_context(server_config))
             client_config = TLSClientConfiguration(
-                certificate_chain=self._complete(self._unitls_chain),
+                certificate_chain=self._complete(chain) if (chain := self._unitls_chain) else None,
                 trust_store=self._trust_store(False) if verify else None,
                 **common,
             )

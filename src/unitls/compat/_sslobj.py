@@ -285,6 +285,7 @@ class _TLSBase:
     def _buffer(self) -> _LockedBuffer:
         buf = self._buf
         if buf is None:
+            raw: Any
             try:
                 if self.server_side:
                     # The engine's buffer comes once the ClientHello is in (sni_callback).
@@ -357,9 +358,11 @@ class _TLSBase:
             )
         plan = plan_for(self.server_side)
         if plan.pep is None:
+            ours = getattr(self._context, "implementation", None)
+            theirs = getattr(value, "implementation", None)
             raise ValueError(
-                f"cannot switch a connection of the {self._context.implementation.name} engine "
-                f"to an SSLContext of the {value.implementation.name} engine"
+                f"cannot switch a connection of the {getattr(ours, 'name', '?')} engine to an "
+                f"SSLContext of the {getattr(theirs, 'name', '?')} engine"
             )
         self._context, self._pep, self._verified = value, plan.pep, plan.verified
 
