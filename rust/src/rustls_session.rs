@@ -248,19 +248,15 @@ impl RustlsSession {
                             fresh = &fresh[n..];
                         }
                     }
-                    // Its record buffer holds a full record not processed yet: process it
-                    // first (below), then go on feeding. Not a protocol error.
-                    Err(e)
-                        if e.kind() == ErrorKind::InvalidData
-                            && e.to_string() == "message buffer full" =>
-                    {
-                        break
-                    }
+                    // "message buffer full": process what it holds, then go on. Full right
+                    // after processing means a message larger than rustls accepts.
                     Err(e) if e.kind() == ErrorKind::InvalidData => {
+                        if fed {
+                            break;
+                        }
                         return Err(Failure::protocol(format!("TLS protocol error: {e}")));
                     }
-                    // Its buffer is full ("received plaintext buffer full" or a full record
-                    // buffer): process what it has, then go on.
+                    // "received plaintext buffer full": wait for the application to read.
                     Err(_) => break,
                 }
             }
