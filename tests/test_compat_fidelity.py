@@ -676,3 +676,23 @@ def test_session_resumption(engine: Engine, cert_files: CertFiles) -> None:
     other.load_verify_locations(cert_files.ca_file)
     with pytest.raises(ValueError, match="different SSLContext"):
         other.wrap_bio(ssl.MemoryBIO(), ssl.MemoryBIO(), server_hostname="x", session=session)
+
+
+@pytest.mark.parametrize("setting", ["default", "OP_NO_TICKET", "num_tickets=0"])
+def test_session_tickets_follow_the_server_settings(
+    engine: Engine, cert_files: CertFiles, setting: str
+) -> None:
+    server = SSLContext(ssl.PROTOCOL_TLS_SERVER, implementation=engine)
+    server.load_cert_chain(cert_files.cert_file, cert_files.key_file)
+    if setting == "OP_NO_TICKET":
+        server.options |= ssl.OP_NO_TICKET
+    elif setting == "num_tickets=0":
+        server.num_tickets = 0
+    client = _stdlib_client(cert_files)
+    client.maximum_version = ssl.TLSVersion.TLSv1_2  # the ticket comes in the handshake
+    with Server(server) as srv, srv.connect(client) as s:
+        _talk(s)
+        assert s.session is not None
+        # num_tickets counts TLS 1.3 tickets (OpenSSL); engines without that knob stop all.
+        expected = setting == "default" or (setting == "num_tickets=0" and engine.name == "openssl")
+        assert s.session.has_ticket == expected

@@ -275,6 +275,8 @@ _OLD_PROTOCOLS = {
     if hasattr(ssl, name)
 }
 _CRL_FLAGS = ssl.VERIFY_CRL_CHECK_LEAF | ssl.VERIFY_CRL_CHECK_CHAIN
+# The options flags the bridge maps (the others are OpenSSL tuning: see docs/compat.md).
+_MAPPED_OPTIONS = ssl.OP_NO_TLSv1_2 | ssl.OP_NO_TLSv1_3 | ssl.OP_NO_TICKET
 _CACHE_LIMIT = 64
 
 _insecure_lock = threading.Lock()
@@ -791,7 +793,8 @@ class SSLContext(_Base):
             self.check_hostname,
             _c_get(self, "minimum_version"),
             _c_get(self, "maximum_version"),
-            _c_get(self, "options") & (ssl.OP_NO_TLSv1_2 | ssl.OP_NO_TLSv1_3),
+            _c_get(self, "options") & _MAPPED_OPTIONS,
+            _c_get(self, "num_tickets") if server_side else 0,
             self.post_handshake_auth,
             _c_get(self, "verify_flags") & _CRL_FLAGS,
             self._unitls_generation,
@@ -848,9 +851,17 @@ class SSLContext(_Base):
                     trust_store=self._trust_store(True) if verify else None,
                     **common,
                 )
+                # OP_NO_TICKET: no session tickets. num_tickets (TLS 1.3 tickets per
+                # handshake) is OpenSSL's; elsewhere 0 turns tickets off altogether.
+                tickets = not self.options & ssl.OP_NO_TICKET
                 if self._unitls_native:
-                    return _Plan(server_config, verify, native=self._native_server(server_config))
-                return _Plan(server_config, verify, pep=impl.server_context(server_config))
+                    native = self._native_server(server_config, tickets)
+                    return _Plan(server_config, verify, native=native)
+                tickets = tickets and self.num_tickets != 0
+                if tickets:
+                    return _Plan(server_config, verify, pep=impl.server_context(server_config))
+                no_tickets = impl.server_context(server_config, session_tickets=False)
+                return _Plan(server_config, verify, pep=no_tickets)
             client_config = TLSClientConfiguration(
                 certificate_chain=self._complete(chain) if (chain := self._unitls_chain) else None,
                 trust_store=self._trust_store(False) if verify else None,
@@ -905,13 +916,15 @@ class SSLContext(_Base):
         self._native_extras(inner)
         return [inner]
 
-    def _native_server(self, config: TLSServerConfiguration) -> list[ssl.SSLContext]:
+    def _native_server(self, config: TLSServerConfiguration, tickets: bool) -> list[ssl.SSLContext]:
         from .. import openssl
 
         openssl.validate_config(config)
-        contexts = openssl._server_contexts(config)
+        contexts = openssl._server_contexts(config, tickets)
         for inner in contexts:
             self._native_extras(inner)
+            if tickets:
+                inner.num_tickets = self.num_tickets  # TLS 1.3 tickets; TLS 1.2 has its own
         return contexts
 
     def _native_extras(self, inner: ssl.SSLContext) -> None:
