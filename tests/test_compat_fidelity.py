@@ -294,7 +294,7 @@ def test_server_without_ca_rejects_client_certificates(
     client.load_cert_chain(cert_files.client_cert_file, cert_files.client_key_file)
     with Server(server) as srv:
         with pytest.raises(ssl.SSLError) as info, srv.connect(client) as s:
-            _talk(s)  # TLS 1.3: the client learns it on its first read
+            s.recv(10)  # TLS 1.3: the client learns it on its first read
     assert info.value.reason == "TLSV1_ALERT_UNKNOWN_CA"
     assert isinstance(srv.errors[0], ssl.SSLCertVerificationError)
 
@@ -633,8 +633,16 @@ def test_keylog_filename(engine: Engine, cert_files: CertFiles, tmp_path: Path) 
         with pytest.warns(IgnoredSettingWarning, match="keylog_filename"):
             ctx.keylog_filename = str(log)
         return
-    ctx.keylog_filename = str(log)
-    assert ctx.keylog_filename == str(log)
+    neighbour = SSLContext(ssl.PROTOCOL_TLS_CLIENT, implementation=engine)
+    neighbour.load_verify_locations(cert_files.ca_file)  # the same settings as ctx
+    with Server(_stdlib_server(cert_files), connections=2) as srv:
+        with srv.connect(ctx) as s:  # before the key log is set: engine contexts are shared
+            _talk(s)
+        ctx.keylog_filename = str(log)
+        assert ctx.keylog_filename == str(log)
+        with srv.connect(neighbour) as s:
+            _talk(s)
+    assert log.read_text().count("\n") == 1  # the header only: not the neighbour's secrets
     with Server(_stdlib_server(cert_files)) as srv, srv.connect(ctx) as s:
         _talk(s)
     lines = log.read_text().splitlines()

@@ -48,7 +48,7 @@ from .._objects import Certificate, PrivateKey, SigningChain, TrustStore
 from .._protocols import ClientContext, TLSImplementation
 from .._registry import get_implementation
 from ._certinfo import verified_chain
-from ._native import NativeTLS
+from ._native import NativeTLS, check_session_owner
 from ._sslobj import BioTLS, SocketTLS
 
 __all__ = [
@@ -415,7 +415,7 @@ class _Plan:
     otherwise ``pep``, the PEP context whose buffers ``SocketTLS``/``BioTLS`` run.
     """
 
-    __slots__ = ("config", "engine_sni", "native", "pep", "sni_shim", "verified")
+    __slots__ = ("config", "engine_sni", "native", "pep", "private", "sni_shim", "verified")
 
     def __init__(
         self,
@@ -423,11 +423,14 @@ class _Plan:
         verified: bool,
         pep: Any = None,
         native: list[ssl.SSLContext] | None = None,
+        private: bool = True,
     ) -> None:
         self.config = config
         self.verified = verified  # False: getpeercert() gives {} like an unverified C socket
         self.pep = pep
         self.native = native
+        # False: ``native`` is the engine's cache, shared with other contexts of equal settings.
+        self.private = private
         # The engine's own SNI chain selector on the native contexts, if it installed one.
         self.engine_sni = native[0].sni_callback if native else None
         self.sni_shim: Any = None
@@ -669,7 +672,9 @@ class SSLContext(_Base):
         # The stdlib opens the file (and writes its header) here; connections on the OpenSSL
         # engine log to it natively (see _sync_native).
         _c_descriptor("keylog_filename").__set__(self, value)
-        if value is not None and not self._unitls_native:
+        if self._unitls_native:
+            self._changed()  # a client then gets engine contexts of its own (see _build)
+        elif value is not None:
             # Hook for engines that write a key log themselves (issue 13): hand them the path
             # in _build once the PEP context takes one.
             _ignored(
@@ -697,7 +702,9 @@ class SSLContext(_Base):
     @_msg_callback.setter
     def _msg_callback(self, callback: Any) -> None:
         _MSG_CALLBACK.fset(self, callback)  # type: ignore[misc]
-        if callback is not None and not self._unitls_native:
+        if self._unitls_native:
+            self._changed()  # a client then gets engine contexts of its own (see _build)
+        elif callback is not None:
             _ignored(
                 "_msg_callback",
                 f"the {self._unitls_impl.name} engine does not report TLS messages",
@@ -710,7 +717,7 @@ class SSLContext(_Base):
     def session_stats(self) -> dict[str, int]:
         stats: dict[str, int] = super().session_stats()
         for plan in list(self._unitls_cache.values()):
-            for inner in plan.native or ():
+            for inner in plan.native if plan.native and plan.private else ():
                 for key, value in _C.session_stats(inner).items():
                     stats[key] = stats.get(key, 0) + value
         return stats
@@ -878,8 +885,11 @@ class SSLContext(_Base):
                     stacklevel=7,
                 )
             if self._unitls_native:
-                native = self._native_client(client_config, verify, self.check_hostname)
-                return _Plan(client_config, verify, native=native)
+                # Clients share the engine's contexts (loading the system CAs costs tens of
+                # milliseconds per context) unless a hook would then leak to other contexts.
+                private = self._unitls_ecdh_curve is not None or self._has_hooks()
+                native = self._native_client(client_config, verify, self.check_hostname, private)
+                return _Plan(client_config, verify, native=native, private=private)
             if secure:
                 return _Plan(client_config, True, pep=impl.client_context(client_config))
             return _Plan(client_config, verify, pep=self._insecure_client(client_config, verify))
@@ -907,14 +917,22 @@ class SSLContext(_Base):
     # -- the OpenSSL engine's native path ---------------------------------------------------------
 
     def _native_client(
-        self, config: TLSClientConfiguration, verify: bool, check_hostname: bool
+        self, config: TLSClientConfiguration, verify: bool, check_hostname: bool, private: bool
     ) -> list[ssl.SSLContext]:
         from .. import openssl
 
         openssl.validate_config(config)
+        if not private:
+            return [openssl._shared_client_context(config, verify, check_hostname)]
         inner = openssl._client_context(config, verify, check_hostname)
         self._native_extras(inner)
         return [inner]
+
+    def _has_hooks(self) -> bool:
+        return (
+            _c_descriptor("keylog_filename").__get__(self) is not None
+            or _c_descriptor("_msg_callback").__get__(self) is not None
+        )
 
     def _native_server(self, config: TLSServerConfiguration, tickets: bool) -> list[ssl.SSLContext]:
         from .. import openssl
@@ -936,6 +954,8 @@ class SSLContext(_Base):
         """Carry the hooks that may change at any time onto the engine's contexts (cheap when
         nothing changed): the key log, ``_msg_callback``, and on servers ``sni_callback``."""
         assert plan.native is not None
+        if not plan.private:
+            return  # no hooks (setting one makes the next plan private)
         keylog = _c_descriptor("keylog_filename")
         msg = _c_descriptor("_msg_callback")
         sni = _c_descriptor("sni_callback")
@@ -978,6 +998,7 @@ class SSLContext(_Base):
         _check_hostname(self, server_side, server_hostname)
         if plan.native is not None:
             self._sync_native(plan, server_side)
+            check_session_owner(self, session)
             c_obj = _C._wrap_socket(  # type: ignore[attr-defined]
                 plan.native[0], sock, server_side, server_hostname, owner=owner, session=session
             )
@@ -999,6 +1020,7 @@ class SSLContext(_Base):
         _check_hostname(self, server_side, server_hostname)
         if plan.native is not None:
             self._sync_native(plan, server_side)
+            check_session_owner(self, session)
             c_obj = _C._wrap_bio(  # type: ignore[attr-defined]
                 plan.native[0],
                 incoming,

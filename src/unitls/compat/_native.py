@@ -11,9 +11,39 @@ with the stdlib and no Python frame.
 from __future__ import annotations
 
 import _ssl
+import threading
+import weakref
+from collections import OrderedDict
 from typing import Any
 
-__all__ = ["NativeTLS"]
+__all__ = ["NativeTLS", "check_session_owner"]
+
+# Which bridge context each ssl.SSLSession came from, by session id. Client contexts with equal
+# settings share the engine's ssl.SSLContext, so _ssl.c alone would not refuse a session from
+# another bridge context ("Session refers to a different SSLContext.", as the stdlib says).
+# SSLSession objects take no weak references and are new objects on every read: hence the id.
+_SESSION_LIMIT = 4096
+_session_lock = threading.Lock()
+_session_owners: OrderedDict[bytes, weakref.ref[Any]] = OrderedDict()
+
+
+def _remember_session(session: Any, context: Any) -> None:
+    with _session_lock:
+        _session_owners[session.id] = weakref.ref(context)
+        _session_owners.move_to_end(session.id)
+        while len(_session_owners) > _SESSION_LIMIT:
+            _session_owners.popitem(last=False)
+
+
+def check_session_owner(context: Any, session: Any) -> None:
+    """ValueError if ``session`` came from a connection of another bridge context."""
+    if session is None or not isinstance(session, _ssl.SSLSession):
+        return  # _ssl.c reports None/the wrong type itself
+    with _session_lock:
+        owner = _session_owners.get(session.id)
+    if owner is not None and owner() is not context:
+        raise ValueError("Session refers to a different SSLContext.")
+
 
 # Everything ssl.SSLSocket/SSLObject (and test code using _sslobj) call.
 _METHODS = (
@@ -88,10 +118,14 @@ class NativeTLS:
 
     @property
     def session(self) -> Any:
-        return self._c.session
+        session = self._c.session
+        if session is not None:
+            _remember_session(session, self._context)
+        return session
 
     @session.setter
     def session(self, value: Any) -> None:
+        check_session_owner(self._context, value)
         self._c.session = value
 
     def __repr__(self) -> str:
