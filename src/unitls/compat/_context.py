@@ -10,10 +10,11 @@ connections, yet equal settings reuse one plan.
 Two ways to run a connection:
 
 - The OpenSSL engine (native): the engine translates the configuration into ``ssl.SSLContext``
-  objects of the bridge context's own (never shared with other bridge contexts, so sessions,
-  session statistics, the key log, ``sni_callback`` and ``_msg_callback`` stay per context, as in
-  the stdlib). ssl.py gets the C object made from them, behind ``NativeTLS``, which reports the
-  bridge context as ``.context``.
+  objects and ssl.py gets the C object made from them, behind ``NativeTLS``, which reports the
+  bridge context as ``.context``. A server's are its own (sessions, session statistics and
+  ``sni_callback`` stay per context, as in the stdlib); clients share the engine's cached ones
+  (the system CAs load once) unless a hook that must not leak to other contexts is set (key log,
+  ``_msg_callback``, ECDH curve). Sessions remember their bridge context (``_native.py``).
 - Every other engine: ``SocketTLS``/``BioTLS`` run the engine's ``TLSBuffer`` (``_sslobj.py``).
 
 Decisions that make the bridge behave like the stdlib where the PEP is silent:
