@@ -669,6 +669,14 @@ def test_session_resumption(engine: Engine, cert_files: CertFiles) -> None:
         with Server(server) as srv, srv.connect(client) as s:
             assert s.session is None
             _talk(s)
+        # The engine resumes by itself; session_reused tells it, as with the stdlib.
+        reused = []
+        with Server(_stdlib_server(cert_files), connections=2) as srv:
+            for _ in range(2):
+                with srv.connect(client) as s:
+                    _talk(s)
+                    reused.append(s.session_reused)
+        assert reused == [False, True]
         return
     with Server(server, connections=2) as srv:
         with srv.connect(client) as s:
