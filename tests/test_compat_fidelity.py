@@ -555,6 +555,8 @@ def test_sni_callback_failures(
         sys.unraisablehook = hook
     assert info.value.reason == alert
     assert [r.exc_type for r in reported] == [unraisable]
+    # Reported against what failed, as _ssl.c does: the callback, or the value it returned.
+    assert reported[0].object is (callback if result is ZeroDivisionError else result)
 
 
 def test_sni_callback_on_memory_bios(engine: Engine, sni_files: dict[str, Path]) -> None:

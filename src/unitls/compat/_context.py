@@ -49,6 +49,7 @@ from .._objects import Certificate, PrivateKey, SigningChain, TrustStore
 from .._protocols import ClientContext, TLSImplementation
 from .._registry import get_implementation
 from ._certinfo import verified_chain
+from ._hello import report_unraisable
 from ._native import NativeTLS, check_session_owner
 from ._sslobj import BioTLS, SocketTLS
 
@@ -1051,7 +1052,12 @@ def _native_sni_shim(ctx: SSLContext, engine_sni: Any) -> Callable[[Any, str | N
         callback = user_sni.__get__(bridge) if bridge is not None else None
         if callback is None:
             return None
-        return callback(sslobj, server_name, bridge)
+        try:
+            return callback(sslobj, server_name, bridge)
+        except Exception as exc:
+            # What _ssl.c does, but naming the user's callback rather than this shim.
+            report_unraisable(exc, callback)
+            return ssl.ALERT_DESCRIPTION_HANDSHAKE_FAILURE
 
     return shim
 

@@ -22,7 +22,7 @@ from .._errors import ProtocolError, WantReadError
 if TYPE_CHECKING:
     from .._protocols import TLSBuffer
 
-__all__ = ["ClientHello", "HelloBuffer", "parse_client_hello"]
+__all__ = ["ClientHello", "HelloBuffer", "parse_client_hello", "report_unraisable"]
 
 _HANDSHAKE = 22
 _CLIENT_HELLO = 1
@@ -107,7 +107,7 @@ def _parse_body(hello: bytes) -> ClientHello:
     return ClientHello(name, suites)
 
 
-def _report_unraisable(exc: BaseException, obj: Any) -> None:
+def report_unraisable(exc: BaseException, obj: Any) -> None:
     """``PyErr_WriteUnraisable``, which ``_ssl.c`` calls when an SNI callback fails."""
     sys.unraisablehook(_UnraisableHookArgs((type(exc), exc, exc.__traceback__, None, obj)))
 
@@ -201,7 +201,7 @@ class HelloBuffer:
         try:
             result = callback(owner if owner is not None else tls, server_name, context)
         except Exception as exc:
-            _report_unraisable(exc, callback)
+            report_unraisable(exc, callback)
             self._refuse(_HANDSHAKE_FAILURE, "the sni_callback raised an exception")
         finally:
             tls._in_sni_callback = False
@@ -210,7 +210,7 @@ class HelloBuffer:
         try:
             alert = operator.index(result)
         except TypeError as exc:
-            _report_unraisable(exc, result)
+            report_unraisable(exc, result)
             self._refuse(_INTERNAL_ERROR, "the sni_callback returned neither None nor an alert")
         self._refuse(alert & 0xFF, f"the sni_callback refused the connection (alert {alert})")
 
