@@ -435,6 +435,22 @@ def test_rsa_and_ecdsa_chains(engine: Engine, tmp_path: Path, rsa_first: bool) -
         assert not srv.errors
 
 
+def test_client_without_sni_gets_the_chain_for_the_address(engine: Engine, tmp_path: Path) -> None:
+    ca = CA.create("address CA")
+    (tmp_path / "ca.pem").write_bytes(ca.cert_pem)
+    by_name = ca.issue("other.example", key_type="rsa")
+    by_address = ca.issue("127.0.0.1", key_type="ec")
+    server = SSLContext(ssl.PROTOCOL_TLS_SERVER, implementation=engine)
+    for i, issued in enumerate((by_name, by_address)):  # the first is the default
+        (tmp_path / f"{i}.pem").write_bytes(issued.chain_pem + issued.key_pem)
+        server.load_cert_chain(tmp_path / f"{i}.pem")
+    client = ORIGINAL_SSLCONTEXT(ssl.PROTOCOL_TLS_CLIENT)
+    client.load_verify_locations(tmp_path / "ca.pem")
+    with Server(server) as srv, srv.connect(client, "127.0.0.1") as s:  # an IP: no SNI
+        assert s.getpeercert(binary_form=True) == by_address.cert_der
+        _talk(s)
+
+
 # -- 10: SSLObject.context / SSLSocket.context ------------------------------------------------------
 
 

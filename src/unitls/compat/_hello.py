@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from .._errors import ProtocolError, WantReadError
+from .._extensions import SupportsCreateBufferFor
 
 if TYPE_CHECKING:
     from .._protocols import TLSBuffer
@@ -168,7 +169,13 @@ class HelloBuffer:
     def _start(self, hello: ClientHello | None) -> TLSBuffer:
         if hello is not None:
             self._call_sni_callback(hello.server_name)
-        buf: TLSBuffer = self._tls._pep.create_buffer()
+        pep = self._tls._pep
+        # Without SNI, engines pick the chain naming the address the client reached.
+        local = self._tls._local_address() if hello is None or hello.server_name is None else None
+        if local is not None and isinstance(pep, SupportsCreateBufferFor):
+            buf: TLSBuffer = pep.create_buffer_for(local)
+        else:
+            buf = pep.create_buffer()
         # From now on every call goes straight to the engine's buffer.
         for name in (
             "process_incoming",

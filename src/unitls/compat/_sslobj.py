@@ -274,6 +274,10 @@ class _TLSBase:
             self._retry(self._buffer(), b"")
         return True
 
+    def _local_address(self) -> str | None:
+        """The IP address the peer reached (for servers choosing a chain without SNI)."""
+        return None
+
     def _take_buffered(self) -> bool:
         """Hand the engine ciphertext that is already here, without any I/O (False: none)."""
         return False
@@ -678,6 +682,12 @@ class SocketTLS(_TLSBase):
             return str(self._sock().getpeername()[0])
         except (OSError, IndexError):
             return "0.0.0.0"
+
+    def _local_address(self) -> str | None:
+        try:
+            return str(self._sock().getsockname()[0])
+        except (OSError, IndexError, ValueError):
+            return None
 
     def _flush_quietly(self) -> None:
         super()._flush_quietly()
