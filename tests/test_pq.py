@@ -525,6 +525,28 @@ def test_rustls_server_against_independent_client(
             open_record(keys["s"], 0, *encrypted[0])
 
 
+@pytest.mark.parametrize("fault", ["short", "coefficient-not-reduced"])
+def test_rustls_server_refuses_a_bad_hybrid_share(
+    server_config: TLSServerConfiguration, fault: str
+) -> None:
+    """A malformed X25519MLKEM768 share (wrong length; an encapsulation key failing FIPS 203's
+    modulus check) ends the handshake with a TLSError and an alert, not a crash or a hang."""
+    dk, xk = mlkem_x25519_keys()
+    ek = dk.public_key().public_bytes_raw()
+    if fault == "short":
+        share = ek[:-1] + xk.public_key().public_bytes_raw()
+    else:
+        share = b"\xff\xff" + ek[2:] + xk.public_key().public_bytes_raw()  # coefficient 4095
+    server = unitls.get_implementation("rustls").server_context(server_config).create_buffer()
+    with pytest.raises(unitls.TLSError) as info:
+        server.process_incoming(record(22, client_hello({X25519MLKEM768: share}), 0x0301))
+        server.do_handshake()
+    assert not isinstance(info.value, unitls.WantReadError)
+    alert = records(server.process_outgoing(1 << 20))
+    assert [ctype for ctype, _, _ in alert] == [21]
+    assert alert[0][2] == b"\x02\x2f"  # fatal illegal_parameter
+
+
 @pytest.mark.parametrize("order", ["pq-first", "classical-first"])
 def test_rustls_client_against_independent_server(ca: CA, order: str) -> None:
     """A ServerHello made with cryptography's ML-KEM encapsulation to the rustls client's key
