@@ -324,6 +324,30 @@ class BufferSocket(_SocketBase):
         with self._driver.lock:
             return self._driver.buffer.negotiated_tls_version
 
+    @property
+    def session_resumed(self) -> bool:
+        """Whether the handshake resumed an earlier session, if the engine's buffer tells (an
+        extension to the PEP; False otherwise)."""
+        from ._extensions import SupportsSessionInfo
+
+        buffer = self._driver.buffer
+        if not isinstance(buffer, SupportsSessionInfo):
+            return False
+        with self._driver.lock:
+            return buffer.session_resumed
+
+    @property
+    def negotiated_group(self) -> str | None:
+        """IANA name of the key exchange group, if the engine's buffer tells (an extension to
+        the PEP; None otherwise and before the handshake)."""
+        from ._extensions import SupportsSessionInfo
+
+        buffer = self._driver.buffer
+        if not isinstance(buffer, SupportsSessionInfo):
+            return None
+        with self._driver.lock:
+            return buffer.negotiated_group
+
     def getpeercert(self) -> bytes | None:
         result: bytes | None = self._info("getpeercert")
         return result
@@ -632,6 +656,14 @@ class BufferListener(_SocketBase, Generic[_T]):
 
     @property
     def negotiated_tls_version(self) -> TLSVersion | None:
+        return None
+
+    @property
+    def session_resumed(self) -> bool:
+        return False
+
+    @property
+    def negotiated_group(self) -> str | None:
         return None
 
     def __repr__(self) -> str:

@@ -39,7 +39,8 @@ Semantics (the choices this module makes):
 
 ``get_extra_info`` keys: ``peername``, ``sockname``, ``socket`` (and any other key of the socket
 transport), ``peercert`` (DER bytes or None), ``cipher`` (``CipherSuite`` or int), ``tls_version``
-(``TLSVersion``), ``alpn_protocol`` (``NextProtocol``, bytes or None), ``tls_buffer``,
+(``TLSVersion``), ``alpn_protocol`` (``NextProtocol``, bytes or None), ``negotiated_group``
+(the key exchange group's IANA name, e.g. ``"X25519MLKEM768"``, if the engine tells), ``tls_buffer``,
 ``tls_context``, ``server_hostname``, ``ragged_eof``.
 """
 

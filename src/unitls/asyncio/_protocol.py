@@ -53,7 +53,7 @@ from .._errors import (
     WantReadError,
     WantWriteError,
 )
-from .._extensions import SupportsIncomingViews
+from .._extensions import SupportsIncomingViews, SupportsSessionInfo
 from .._protocols import ClientContext, ServerContext, TLSBuffer
 from .._socket import server_buffer
 
@@ -66,7 +66,9 @@ _RECV_SIZE: Final = 256 * 1024
 # Plaintext collected from the engine before one data_received call (coalesces 16 KiB records).
 _PLAIN_SIZE: Final = 256 * 1024
 
-_LAZY_KEYS: Final = frozenset({"peercert", "cipher", "tls_version", "alpn_protocol"})
+_LAZY_KEYS: Final = frozenset(
+    {"peercert", "cipher", "tls_version", "alpn_protocol", "negotiated_group"}
+)
 
 
 class _State(enum.IntEnum):
@@ -302,6 +304,8 @@ class TLSProtocol(asyncio.BufferedProtocol):
                 value = buffer.cipher()
             elif name == "tls_version":
                 value = buffer.negotiated_tls_version
+            elif name == "negotiated_group":
+                value = buffer.negotiated_group if isinstance(buffer, SupportsSessionInfo) else None
             else:
                 value = buffer.negotiated_protocol()
             self._extra[name] = value

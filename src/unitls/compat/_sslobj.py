@@ -24,7 +24,8 @@ import weakref
 from typing import TYPE_CHECKING, Any
 
 from .._drive import NOW, Deadline, Driver, MemoryIO, wait_fd
-from .._enums import CipherSuite, NextProtocol, TLSVersion
+from .._engine import TLS12, TLS13, version_bounds
+from .._enums import DEFAULT_CIPHER_LIST, TLS13_SUITES, CipherSuite, NextProtocol, TLSVersion
 from .._errors import (
     CertificateVerificationError,
     ConfigurationError,
@@ -36,7 +37,16 @@ from .._errors import (
     WantReadError,
     WantWriteError,
 )
-from ._certinfo import cert_dict, cipher_tuple, verify_code
+from ._certinfo import (
+    PeerCertificate,
+    alert_reason,
+    cert_dict,
+    cipher_tuple,
+    verified_chain,
+    verify_code,
+    verify_message,
+)
+from ._hello import HelloBuffer
 
 if TYPE_CHECKING:
     from typing_extensions import Buffer
@@ -46,7 +56,6 @@ if TYPE_CHECKING:
 __all__ = ["BioTLS", "SocketTLS", "translate"]
 
 _DONTWAIT = getattr(socket, "MSG_DONTWAIT", 0)
-
 
 def _eof_error() -> ssl.SSLEOFError:
     err = ssl.SSLEOFError(ssl.SSL_ERROR_EOF, "EOF occurred in violation of protocol")
@@ -63,26 +72,55 @@ def _want_write() -> ssl.SSLWantWriteError:
     return ssl.SSLWantWriteError(ssl.SSL_ERROR_WANT_WRITE, "The operation did not complete (write)")
 
 
-def translate(exc: TLSError, operation: str) -> OSError:
+# Engine failures that OpenSSL reports with a reason of its own (text in the engines' messages).
+_PROTOCOL_REASONS = (
+    ("NoCipherSuitesInCommon", "NO_SHARED_CIPHER", "no shared cipher"),
+    ("is the peer speaking TLS?", "WRONG_VERSION_NUMBER", "wrong version number"),
+)
+_REJECTED_PREFIX = "peer rejected our certificate: "
+
+
+def _ssl_error(reason: str, text: str, cls: type[ssl.SSLError] = ssl.SSLError) -> ssl.SSLError:
+    err = cls(ssl.SSL_ERROR_SSL, f"[SSL: {reason}] {text}")
+    err.reason = reason
+    err.library = "SSL"
+    return err
+
+
+def translate(exc: TLSError, operation: str, server_hostname: str | None = None) -> OSError:
     """The ``ssl`` (or ``OSError``) exception a C ``_ssl`` object raises for this failure.
 
-    The caller chains ``exc`` as ``__cause__``.
+    The caller chains ``exc`` as ``__cause__``; ``server_hostname`` names the server in
+    hostname mismatch messages, as ``_ssl.c`` does.
     """
     cause = exc.__cause__
+    # A fatal alert from the peer (ProtocolError.alert): OpenSSL's reason names the alert, e.g.
+    # TLSV1_ALERT_UNKNOWN_CA when the peer rejected our certificate.
+    alert = getattr(exc, "alert", None)
+    if alert is None and isinstance(exc, CertificateVerificationError):
+        if exc.reason.startswith(_REJECTED_PREFIX):
+            alert = exc.reason[len(_REJECTED_PREFIX) :]
+    if alert is not None:
+        known = alert_reason(alert)
+        if known is not None:
+            return _ssl_error(*known)
     if isinstance(exc, CertificateVerificationError):
         if isinstance(cause, ssl.SSLCertVerificationError):
             code, message = int(cause.verify_code), str(cause.verify_message)
+        elif "sent no certificate" in exc.reason:
+            return _ssl_error(
+                "PEER_DID_NOT_RETURN_A_CERTIFICATE", "peer did not return a certificate"
+            )
         else:
-            code, message = verify_code(exc.reason), exc.reason
-        err: OSError = ssl.SSLCertVerificationError(
-            ssl.SSL_ERROR_SSL,
-            f"[SSL: CERTIFICATE_VERIFY_FAILED] certificate verify failed: {message}",
+            code, message = verify_message(verify_code(exc.reason), exc.reason, server_hostname)
+        err = _ssl_error(
+            "CERTIFICATE_VERIFY_FAILED",
+            f"certificate verify failed: {message}",
+            ssl.SSLCertVerificationError,
         )
         assert isinstance(err, ssl.SSLCertVerificationError)
         err.verify_code = code
         err.verify_message = message
-        err.reason = "CERTIFICATE_VERIFY_FAILED"
-        err.library = "SSL"
         return err
     if isinstance(exc, (RaggedEOF, HandshakeClosedError)):
         return _eof_error()
@@ -94,13 +132,20 @@ def translate(exc: TLSError, operation: str) -> OSError:
         return TimeoutError(f"The {operation} operation timed out")
     if isinstance(exc, TLSConnectionError):
         return OSError(exc.errno, exc.strerror)  # OSError picks the matching subclass
-    err = ssl.SSLError(ssl.SSL_ERROR_SSL, str(exc))
-    assert isinstance(err, ssl.SSLError)
     if isinstance(cause, ssl.SSLError):
+        err = ssl.SSLError(ssl.SSL_ERROR_SSL, str(exc))
         err.reason, err.library = cause.reason, cause.library
-    else:
-        err.reason = "UNITLS_CONFIGURATION" if isinstance(exc, ConfigurationError) else "UNITLS"
-        err.library = "unitls"
+        return err
+    text = str(exc)
+    for marker, reason, openssl_text in _PROTOCOL_REASONS:
+        if marker in text:
+            err = _ssl_error(reason, openssl_text)
+            err.args = (ssl.SSL_ERROR_SSL, f"[SSL: {reason}] {openssl_text} ({text})")
+            err.strerror = err.args[1]
+            return err
+    err = ssl.SSLError(ssl.SSL_ERROR_SSL, text)
+    err.reason = "UNITLS_CONFIGURATION" if isinstance(exc, ConfigurationError) else "UNITLS"
+    err.library = "unitls"
     return err
 
 
@@ -153,6 +198,24 @@ class _LockedBuffer:
         with self._lock:
             return self._buf.cipher()
 
+    def peer_chain(self) -> list[bytes]:
+        """DER of what the peer sent, leaf first (engines' ``getpeercertchain``, beyond the PEP)."""
+        with self._lock:
+            getter = getattr(self._buf, "getpeercertchain", None)
+            if getter is not None:
+                return list(getter())
+            leaf = self._buf.getpeercert()
+            return [leaf] if leaf else []
+
+    def session_resumed(self) -> bool:
+        # Hook for engines reporting resumption (issue 13: TLSBuffer.session_resumed).
+        with self._lock:
+            return bool(getattr(self._buf, "session_resumed", False))
+
+    def client_hello(self) -> Any:
+        # No lock: an attribute read, and the caller may be inside sni_callback (under the lock).
+        return getattr(self._buf, "client_hello", None)
+
     def negotiated_protocol(self) -> NextProtocol | bytes | None:
         with self._lock:
             return self._buf.negotiated_protocol()
@@ -197,19 +260,35 @@ class _TLSBase:
         # With hostname checks off the name is only used for SNI; an IP literal sends none.
         return "0.0.0.0"
 
+    def _local_address(self) -> str | None:
+        """The IP address the peer reached (for servers choosing a chain without SNI)."""
+        return None
+
+    def _after_failed_handshake(self) -> None:
+        """Called when the handshake failed (the engine's alert is out)."""
+
+    def _error(self, exc: TLSError, operation: str) -> OSError:
+        """The ``ssl`` exception for a driver failure (the caller chains ``exc``)."""
+        driver = self._driver
+        if driver is None or not driver.handshake_done:
+            self._after_failed_handshake()
+        return translate(exc, operation, self.server_hostname)
+
     # -- the driver -----------------------------------------------------------------------------
 
     def _drv(self) -> Driver:
         driver = self._driver
         if driver is None:
+            raw: Any
             try:
                 if self.server_side:
-                    raw = self._pep.create_buffer()  # type: ignore[call-arg]
+                    # The engine's buffer comes once the ClientHello is in (sni_callback).
+                    raw = HelloBuffer(self)
                 else:
                     name = self.server_hostname or self._placeholder_hostname()
                     raw = self._pep.create_buffer(name)  # type: ignore[call-arg]
             except TLSError as exc:
-                raise translate(exc, "handshake") from exc
+                raise translate(exc, "handshake", self.server_hostname) from exc
             # As OpenSSL: a reset during the handshake is a ConnectionResetError (after it, an
             # EOF in violation of protocol).
             driver = self._driver = Driver(raw, self._transport(), handshake_reset_is_eof=False)
@@ -233,11 +312,30 @@ class _TLSBase:
 
     @context.setter
     def context(self, value: ssl.SSLContext) -> None:
-        if value is not self._context:
+        if value is self._context:
+            return
+        if self._handshaked:
+            # As with OpenSSL: recorded, and nothing changes for this connection.
+            self._context = value
+            return
+        # Before the engine's buffer exists: a client not yet started, a server in sni_callback.
+        waiting = self._buf is None or getattr(self, "_in_sni_callback", False)
+        plan_for = getattr(value, "_unitls_context", None)
+        if not waiting or plan_for is None:
             raise ValueError(
-                "the unitls bridge cannot switch a connection to another SSLContext "
-                "(sni_callback is not supported)"
+                "the unitls bridge can switch a connection to another SSLContext only before "
+                "its handshake starts (clients) or in sni_callback (servers), and only to a "
+                "unitls.compat.SSLContext"
             )
+        plan = plan_for(self.server_side)
+        if plan.pep is None:
+            ours = getattr(self._context, "implementation", None)
+            theirs = getattr(value, "implementation", None)
+            raise ValueError(
+                f"cannot switch a connection of the {getattr(ours, 'name', '?')} engine to an "
+                f"SSLContext of the {getattr(theirs, 'name', '?')} engine"
+            )
+        self._context, self._pep, self._verified = value, plan.pep, plan.verified
 
     @property
     def owner(self) -> Any:
@@ -257,19 +355,30 @@ class _TLSBase:
             raise ValueError("the unitls bridge does not resume sessions from ssl.SSLSession")
 
     @property
-    def session_reused(self) -> bool:
-        return False
+    def session_reused(self) -> bool | None:
+        if not self._handshaked:
+            return None
+        return self._buffer().session_resumed()
 
     def do_handshake(self) -> None:
         driver = self._drv()
         try:
             driver.handshake(self._deadline("handshake"))
         except TLSError as exc:
-            raise translate(exc, "handshake") from exc
+            raise self._error(exc, "handshake") from exc
 
     def read(self, n: int = 1024, buffer: Buffer | None = None) -> bytes | int:
-        if buffer is not None and n <= 0:
-            n = memoryview(buffer).nbytes
+        # _ssl.c's argument rules: a negative size without a buffer is an error; with one, the
+        # size is capped at its length in bytes, whatever its item type (array('I'), ctypes).
+        if buffer is not None:
+            view = memoryview(buffer)
+            if view.format != "B" or view.ndim != 1:
+                view = view.cast("B")
+            buffer = view
+            if n <= 0 or n > view.nbytes:
+                n = view.nbytes
+        elif n < 0:
+            raise ValueError("size should not be negative")
         if n <= 0:
             return b"" if buffer is None else 0
         driver = self._drv()
@@ -278,7 +387,7 @@ class _TLSBase:
         try:
             data = driver.read(n, buffer, self._deadline("read"))
         except TLSError as exc:
-            raise translate(exc, "read") from exc
+            raise self._error(exc, "read") from exc
         if not data:
             return self._eof_result(buffer)
         return data
@@ -309,9 +418,9 @@ class _TLSBase:
             if driver.handshake_done and exc.errno in (errno.ECONNRESET, errno.EPIPE):
                 # What OpenSSL reports when the peer has gone while we write.
                 raise _eof_error() from exc
-            raise translate(exc, "write") from exc
+            raise self._error(exc, "write") from exc
         except TLSError as exc:
-            raise translate(exc, "write") from exc
+            raise self._error(exc, "write") from exc
         if driver.unsent is not None:
             self._write_blocked(taken, deadline)
         return taken
@@ -336,7 +445,7 @@ class _TLSBase:
             self._shutdown_sent = True
             driver.await_close_notify(deadline)
         except TLSError as exc:
-            raise translate(exc, "read") from exc
+            raise self._error(exc, "read") from exc
 
     def getpeercert(self, binary_form: bool = False) -> dict[str, Any] | bytes | None:
         if not self._handshaked:
@@ -363,8 +472,25 @@ class _TLSBase:
         suite = self._buffer().cipher()
         return cipher_tuple(None if suite is None else int(suite), self._version())
 
-    def shared_ciphers(self) -> None:
-        return None
+    def shared_ciphers(self) -> list[tuple[str, str, int]] | None:
+        """Server side: the suites both sides offered, in this server's order (as OpenSSL)."""
+        if not self.server_side or self._buf is None:
+            return None
+        hello = self._buf.client_hello()
+        config = getattr(self._pep, "configuration", None)
+        if hello is None or config is None:
+            return None
+        low, high = version_bounds(config)
+        ours = [int(c) for c in (config.ciphers or DEFAULT_CIPHER_LIST)]
+        offered = set(hello.cipher_suites)
+        shared = []
+        for suite in ours:
+            tls13 = suite in TLS13_SUITES
+            if suite in offered and (high >= TLS13 if tls13 else low <= TLS12):
+                info = cipher_tuple(suite, "TLSv1.3" if tls13 else "TLSv1.2")
+                if info is not None:
+                    shared.append(info)
+        return shared
 
     def compression(self) -> None:
         return None
@@ -384,9 +510,30 @@ class _TLSBase:
     def get_channel_binding(self, cb_type: str = "tls-unique") -> None:
         if cb_type not in ssl.CHANNEL_BINDING_TYPES:
             raise ValueError(f"{cb_type} channel binding type not implemented")
-        return None  # PEP 748 engines do not expose the Finished messages
+        # tls-unique is the first Finished message, which PEP 748 engines do not expose (the
+        # OpenSSL engine's native path gives it); None is what ssl returns when it has none.
+        return None
+
+    def get_unverified_chain(self) -> list[PeerCertificate] | None:
+        """What the peer sent, leaf first (``_ssl.c``: ``SSL_get_peer_cert_chain``)."""
+        if not self._handshaked:
+            return None
+        ders = self._buffer().peer_chain()
+        return [PeerCertificate(d) for d in ders] if ders else None
+
+    def get_verified_chain(self) -> list[PeerCertificate] | None:
+        """The verified path, leaf to trust anchor (``SSL_get0_verified_chain``)."""
+        if not self._handshaked or not self._verified:
+            return None
+        sent = self._buffer().peer_chain()
+        if not sent:
+            return None
+        anchors = getattr(self._context, "_unitls_anchors", None)
+        return [PeerCertificate(d) for d in verified_chain(sent, anchors() if anchors else [])]
 
     def verify_client_post_handshake(self) -> None:
+        if self._version() != "TLSv1.3":
+            raise _ssl_error("WRONG_SSL_VERSION", "wrong ssl version")  # as OpenSSL says
         raise ssl.SSLError(
             ssl.SSL_ERROR_SSL,
             "post-handshake client authentication (verify_client_post_handshake) is not "
@@ -485,6 +632,26 @@ class SocketTLS(_TLSBase):
         except (OSError, IndexError):
             return "0.0.0.0"
 
+    def _local_address(self) -> str | None:
+        try:
+            return str(self._sock().getsockname()[0])
+        except (OSError, IndexError, ValueError):
+            return None
+
+    def _after_failed_handshake(self) -> None:
+        # Records the peer sent after the one that failed would make close() send a TCP
+        # reset, which can destroy the alert just sent before the peer reads it. Read them
+        # (without waiting: a socket with a timeout is polled first) and drop them.
+        try:
+            sock = self._sock()
+            for _ in range(16):
+                if not wait_fd(sock.fileno(), True, False, 0):
+                    break
+                if not _socket.socket.recv(sock, 65536, _DONTWAIT):
+                    break
+        except (OSError, ValueError):
+            pass
+
     def write(self, data: Buffer) -> int:
         if self._write_taken:
             # The caller retries the write that raised SSLWantWriteError (OpenSSL's contract):
@@ -493,7 +660,7 @@ class SocketTLS(_TLSBase):
             try:
                 driver.flush(self._deadline("write"))
             except TLSError as exc:
-                raise translate(exc, "write") from exc
+                raise self._error(exc, "write") from exc
             taken, self._write_taken = self._write_taken, 0
             return taken
         return super().write(data)
