@@ -57,6 +57,7 @@ __all__ = ["BioTLS", "SocketTLS", "translate"]
 
 _DONTWAIT = getattr(socket, "MSG_DONTWAIT", 0)
 
+
 def _eof_error() -> ssl.SSLEOFError:
     err = ssl.SSLEOFError(ssl.SSL_ERROR_EOF, "EOF occurred in violation of protocol")
     err.reason = "UNEXPECTED_EOF_WHILE_READING"
