@@ -441,6 +441,47 @@ def test_finding_6_accept_is_not_held_by_an_idle_or_dripping_client(
         listener.close()
 
 
+def test_nonblocking_listener_hands_out_connections_before_their_handshake(
+    subject: Impl, server_config: TLSServerConfiguration, ca: CA
+) -> None:
+    """A non-blocking listener returns connections at once (as the ssl module does for
+    non-blocking sockets); their first operations drive the handshake, non-blocking too."""
+    listener = subject.server_context(server_config).connect((HOST, 0))
+    listener.setblocking(False)
+    with pytest.raises(unitls.WantReadError):
+        listener.accept()
+    done = threading.Event()
+
+    def client() -> None:
+        with socket.create_connection(listener.getsockname(), timeout=20) as raw:
+            with _stdlib_client_ctx(ca).wrap_socket(raw, server_hostname="localhost") as tls:
+                tls.sendall(b"ping")
+                assert recv_exactly(tls, 4) == b"pong"
+        done.set()
+
+    t = threading.Thread(target=client, daemon=True)
+    t.start()
+    try:
+        select.select([listener], [], [], 20)
+        conn, _ = listener.accept()
+        with conn:
+            assert conn.gettimeout() == 0
+            got = b""
+            while len(got) < 4:
+                select.select([conn], [], [], 20)
+                try:
+                    got += conn.recv(4 - len(got))
+                except (unitls.WantReadError, unitls.WantWriteError):
+                    continue
+            assert got == b"ping"
+            conn.setblocking(True)
+            conn.sendall(b"pong")
+            assert done.wait(20)
+    finally:
+        t.join(20)
+        listener.close()
+
+
 def test_finding_6_unitls_serve_is_not_held_by_one_client(engine: Impl, tmp_path: Path) -> None:
     """``unitls serve`` answers a client while another one sits idle in its handshake and a
     third holds a connection without sending its request."""

@@ -489,8 +489,8 @@ def _key_pem(key: PrivateKey) -> bytes:
     if isinstance(loaded, rsa.RSAPrivateKey):
         if loaded.key_size < _MIN_RSA_BITS:
             raise ConfigurationError(
-                f"private key {key!r} is RSA-{loaded.key_size}, which is too small (OpenSSL "
-                f"refuses RSA keys under {_MIN_RSA_BITS} bits): use RSA-2048 or ECDSA P-256"
+                f"private key {key!r}: RSA-{loaded.key_size} is too small (OpenSSL refuses RSA "
+                f"keys under {_MIN_RSA_BITS} bits): use RSA-2048 or larger, or ECDSA P-256"
             )
     elif isinstance(loaded, ec.EllipticCurvePrivateKey):
         if loaded.curve.name not in _SIGNING_CURVES:
