@@ -23,6 +23,7 @@ import ipaddress
 import os
 import socket
 import ssl
+import threading
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
@@ -56,7 +57,9 @@ from ._objects import Certificate, PrivateKey, SigningChain, TrustStore
 from ._protocols import TLSImplementation
 from ._socket import (
     _CLIENT_LINGER,
+    _CLOSE_WAIT,
     DEFAULT_TIMEOUT,
+    _check_timeout,
     _SocketBase,
     map_os_error,
     open_connection,
@@ -992,56 +995,184 @@ def _write_after_close() -> TLSError:
     return TLSError("cannot write: close_notify was already sent (shutdown)")
 
 
-class OpenSSLSocket(_SocketBase):
-    """A connected TLSSocket over ``ssl.SSLSocket`` (the stdlib's C I/O loop).
+class _ZeroReturn(TLSError):
+    """The peer's close_notify met by a read (internal: the read returns the empty result)."""
 
-    It follows the driver's rules (``unitls._drive``): OpenSSL's calls have whole-call deadlines
-    already; ``connect`` shares one deadline between TCP and the handshake; a reset is a ragged
-    EOF when reading and a ``TLSConnectionError`` when writing; ``shutdown(SHUT_WR)`` sends
-    close_notify and reading stays TLS-protected.
+
+# While one thread uses an OpenSSLSocket, the longest an OpenSSL call waits at a time (the
+# call is then repeated until the deadline): the bound on how long a second thread waits to
+# switch the socket to shared use (see OpenSSLSocket).
+_SLICE = 0.05
+
+
+class OpenSSLSocket(_SocketBase):
+    """A connected TLSSocket over ``ssl.SSLSocket`` (OpenSSL's C record layer on the socket).
+
+    Theory of operation: it follows the driver's rules (``unitls._drive``) with two modes, since
+    OpenSSL's connection objects are not thread-safe (a read processing a post-handshake message
+    while another thread writes breaks the connection) while the fast path is one C call that
+    also does the waiting:
+
+    * *single* (from the start): every call runs under ``_lock`` and lets OpenSSL wait for the
+      socket itself, at most ``_SLICE`` at a time (repeated until the operation's deadline);
+    * *shared*: the first time a thread finds ``_lock`` held, the socket becomes shared for
+      good: OpenSSL never waits (the next holder of ``_lock`` makes the ``SSLSocket``
+      non-blocking), calls still run under ``_lock``, and waiting (``poll``) happens outside it,
+      so a reader never waits for a writer (full duplex). The switch waits at most about one
+      slice for the other thread's call.
+
+    A timeout is a deadline for the whole call in both modes. A reset is a ragged EOF when
+    reading and a ``TLSConnectionError`` when writing; ``shutdown(SHUT_WR)`` sends close_notify
+    and reading stays TLS-protected.
     """
 
-    __slots__ = ("_close_sent", "_closed", "_context", "_done", "_sock", "_ssl")
+    __slots__ = (
+        "_close_sent",
+        "_closed",
+        "_context",
+        "_done",
+        "_lock",
+        "_shared",
+        "_sock",
+        "_ssl",
+        "_timeout",
+    )
 
     def __init__(
         self,
         ssl_sock: ssl.SSLSocket,
         context: OpenSSLClientContext | OpenSSLServerContext,
     ) -> None:
+        self._timeout = ssl_sock.gettimeout()
+        self._shared = False
         self._ssl = ssl_sock
         self._sock: socket.socket = ssl_sock
         self._context = context
+        self._lock = threading.Lock()
         self._closed = False
         self._done = False
         self._close_sent = False
+        ssl_sock.settimeout(self._openssl_timeout())
+
+    def _openssl_timeout(self) -> float:
+        """How long one OpenSSL call may wait (see the class docstring)."""
+        timeout = self._timeout
+        if self._shared or timeout == 0:
+            return 0.0
+        return _SLICE if timeout is None else min(timeout, _SLICE)
+
+    def settimeout(self, value: float | None) -> None:
+        """Blocking (None), bounded (seconds: a deadline for each call as a whole) or
+        non-blocking (0), as for socket.socket."""
+        self._timeout = _check_timeout(value)
+        with self._lock:
+            if self._ssl.fileno() != -1:
+                self._ssl.settimeout(self._openssl_timeout())
+
+    def gettimeout(self) -> float | None:
+        return self._timeout
+
+    def setblocking(self, flag: bool) -> None:
+        self.settimeout(None if flag else 0.0)
+
+    def _call(
+        self,
+        deadline: Deadline | str,
+        writing: bool,
+        fn: Callable[..., Any],
+        *args: Any,
+        failed: Exception | None = None,
+    ) -> Any:
+        """``fn(*args)`` (an ``SSLSocket`` method) under the lock, repeated until it completes
+        or the deadline passes (a name: the deadline starts with the first retry); ``failed``:
+        what a first attempt raised. Errors come out as TLSErrors."""
+        if self._closed:
+            raise TLSError("the TLS socket is closed")
+        lock = self._lock
+        while True:
+            if failed is None:
+                if not lock.acquire(False):
+                    # Another thread is inside an OpenSSL call (which returns within a slice):
+                    # shared from now on.
+                    self._shared = True
+                    lock.acquire()
+                try:
+                    if self._shared and self._ssl.gettimeout() != 0:
+                        self._ssl.settimeout(0)  # the first call since the switch
+                    return fn(*args)
+                except (ssl.SSLError, OSError) as exc:
+                    failed = exc
+                finally:
+                    lock.release()
+            error, failed = failed, None
+            want: bool | None
+            if isinstance(error, ssl.SSLWantReadError):
+                want = False
+            elif isinstance(error, ssl.SSLWantWriteError):
+                want = True
+            elif isinstance(error, TimeoutError):
+                want = None  # single mode: OpenSSL waited a slice
+            else:
+                raise self._error(error, writing) from error
+            if isinstance(deadline, str):
+                deadline = Deadline(self._timeout, deadline)
+            if deadline.nonblocking:
+                if want:
+                    raise WantWriteError("TLS data must be written to the network first")
+                raise WantReadError("no TLS data available on the socket yet")
+            remaining = deadline.remaining()  # TLSTimeoutError once it is over
+            if want is not None and self._shared:
+                wait_fd(self._ssl.fileno(), not want, want, remaining)
 
     def do_handshake(self) -> None:
-        try:
-            self._ssl.do_handshake()
-        except (ssl.SSLError, OSError) as exc:
-            raise self._error(exc, False) from exc
+        self._call("handshake", False, self._ssl.do_handshake)
         self._done = True
 
-    # ``_done``: the handshake completed (an explicit one, or one driven by a first recv/send on a
-    # socket from a non-blocking listener); OpenSSL's version() is None again after a failure.
+    def _handshake_within(self, deadline: Deadline) -> None:
+        """The handshake within ``deadline`` (connect: what the TCP connect left)."""
+        self._call(deadline, False, self._ssl.do_handshake)
+        self._done = True
+
+    # The fast path of each call is inline: one uncontended lock around one C call.
+
     def recv(self, bufsize: int) -> bytes:
+        lock = self._lock
+        failed = None
+        if not self._shared and not self._closed and lock.acquire(False):
+            try:
+                data: bytes = self._ssl.recv(bufsize)
+                if not self._done:
+                    self._done = True
+                return data
+            except (ssl.SSLError, OSError) as exc:
+                failed = exc  # handled below
+            finally:
+                lock.release()
         try:
-            data = self._ssl.recv(bufsize)
-        except ssl.SSLZeroReturnError:
-            return b""  # the peer's close_notify, after ours (shutdown(SHUT_WR))
-        except (ssl.SSLError, OSError) as exc:
-            raise self._error(exc, False) from exc
+            data = self._call("recv", False, self._ssl.recv, bufsize, failed=failed)
+        except _ZeroReturn:
+            return b""
         if not self._done:
             self._done = True
         return data
 
     def recv_into(self, buffer: Buffer, nbytes: int = 0) -> int:
+        lock = self._lock
+        failed = None
+        if not self._shared and not self._closed and lock.acquire(False):
+            try:
+                n: int = self._ssl.recv_into(buffer, nbytes)
+                if not self._done:
+                    self._done = True
+                return n
+            except (ssl.SSLError, OSError) as exc:
+                failed = exc  # handled below
+            finally:
+                lock.release()
         try:
-            n = self._ssl.recv_into(buffer, nbytes)
-        except ssl.SSLZeroReturnError:
+            n = self._call("recv", False, self._ssl.recv_into, buffer, nbytes, failed=failed)
+        except _ZeroReturn:
             return 0
-        except (ssl.SSLError, OSError) as exc:
-            raise self._error(exc, False) from exc
         if not self._done:
             self._done = True
         return n
@@ -1049,10 +1180,7 @@ class OpenSSLSocket(_SocketBase):
     def send(self, data: Buffer) -> int:
         if self._close_sent:
             raise _write_after_close()
-        try:
-            n = self._ssl.send(data)
-        except (ssl.SSLError, OSError) as exc:
-            raise self._error(exc, True) from exc
+        n: int = self._call("send", True, self._ssl.send, data)
         if not self._done:
             self._done = True
         return n
@@ -1060,16 +1188,34 @@ class OpenSSLSocket(_SocketBase):
     def sendall(self, data: Buffer) -> None:
         if self._close_sent:
             raise _write_after_close()
-        try:
-            self._ssl.sendall(data)
-        except (ssl.SSLError, OSError) as exc:
-            raise self._error(exc, True) from exc
+        send = self._ssl.send
+        lock = self._lock
+        failed = None
+        if not self._shared and not self._closed and lock.acquire(False):
+            try:
+                # OpenSSL writes it all (or raises): partial writes are not enabled.
+                send(data)
+                if not self._done:
+                    self._done = True
+                return
+            except (ssl.SSLError, OSError) as exc:
+                failed = exc  # handled below
+            finally:
+                lock.release()
+        view = memoryview(data).cast("B")
+        deadline = Deadline(self._timeout, "sendall")  # for the whole call
+        while view:
+            # (After a partial write OpenSSL is retried with the same bytes: ``view``.)
+            view = view[self._call(deadline, True, send, view, failed=failed) :]
+            failed = None
         if not self._done:
             self._done = True
 
     def _error(self, exc: Exception, writing: bool) -> TLSError:
         if self._closed or self._ssl.fileno() == -1:
             return TLSError("the TLS socket is closed")
+        if isinstance(exc, ssl.SSLZeroReturnError) and self._done:
+            return _ZeroReturn()  # the peer's close_notify: recv returns b""
         handshaking = not self._done
         if isinstance(exc, BlockingIOError):
             if writing:
@@ -1088,20 +1234,21 @@ class OpenSSLSocket(_SocketBase):
         return _translate(exc, handshaking)
 
     def close(self, force: bool = False) -> None:
-        """Send close_notify and close. ``force=False`` waits for the peer's close_notify (up
-        to the socket's timeout, five seconds when blocking; non-blocking: WantReadError)."""
+        """Send close_notify and close. ``force=False`` waits for the peer's close_notify (the
+        socket's timeout, five seconds when blocking, bounds the whole close; non-blocking:
+        WantReadError until it came). ``force=True`` does not wait."""
         if self._closed:
             return
         s = self._ssl
-        timeout = s.gettimeout()
+        timeout = self._timeout
         try:
-            s.settimeout(0 if force else (timeout if timeout is not None else 5.0))
-            s.unwrap()
-        except ssl.SSLWantReadError:
+            if self._done:
+                wait = 0.0 if force else (_CLOSE_WAIT if timeout is None else timeout)
+                self._call(Deadline(wait, "close"), False, s.unwrap)
+        except WantReadError:
             if not force and timeout == 0:
-                s.settimeout(timeout)
-                raise WantReadError("waiting for the peer's close_notify") from None
-        except (ssl.SSLError, OSError, ValueError):
+                raise
+        except (TLSError, ValueError):
             pass  # the peer is gone or misbehaved; closing is all that is left to do
         self._closed = True
         s.close()
@@ -1114,7 +1261,8 @@ class OpenSSLSocket(_SocketBase):
         s = self._ssl
         if how != socket.SHUT_RD and not self._close_sent and self._done:
             c_obj = s._sslobj  # type: ignore[attr-defined]
-            _close_notify(c_obj, s, Deadline(s.gettimeout(), "shutdown"))
+            with self._lock:
+                _close_notify(c_obj, s, Deadline(self._timeout, "shutdown"))
             self._close_sent = True
         try:
             # The socket's own shutdown: ssl.SSLSocket.shutdown() would drop the TLS state, and
@@ -1168,7 +1316,8 @@ class OpenSSLSocket(_SocketBase):
 
     def pending(self) -> int:
         """Decrypted bytes ready to be read without touching the network."""
-        return self._ssl.pending()
+        with self._lock:
+            return self._ssl.pending()
 
     def __repr__(self) -> str:
         state = "closed" if self._closed else f"fd={self._ssl.fileno()}"
@@ -1223,10 +1372,7 @@ class OpenSSLClientContext(ClientContextBase[ssl.SSLContext]):
             raise
         tls = OpenSSLSocket(ssl_sock, self)
         try:
-            if timeout:
-                ssl_sock.settimeout(deadline.remaining())  # what the TCP connect left
-            tls.do_handshake()
-            ssl_sock.settimeout(timeout)
+            tls._handshake_within(deadline)  # what the TCP connect left of the timeout
         except TLSError:
             linger_close(ssl_sock, _CLIENT_LINGER)  # the alert is out: let it arrive
             raise

@@ -219,18 +219,26 @@ class Driver(Core):
         "deferred",
         "handshake_reset_is_eof",
         "readahead",
+        "reset_is_eof",
         "transport",
         "unsent",
     )
 
     def __init__(
-        self, buffer: TLSBuffer, transport: Transport, handshake_reset_is_eof: bool = True
+        self,
+        buffer: TLSBuffer,
+        transport: Transport,
+        *,
+        reset_is_eof: bool = True,
+        handshake_reset_is_eof: bool = True,
     ) -> None:
         super().__init__(buffer)
         self.transport = transport
         # A reset while receiving is an EOF without close_notify (the engine reports RaggedEOF
-        # or HandshakeClosedError); the ssl bridge reports one during the handshake as a
-        # TLSConnectionError instead, as OpenSSL does.
+        # or HandshakeClosedError). The ssl bridge reports resets as the running Python's _ssl
+        # does instead: a TLSConnectionError (its ConnectionResetError) during the handshake,
+        # and, from Python 3.13, after it too.
+        self.reset_is_eof = reset_is_eof
         self.handshake_reset_is_eof = handshake_reset_is_eof
         self.unsent: memoryview | None = None
         self.readahead = bytearray()
@@ -373,7 +381,8 @@ class Driver(Core):
                     self._wait(True, want_write, deadline)
                     continue
                 except ConnectionResetError as exc:
-                    if not (self.handshake_done or self.handshake_reset_is_eof):
+                    eof = self.reset_is_eof if self.handshake_done else self.handshake_reset_is_eof
+                    if not eof:
                         raise map_os_error(exc, "receiving TLS data failed") from exc
                     data = b""  # an EOF without close_notify: the engine reports it
                 except OSError as exc:

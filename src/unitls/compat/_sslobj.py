@@ -19,6 +19,7 @@ import _socket
 import errno
 import socket
 import ssl
+import sys
 import threading
 import weakref
 from typing import TYPE_CHECKING, Any
@@ -56,6 +57,9 @@ if TYPE_CHECKING:
 __all__ = ["BioTLS", "SocketTLS", "translate"]
 
 _DONTWAIT = getattr(socket, "MSG_DONTWAIT", 0)
+# Python 3.13's _ssl reports a connection reset as ConnectionResetError; before, after the
+# handshake, as SSLEOFError.
+_RESET_IS_OSERROR = sys.version_info >= (3, 13)
 
 
 def _eof_error() -> ssl.SSLEOFError:
@@ -290,9 +294,14 @@ class _TLSBase:
                     raw = self._pep.create_buffer(name)  # type: ignore[call-arg]
             except TLSError as exc:
                 raise translate(exc, "handshake", self.server_hostname) from exc
-            # As OpenSSL: a reset during the handshake is a ConnectionResetError (after it, an
-            # EOF in violation of protocol).
-            driver = self._driver = Driver(raw, self._transport(), handshake_reset_is_eof=False)
+            # As the stdlib: a reset during the handshake is a ConnectionResetError; after it, an
+            # EOF in violation of protocol up to Python 3.12, a ConnectionResetError from 3.13.
+            driver = self._driver = Driver(
+                raw,
+                self._transport(),
+                reset_is_eof=not _RESET_IS_OSERROR,
+                handshake_reset_is_eof=False,
+            )
             self._buf = _LockedBuffer(raw, driver.lock)
         return driver
 
@@ -416,8 +425,9 @@ class _TLSBase:
             # Takes everything (trio and anyio ignore short writes) unless the socket blocks.
             taken = driver.write(view, deadline)
         except TLSConnectionError as exc:
-            if driver.handshake_done and exc.errno in (errno.ECONNRESET, errno.EPIPE):
-                # What OpenSSL reports when the peer has gone while we write.
+            gone = exc.errno in (errno.ECONNRESET, errno.EPIPE)
+            if gone and driver.handshake_done and not _RESET_IS_OSERROR:
+                # What the stdlib reports up to 3.12 when the peer has gone while we write.
                 raise _eof_error() from exc
             raise self._error(exc, "write") from exc
         except TLSError as exc:
