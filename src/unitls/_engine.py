@@ -1,15 +1,42 @@
-"""Helpers shared by the engines: version bounds, reading key material, support checks."""
+"""The engine layer: what every engine shares, so that a new engine is a page of code.
+
+An engine module provides two context classes built on ``ClientContextBase`` and
+``ServerContextBase`` and fills in only its own steps:
+
+- ``validate(configuration)`` (a staticmethod): raise ``ConfigurationError`` for what the engine
+  cannot do. It is also the ``validate_config`` of the engine's ``TLSImplementation``.
+- ``_compile(configuration)``: translate the configuration once into the engine's native form
+  (stored as ``self._native``). Client contexts read ``self._verification()`` to learn whether
+  the insecure module turned checks off; ``self._resumption`` / ``self._session_tickets`` hold
+  the session options.
+- ``_new_buffer(name)``: a ``TLSBuffer``. Clients get the server hostname; servers get the local
+  address the connection reached (or None), which picks the default chain for clients that
+  send no SNI.
+
+Everything else is here, written once: argument and type checks, ``validate_config`` at
+construction, the ``configuration`` property, ``create_buffer``/``create_buffer_for``, sockets
+(through the generic driver unless the engine overrides ``connect`` or ``_accept``), STARTTLS
+``upgrade``, ``__repr__``, and the insecure variants (``unitls.insecure`` derives them from the
+two classes). ``engine_implementation()`` makes the ``TLSImplementation``.
+
+Also here: helpers for engines (version bounds, cipher lists, reading key material).
+"""
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any, ClassVar, Generic, TypeVar
 
+from ._config import TLSClientConfiguration, TLSServerConfiguration
 from ._enums import TLS13_SUITES, CipherSuite, TLSVersion
 from ._errors import ConfigurationError
+from ._protocols import TLSImplementation
+from ._socket import DEFAULT_TIMEOUT, StartTLSMixin, connect_with_buffer, listen_with_buffers
 
 if TYPE_CHECKING:
-    from ._config import TLSClientConfiguration, TLSServerConfiguration
+    import socket
+
     from ._objects import Certificate, PrivateKey, TrustStore
+    from ._protocols import TLSBuffer, TLSSocket
 
 TLS12 = 0x0303
 TLS13 = 0x0304
@@ -94,3 +121,158 @@ def reject_ids(config: TLSClientConfiguration | TLSServerConfiguration, engine: 
             f"the {engine} engine cannot load a trust store from an identifier ({store!r}): "
             "use TrustStore.system(), from_buffer() or from_file()"
         )
+
+
+# -- the context base classes ------------------------------------------------------------------
+
+_Native = TypeVar("_Native")
+
+
+def check_server_hostname(server_hostname: object) -> str:
+    """The name a client buffer verifies and sends (SNI), checked like ``ssl`` checks it."""
+    if not isinstance(server_hostname, str):
+        raise TypeError(f"server_hostname must be a str, not {type(server_hostname).__name__}")
+    if not server_hostname:
+        raise ValueError("create_buffer needs the server's host name (for SNI and checks)")
+    if "\x00" in server_hostname:
+        raise TypeError("server_hostname must not contain a NUL character")
+    return server_hostname
+
+
+class ClientContextBase(StartTLSMixin, Generic[_Native]):
+    """An engine's client context (see the module docstring for what a subclass fills in).
+
+    ``resumption=False`` turns off session resumption (every handshake is a full one).
+    """
+
+    __slots__ = ("_configuration", "_native", "_resumption")
+
+    #: The engine's short name, for messages and ``repr``.
+    engine_name: ClassVar[str] = "engine"
+
+    def __init__(self, configuration: TLSClientConfiguration, *, resumption: bool = True) -> None:
+        if not isinstance(configuration, TLSClientConfiguration):
+            raise TypeError(
+                f"expected a TLSClientConfiguration, not {type(configuration).__name__}"
+            )
+        if not isinstance(resumption, bool):
+            raise TypeError("resumption must be a bool")
+        type(self).validate(configuration)
+        self._configuration = configuration
+        self._resumption = resumption
+        self._native: _Native = self._compile(configuration)
+
+    @staticmethod
+    def validate(config: TLSClientConfiguration | TLSServerConfiguration) -> None:
+        """Raise ConfigurationError if the engine cannot honour ``config``."""
+        raise NotImplementedError
+
+    def _compile(self, configuration: TLSClientConfiguration) -> _Native:
+        raise NotImplementedError
+
+    def _new_buffer(self, server_hostname: str) -> TLSBuffer:
+        raise NotImplementedError
+
+    def _verification(self) -> tuple[bool, bool]:
+        """(verify the certificate chain, check the hostname): both, unless insecure."""
+        return True, True
+
+    @property
+    def configuration(self) -> TLSClientConfiguration:
+        return self._configuration
+
+    def create_buffer(self, server_hostname: str) -> TLSBuffer:
+        """A new in-memory client connection to ``server_hostname`` (SNI and name checks)."""
+        return self._new_buffer(check_server_hostname(server_hostname))
+
+    def connect(self, address: tuple[str | None, int], *, timeout: Any = DEFAULT_TIMEOUT) -> Any:
+        """Connect, handshake and verify the server against ``address``'s host.
+
+        ``timeout`` (seconds, None: block) bounds the TCP connect and the handshake and stays
+        the socket's timeout; by default ``socket.getdefaulttimeout()``, as for ``socket``.
+        """
+        return connect_with_buffer(self, address, timeout)
+
+    def __repr__(self) -> str:
+        return f"<{type(self).__name__} {self._configuration!r}>"
+
+
+class ServerContextBase(StartTLSMixin, Generic[_Native]):
+    """An engine's server context (see the module docstring for what a subclass fills in).
+
+    ``session_tickets=False`` stops issuing resumption tickets (every handshake is full).
+    """
+
+    __slots__ = ("_configuration", "_native", "_session_tickets")
+
+    engine_name: ClassVar[str] = "engine"
+
+    def __init__(
+        self, configuration: TLSServerConfiguration, *, session_tickets: bool = True
+    ) -> None:
+        if not isinstance(configuration, TLSServerConfiguration):
+            raise TypeError(
+                f"expected a TLSServerConfiguration, not {type(configuration).__name__}"
+            )
+        if not isinstance(session_tickets, bool):
+            raise TypeError("session_tickets must be a bool")
+        type(self).validate(configuration)
+        self._configuration = configuration
+        self._session_tickets = session_tickets
+        self._native: _Native = self._compile(configuration)
+
+    @staticmethod
+    def validate(config: TLSClientConfiguration | TLSServerConfiguration) -> None:
+        """Raise ConfigurationError if the engine cannot honour ``config``."""
+        raise NotImplementedError
+
+    def _compile(self, configuration: TLSServerConfiguration) -> _Native:
+        raise NotImplementedError
+
+    def _new_buffer(self, local_address: str | None) -> TLSBuffer:
+        raise NotImplementedError
+
+    @property
+    def configuration(self) -> TLSServerConfiguration:
+        return self._configuration
+
+    def create_buffer(self) -> TLSBuffer:
+        """A new in-memory server connection."""
+        return self._new_buffer(None)
+
+    def create_buffer_for(self, local_address: str | None) -> TLSBuffer:
+        """A server buffer for a connection that reached ``local_address`` (an IP): clients
+        that send no SNI get the first chain whose leaf names that address."""
+        if local_address is not None and not isinstance(local_address, str):
+            raise TypeError("local_address must be a str (an IP address) or None")
+        return self._new_buffer(local_address)
+
+    def connect(self, address: tuple[str | None, int]) -> Any:
+        """Bind and listen on ``address``; ``accept()`` returns handshaken connections."""
+        return listen_with_buffers(self, address, self._accept)
+
+    def _accept(self, conn: socket.socket) -> TLSSocket:
+        """The TLS socket (not yet handshaken) for an accepted connection; the generic driver
+        over ``create_buffer_for`` unless the engine has its own sockets."""
+        from ._socket import BufferSocket, server_buffer
+
+        return BufferSocket(conn, server_buffer(self, conn), self)
+
+    def __repr__(self) -> str:
+        return f"<{type(self).__name__} {self._configuration!r}>"
+
+
+_C = TypeVar("_C", bound=ClientContextBase[Any])
+_S = TypeVar("_S", bound=ServerContextBase[Any])
+
+
+def engine_implementation(client: type[_C], server: type[_S]) -> TLSImplementation[_C, _S]:
+    """The ``TLSImplementation`` of an engine built on the base classes."""
+    if client.validate is not server.validate:
+        raise TypeError("an engine's client and server contexts must share one validate()")
+    return TLSImplementation(
+        client_context=client,
+        server_context=server,
+        validate_config=client.validate,
+        name=client.engine_name,
+    )

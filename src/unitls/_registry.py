@@ -14,8 +14,14 @@ __all__ = ["ENGINE_ENV", "get_implementation", "implementations"]
 #: Environment variable naming the default engine (a built-in name or ``module[:attribute]``).
 ENGINE_ENV = "UNITLS_ENGINE"
 
-# Built-in engines, in order of preference for the default.
+# Built-in engines (name -> module defining IMPLEMENTATION), in order of preference for the
+# default. The one place that names them.
 _BUILTIN = {"openssl": "unitls.openssl", "rustls": "unitls.rustls"}
+
+
+def builtin_engines() -> dict[str, str]:
+    """Built-in engine names and the modules that define them (usable here or not)."""
+    return dict(_BUILTIN)
 
 
 def _load(name: str) -> TLSImplementation[Any, Any]:

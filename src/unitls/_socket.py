@@ -451,8 +451,10 @@ class BufferSocket(_SocketBase):
     def getpeercertchain(self) -> list[bytes]:
         """DER of every certificate the peer sent, leaf first, if the engine's buffer tells
         (an extension to the PEP; empty otherwise)."""
-        chain = getattr(self._buffer, "getpeercertchain", None)
-        return list(chain()) if chain is not None else []
+        from ._extensions import SupportsPeerCertChain
+
+        buffer = self._buffer
+        return list(buffer.getpeercertchain()) if isinstance(buffer, SupportsPeerCertChain) else []
 
     def listen(self, backlog: int) -> None:
         raise TLSError("listen() is for server sockets made by ServerContext.connect()")
@@ -553,26 +555,30 @@ class BufferListener(_SocketBase, Generic[_T]):
 def server_buffer(context: ServerContext, sock: socket.socket) -> TLSBuffer:
     """A server buffer for a connection on ``sock``: unitls engines choose the default chain by
     the local address the client reached (``create_buffer_for``); others get ``create_buffer``."""
-    for_address = getattr(context, "create_buffer_for", None)
-    if for_address is None:
+    from ._extensions import SupportsCreateBufferFor
+
+    if not isinstance(context, SupportsCreateBufferFor):
         return context.create_buffer()
     try:
         local = str(sock.getsockname()[0])
     except (OSError, IndexError):
         local = None
-    buffer: TLSBuffer = for_address(local)
-    return buffer
+    return context.create_buffer_for(local)
 
 
 def listen_with_buffers(
-    context: ServerContext, address: tuple[str | None, int]
-) -> BufferListener[BufferSocket]:
-    """``ServerContext.connect`` for engines whose sockets are BufferSockets."""
-    return BufferListener(
-        open_listener(address),
-        context,
-        lambda conn: BufferSocket(conn, server_buffer(context, conn), context),
-    )
+    context: ServerContext,
+    address: tuple[str | None, int],
+    wrap: Callable[[socket.socket], Any] | None = None,
+) -> BufferListener[Any]:
+    """``ServerContext.connect``: a listener whose accepted connections ``wrap`` turns into TLS
+    sockets (by default BufferSockets over ``create_buffer_for``)."""
+    if wrap is None:
+
+        def wrap(conn: socket.socket) -> BufferSocket:
+            return BufferSocket(conn, server_buffer(context, conn), context)
+
+    return BufferListener(open_listener(address), context, wrap)
 
 
 def connect_with_buffer(

@@ -65,6 +65,7 @@ from ._errors import (
     WantReadError,
     WantWriteError,
 )
+from ._extensions import SupportsIncomingViews
 from ._protocols import ClientContext, ServerContext, TLSBuffer
 from ._socket import map_os_error, server_buffer
 
@@ -91,10 +92,6 @@ _HANDSHAKE: Final = 0
 _OPEN: Final = 1
 _CLOSING: Final = 2
 _CLOSED: Final = 3
-
-# Engines whose process_incoming copies its argument at once (any buffer-protocol object):
-# they get a view of the receive buffer instead of a bytes copy of it.
-_COPYING_ENGINES: Final = frozenset({"unitls.openssl", "unitls.rustls"})
 
 _LAZY_KEYS: Final = frozenset({"peercert", "cipher", "tls_version", "alpn_protocol"})
 
@@ -265,7 +262,8 @@ class TLSProtocol(asyncio.BufferedProtocol):
         self._initial = b""  # STARTTLS: handshake bytes the plain reader had already taken
         self._writes_after_close = 0
         self._plain_view = _scratch.plain
-        self._zero_copy = type(buffer).__module__ in _COPYING_ENGINES
+        # Engines that copy process_incoming's argument get a view of the receive buffer.
+        self._zero_copy = isinstance(buffer, SupportsIncomingViews)
         if isinstance(loop, selector_events.BaseSelectorEventLoop):
             self._recv_view = _scratch.recv
         else:
@@ -279,7 +277,8 @@ class TLSProtocol(asyncio.BufferedProtocol):
 
     def _set_buffer(self, buffer: TLSBuffer) -> None:
         self._buffer = buffer
-        self._zero_copy = type(buffer).__module__ in _COPYING_ENGINES
+        # Engines that copy process_incoming's argument get a view of the receive buffer.
+        self._zero_copy = isinstance(buffer, SupportsIncomingViews)
         self._extra["tls_buffer"] = buffer
 
     def __repr__(self) -> str:

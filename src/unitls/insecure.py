@@ -7,7 +7,7 @@ context, connection) emits a ``SecurityWarning``; importing it does not.
 
 from __future__ import annotations
 
-import importlib
+import threading
 import warnings
 from abc import abstractmethod
 from typing import Any, Protocol, TypeVar, runtime_checkable
@@ -15,7 +15,7 @@ from typing import Any, Protocol, TypeVar, runtime_checkable
 from ._config import TLSClientConfiguration, TLSServerConfiguration
 from ._errors import ConfigurationError
 from ._protocols import ClientContext, ServerContext, TLSImplementation
-from ._registry import _BUILTIN, ENGINE_ENV
+from ._registry import get_implementation
 
 __all__ = [
     "InsecureClientContext",
@@ -153,6 +153,12 @@ class InsecureClientContextMixin:
     def insecure_configuration(self) -> InsecureConfiguration:
         return self._insecure
 
+    def _verification(self) -> tuple[bool, bool]:
+        """(verify the certificate chain, check the hostname), read by the engine's compile
+        step (see ``unitls._engine``)."""
+        insecure = self._insecure
+        return not insecure.disable_verification, not insecure.disable_hostname_check
+
     def connect(self, address: tuple[str | None, int], **options: Any) -> Any:
         warn("connecting with TLS verification weakened (insecure context)")
         return super().connect(address, **options)  # type: ignore[misc]
@@ -216,21 +222,62 @@ class InsecureTLSImplementation(TLSImplementation[_IC, _IS]):
         return self.server_context
 
 
-def get_insecure_implementation(name: str | None = None) -> InsecureTLSImplementation[Any, Any]:
-    """The insecure variant of an engine (same naming as ``unitls.get_implementation``)."""
-    import os
+_derived_lock = threading.Lock()
+_derived: dict[tuple[type, type], tuple[type, type]] = {}
 
-    if name is None:
-        name = os.environ.get(ENGINE_ENV) or "openssl"
-    module_name = _BUILTIN.get(name, name).partition(":")[0]
-    try:
-        module = importlib.import_module(module_name)
-    except ImportError as exc:
-        raise ConfigurationError(f"TLS engine {name!r} is not usable here: {exc}") from exc
+
+def _derive(impl: TLSImplementation[Any, Any]) -> tuple[type, type]:
+    """The insecure context classes of an engine built on ``unitls._engine``'s base classes
+    (made once per engine, so ``isinstance`` checks stay meaningful)."""
+    key = (impl.client_context, impl.server_context)
+    with _derived_lock:
+        found = _derived.get(key)
+        if found is None:
+
+            def variant(mixin: type, cls: type) -> type:
+                namespace = {"__slots__": ("_insecure",), "__module__": cls.__module__}
+                return type(f"Insecure{cls.__name__}", (mixin, cls), namespace)
+
+            found = _derived[key] = (
+                variant(InsecureClientContextMixin, impl.client_context),
+                variant(InsecureServerContextMixin, impl.server_context),
+            )
+        return found
+
+
+def get_insecure_implementation(name: str | None = None) -> InsecureTLSImplementation[Any, Any]:
+    """The insecure variant of an engine (same naming as ``unitls.get_implementation``).
+
+    Engines built on ``unitls._engine``'s base classes get theirs derived; other engines provide
+    a module-level ``insecure_implementation()`` factory returning an
+    ``InsecureTLSImplementation``.
+    """
+    from ._engine import ClientContextBase, ServerContextBase
+
+    impl = get_implementation(name)
+    if issubclass(impl.client_context, ClientContextBase) and issubclass(
+        impl.server_context, ServerContextBase
+    ):
+        client, server = _derive(impl)
+        return InsecureTLSImplementation(
+            client_context=client,
+            server_context=server,
+            validate_config=impl.validate_config,
+            name=impl.name,
+        )
+    import sys
+
+    module = sys.modules.get(impl.client_context.__module__)
     factory = getattr(module, "insecure_implementation", None)
     if factory is None:
-        raise ConfigurationError(f"TLS engine {name!r} has no insecure variant")
-    impl = factory()
-    if not isinstance(impl, InsecureTLSImplementation):
-        raise ConfigurationError(f"{module_name}.insecure_implementation() is not one")
-    return impl
+        raise ConfigurationError(
+            f"TLS engine {impl.name!r} has no insecure variant (its module defines no "
+            "insecure_implementation())"
+        )
+    variant = factory()
+    if not isinstance(variant, InsecureTLSImplementation):
+        raise ConfigurationError(
+            f"{impl.client_context.__module__}.insecure_implementation() did not return an "
+            "InsecureTLSImplementation"
+        )
+    return variant

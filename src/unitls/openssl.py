@@ -28,6 +28,9 @@ from ._config import TLSClientConfiguration, TLSServerConfiguration
 from ._engine import (
     TLS12,
     TLS13,
+    ClientContextBase,
+    ServerContextBase,
+    engine_implementation,
     read_source,
     reject_ids,
     split_ciphers,
@@ -49,17 +52,9 @@ from ._objects import Certificate, PrivateKey, SigningChain, TrustStore
 from ._protocols import TLSImplementation
 from ._socket import (
     DEFAULT_TIMEOUT,
-    BufferListener,
-    StartTLSMixin,
     _SocketBase,
     map_os_error,
     open_connection,
-    open_listener,
-)
-from .insecure import (
-    InsecureClientContextMixin,
-    InsecureServerContextMixin,
-    InsecureTLSImplementation,
 )
 
 if TYPE_CHECKING:
@@ -72,7 +67,6 @@ __all__ = [
     "OpenSSLClientContext",
     "OpenSSLServerContext",
     "OpenSSLSocket",
-    "insecure_implementation",
 ]
 
 LIBRARY_VERSION: str = ssl.OPENSSL_VERSION
@@ -556,6 +550,9 @@ class OpenSSLBuffer:
 
     __slots__ = ("_context", "_done", "_in", "_obj", "_out")
 
+    #: process_incoming copies its argument at once (see ``unitls.extensions``).
+    copies_incoming = True
+
     def __init__(
         self,
         context: OpenSSLClientContext | OpenSSLServerContext,
@@ -799,26 +796,23 @@ class OpenSSLSocket(_SocketBase):
 # -- contexts ----------------------------------------------------------------------------------
 
 
-class OpenSSLClientContext(StartTLSMixin):
+class OpenSSLClientContext(ClientContextBase[ssl.SSLContext]):
     """A client context: ``connect`` for sockets, ``create_buffer`` for in-memory use."""
 
-    __slots__ = ("_configuration", "_ssl_context")
+    __slots__ = ()
+    engine_name = "openssl"
+    validate = staticmethod(validate_config)
 
-    def __init__(self, configuration: TLSClientConfiguration) -> None:
-        if not isinstance(configuration, TLSClientConfiguration):
-            raise TypeError(
-                f"expected a TLSClientConfiguration, not {type(configuration).__name__}"
-            )
-        validate_config(configuration)
-        self._configuration = configuration
-        self._ssl_context = self._build(configuration)
+    def _compile(self, configuration: TLSClientConfiguration) -> ssl.SSLContext:
+        verify, check_hostname = self._verification()
+        return _shared_client_context(configuration, verify, check_hostname)
 
-    def _build(self, configuration: TLSClientConfiguration) -> ssl.SSLContext:
-        return _shared_client_context(configuration, True, True)
+    def _new_buffer(self, server_hostname: str) -> OpenSSLBuffer:
+        return OpenSSLBuffer(self, self._native, server_hostname)
 
-    @property
-    def configuration(self) -> TLSClientConfiguration:
-        return self._configuration
+    def stdlib_context(self) -> ssl.SSLContext:
+        """The ``ssl.SSLContext`` this context's connections run on (for the ``ssl`` bridge)."""
+        return self._native
 
     def connect(
         self, address: tuple[str | None, int], *, timeout: Any = DEFAULT_TIMEOUT
@@ -833,7 +827,7 @@ class OpenSSLClientContext(StartTLSMixin):
             raise ValueError("a client needs a host name or address to connect to")
         sock = open_connection(address, timeout)
         try:
-            ssl_sock = self._ssl_context.wrap_socket(
+            ssl_sock = self._native.wrap_socket(
                 sock,
                 server_hostname=host,
                 do_handshake_on_connect=False,
@@ -850,54 +844,55 @@ class OpenSSLClientContext(StartTLSMixin):
             raise
         return tls
 
-    def create_buffer(self, server_hostname: str) -> OpenSSLBuffer:
-        if not isinstance(server_hostname, str) or not server_hostname:
-            raise ValueError("create_buffer needs the server's host name (for SNI and checks)")
-        return OpenSSLBuffer(self, self._ssl_context, server_hostname)
 
-    def __repr__(self) -> str:
-        return f"<OpenSSLClientContext {self._configuration!r}>"
+class _ServerContexts:
+    """A server configuration as OpenSSL contexts: one per signing chain (the first is the
+    default), with the names and addresses each chain's leaf is valid for."""
+
+    __slots__ = ("chain_names", "contexts", "default")
+
+    def __init__(self, contexts: list[ssl.SSLContext], chains: Sequence[SigningChain]) -> None:
+        self.contexts = contexts
+        self.default = contexts[0]
+        self.chain_names = [_names_of(c) for c in chains] if len(chains) > 1 else []
+
+    def for_address(self, local_address: str | None) -> ssl.SSLContext:
+        if local_address and self.chain_names:
+            try:
+                ip = str(ipaddress.ip_address(local_address))
+            except ValueError:
+                return self.default
+            for ctx, (_dns, ips) in zip(self.contexts, self.chain_names, strict=True):
+                if ip in ips:
+                    return ctx
+        return self.default
 
 
-class OpenSSLServerContext(StartTLSMixin):
+class OpenSSLServerContext(ServerContextBase[_ServerContexts]):
     """A server context: ``connect`` binds and listens, ``create_buffer`` for in-memory use.
 
     ``session_tickets=False`` stops issuing resumption tickets (every handshake is full).
     """
 
-    __slots__ = (
-        "_chain_names",
-        "_configuration",
-        "_session_tickets",
-        "_ssl_context",
-        "_ssl_contexts",
-    )
+    __slots__ = ()
+    engine_name = "openssl"
+    validate = staticmethod(validate_config)
 
-    def __init__(
-        self, configuration: TLSServerConfiguration, *, session_tickets: bool = True
-    ) -> None:
-        if not isinstance(configuration, TLSServerConfiguration):
-            raise TypeError(
-                f"expected a TLSServerConfiguration, not {type(configuration).__name__}"
-            )
-        validate_config(configuration)
-        self._configuration = configuration
-        self._session_tickets = session_tickets
-        self._ssl_contexts = self._build(configuration)
-        self._ssl_context = self._ssl_contexts[0]
-        chains = configuration.certificate_chain
-        self._chain_names = [_names_of(c) for c in chains] if len(chains) > 1 else []
+    def _compile(self, configuration: TLSServerConfiguration) -> _ServerContexts:
+        contexts = _shared_server_contexts(configuration, self._session_tickets)
+        return _ServerContexts(contexts, configuration.certificate_chain)
 
-    def _build(self, configuration: TLSServerConfiguration) -> list[ssl.SSLContext]:
-        return _shared_server_contexts(configuration, self._session_tickets)
+    def _new_buffer(self, local_address: str | None) -> OpenSSLBuffer:
+        return OpenSSLBuffer(self, self._native.for_address(local_address), None)
 
-    @property
-    def configuration(self) -> TLSServerConfiguration:
-        return self._configuration
+    def stdlib_context(self) -> ssl.SSLContext:
+        """The ``ssl.SSLContext`` this context's connections start on (for the ``ssl`` bridge;
+        its SNI callback switches to the context of the chain the client asked for)."""
+        return self._native.default
 
-    def _wrap(self, conn: socket.socket) -> OpenSSLSocket:
+    def _accept(self, conn: socket.socket) -> OpenSSLSocket:
         try:
-            ssl_sock = self._ssl_context.wrap_socket(
+            ssl_sock = self._native.default.wrap_socket(
                 conn, server_side=True, do_handshake_on_connect=False, suppress_ragged_eofs=False
             )
         except (ssl.SSLError, OSError) as exc:
@@ -908,67 +903,7 @@ class OpenSSLServerContext(StartTLSMixin):
             ) from exc
         return OpenSSLSocket(ssl_sock, self)
 
-    def connect(self, address: tuple[str | None, int]) -> BufferListener[OpenSSLSocket]:
-        """Bind and listen on ``address``; ``accept()`` returns handshaken connections."""
-        return BufferListener(open_listener(address), self, self._wrap)
 
-    def create_buffer(self) -> OpenSSLBuffer:
-        return OpenSSLBuffer(self, self._ssl_context, None)
-
-    def create_buffer_for(self, local_address: str | None) -> OpenSSLBuffer:
-        """A server buffer for a connection that reached ``local_address`` (an IP): clients
-        that send no SNI get the first chain whose leaf names that address."""
-        return OpenSSLBuffer(self, self._context_for_address(local_address), None)
-
-    def _context_for_address(self, local_address: str | None) -> ssl.SSLContext:
-        if local_address and self._chain_names:
-            try:
-                ip = str(ipaddress.ip_address(local_address))
-            except ValueError:
-                return self._ssl_context
-            for ctx, (_dns, ips) in zip(self._ssl_contexts, self._chain_names, strict=True):
-                if ip in ips:
-                    return ctx
-        return self._ssl_context
-
-    def __repr__(self) -> str:
-        return f"<OpenSSLServerContext {self._configuration!r}>"
-
-
-IMPLEMENTATION: TLSImplementation[OpenSSLClientContext, OpenSSLServerContext] = TLSImplementation(
-    client_context=OpenSSLClientContext,
-    server_context=OpenSSLServerContext,
-    validate_config=validate_config,
-    name="openssl",
+IMPLEMENTATION: TLSImplementation[OpenSSLClientContext, OpenSSLServerContext] = (
+    engine_implementation(OpenSSLClientContext, OpenSSLServerContext)
 )
-
-
-# -- insecure variants (see unitls.insecure) ---------------------------------------------------
-
-
-class InsecureOpenSSLClientContext(InsecureClientContextMixin, OpenSSLClientContext):
-    """A client context that may skip certificate and/or hostname verification."""
-
-    __slots__ = ("_insecure",)
-
-    def _build(self, configuration: TLSClientConfiguration) -> ssl.SSLContext:
-        insecure = self._insecure
-        return _shared_client_context(
-            configuration, not insecure.disable_verification, not insecure.disable_hostname_check
-        )
-
-
-class InsecureOpenSSLServerContext(InsecureServerContextMixin, OpenSSLServerContext):
-    """A server context made through the insecure module (see InsecureServerContextMixin)."""
-
-    __slots__ = ("_insecure",)
-
-
-def insecure_implementation() -> InsecureTLSImplementation[Any, Any]:
-    """The insecure variant of this engine (warns; see ``unitls.insecure``)."""
-    return InsecureTLSImplementation(
-        client_context=InsecureOpenSSLClientContext,
-        server_context=InsecureOpenSSLServerContext,
-        validate_config=validate_config,
-        name="openssl",
-    )

@@ -9,7 +9,7 @@ while rustls works and while the socket blocks).
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from . import _native
 from ._config import TLSClientConfiguration, TLSServerConfiguration
@@ -17,6 +17,9 @@ from ._engine import (
     TLS12,
     TLS13,
     VERSION_ENUM,
+    ClientContextBase,
+    ServerContextBase,
+    engine_implementation,
     read_source,
     reject_ids,
     split_ciphers,
@@ -27,19 +30,6 @@ from ._enums import CipherSuite, NextProtocol, TLSVersion, cipher_from_id, proto
 from ._errors import ConfigurationError
 from ._objects import SigningChain, TrustStore
 from ._protocols import TLSImplementation
-from ._socket import (
-    DEFAULT_TIMEOUT,
-    BufferListener,
-    BufferSocket,
-    StartTLSMixin,
-    connect_with_buffer,
-    listen_with_buffers,
-)
-from .insecure import (
-    InsecureClientContextMixin,
-    InsecureServerContextMixin,
-    InsecureTLSImplementation,
-)
 
 if TYPE_CHECKING:
     from typing_extensions import Buffer
@@ -50,7 +40,6 @@ __all__ = [
     "RustlsBuffer",
     "RustlsClientContext",
     "RustlsServerContext",
-    "insecure_implementation",
 ]
 
 LIBRARY_VERSION: str = f"rustls {_native.RUSTLS_VERSION}"
@@ -116,9 +105,9 @@ def validate_config(config: TLSClientConfiguration | TLSServerConfiguration) -> 
 
 def _client_config(
     config: TLSClientConfiguration,
-    verify: bool = True,
-    check_hostname: bool = True,
-    resumption: bool = True,
+    verify: bool,
+    check_hostname: bool,
+    resumption: bool,
 ) -> _native.RustlsClientConfig:
     ca_certs, system = _trust(config.trust_store)
     chain_certs: list[bytes] | None = None
@@ -140,7 +129,7 @@ def _client_config(
 
 
 def _server_config(
-    config: TLSServerConfiguration, session_tickets: bool = True
+    config: TLSServerConfiguration, session_tickets: bool
 ) -> _native.RustlsServerConfig:
     client_cas = None
     if config.trust_store is not None:
@@ -160,6 +149,9 @@ class RustlsBuffer:
     """A TLSBuffer over a rustls connection (client or server)."""
 
     __slots__ = ("_conn", "_context")
+
+    #: process_incoming copies its argument at once (see ``unitls.extensions``).
+    copies_incoming = True
 
     def __init__(
         self, context: RustlsClientContext | RustlsServerContext, conn: _native.Connection
@@ -222,127 +214,56 @@ class RustlsBuffer:
         """Server side: the SNI name the client sent."""
         return self._conn.server_name()
 
+    @property
+    def session_resumed(self) -> bool:
+        """Whether the handshake resumed an earlier session."""
+        return self._conn.session_resumed()
+
+    @property
+    def negotiated_group(self) -> str | None:
+        """The key exchange group's IANA name; None before the handshake."""
+        return self._conn.negotiated_group()
+
     def __repr__(self) -> str:
         return f"<RustlsBuffer version={self.negotiated_tls_version}>"
 
 
-class RustlsClientContext(StartTLSMixin):
+class RustlsClientContext(ClientContextBase[_native.RustlsClientConfig]):
     """A client context: ``connect`` for sockets, ``create_buffer`` for in-memory use.
 
     Connections from one context resume earlier sessions (TLS 1.3 tickets, TLS 1.2 ids)
     unless ``resumption=False``.
     """
 
-    __slots__ = ("_configuration", "_resumption", "_rustls_config")
+    __slots__ = ()
+    engine_name = "rustls"
+    validate = staticmethod(validate_config)
 
-    def __init__(self, configuration: TLSClientConfiguration, *, resumption: bool = True) -> None:
-        if not isinstance(configuration, TLSClientConfiguration):
-            raise TypeError(
-                f"expected a TLSClientConfiguration, not {type(configuration).__name__}"
-            )
-        validate_config(configuration)
-        self._configuration = configuration
-        self._resumption = resumption
-        self._rustls_config = self._build(configuration)
+    def _compile(self, configuration: TLSClientConfiguration) -> _native.RustlsClientConfig:
+        verify, check_hostname = self._verification()
+        return _client_config(configuration, verify, check_hostname, self._resumption)
 
-    def _build(self, configuration: TLSClientConfiguration) -> _native.RustlsClientConfig:
-        return _client_config(configuration, resumption=self._resumption)
-
-    @property
-    def configuration(self) -> TLSClientConfiguration:
-        return self._configuration
-
-    def connect(
-        self, address: tuple[str | None, int], *, timeout: Any = DEFAULT_TIMEOUT
-    ) -> BufferSocket:
-        """Connect, handshake and verify the server against ``address``'s host.
-
-        ``timeout`` (seconds, None: block) bounds the TCP connect and the handshake and stays
-        the socket's timeout; by default ``socket.getdefaulttimeout()``, as for ``socket``.
-        """
-        return connect_with_buffer(self, address, timeout)
-
-    def create_buffer(self, server_hostname: str) -> RustlsBuffer:
-        if not isinstance(server_hostname, str) or not server_hostname:
-            raise ValueError("create_buffer needs the server's host name (for SNI and checks)")
-        return RustlsBuffer(self, self._rustls_config.new_connection(server_hostname))
-
-    def __repr__(self) -> str:
-        return f"<RustlsClientContext {self._configuration!r}>"
+    def _new_buffer(self, server_hostname: str) -> RustlsBuffer:
+        return RustlsBuffer(self, self._native.new_connection(server_hostname))
 
 
-class RustlsServerContext(StartTLSMixin):
+class RustlsServerContext(ServerContextBase[_native.RustlsServerConfig]):
     """A server context: ``connect`` binds and listens, ``create_buffer`` for in-memory use.
 
     ``session_tickets=False`` stops issuing resumption tickets (every handshake is full).
     """
 
-    __slots__ = ("_configuration", "_rustls_config")
+    __slots__ = ()
+    engine_name = "rustls"
+    validate = staticmethod(validate_config)
 
-    def __init__(
-        self, configuration: TLSServerConfiguration, *, session_tickets: bool = True
-    ) -> None:
-        if not isinstance(configuration, TLSServerConfiguration):
-            raise TypeError(
-                f"expected a TLSServerConfiguration, not {type(configuration).__name__}"
-            )
-        validate_config(configuration)
-        self._configuration = configuration
-        self._rustls_config = _server_config(configuration, session_tickets)
+    def _compile(self, configuration: TLSServerConfiguration) -> _native.RustlsServerConfig:
+        return _server_config(configuration, self._session_tickets)
 
-    @property
-    def configuration(self) -> TLSServerConfiguration:
-        return self._configuration
-
-    def connect(self, address: tuple[str | None, int]) -> BufferListener[BufferSocket]:
-        """Bind and listen on ``address``; ``accept()`` returns handshaken connections."""
-        return listen_with_buffers(self, address)
-
-    def create_buffer(self) -> RustlsBuffer:
-        return RustlsBuffer(self, self._rustls_config.new_connection())
-
-    def create_buffer_for(self, local_address: str | None) -> RustlsBuffer:
-        """A server buffer for a connection that reached ``local_address`` (an IP): clients
-        that send no SNI get the first chain whose leaf names that address."""
-        return RustlsBuffer(self, self._rustls_config.new_connection(local_address))
-
-    def __repr__(self) -> str:
-        return f"<RustlsServerContext {self._configuration!r}>"
+    def _new_buffer(self, local_address: str | None) -> RustlsBuffer:
+        return RustlsBuffer(self, self._native.new_connection(local_address))
 
 
-IMPLEMENTATION: TLSImplementation[RustlsClientContext, RustlsServerContext] = TLSImplementation(
-    client_context=RustlsClientContext,
-    server_context=RustlsServerContext,
-    validate_config=validate_config,
-    name="rustls",
+IMPLEMENTATION: TLSImplementation[RustlsClientContext, RustlsServerContext] = engine_implementation(
+    RustlsClientContext, RustlsServerContext
 )
-
-
-class InsecureRustlsClientContext(InsecureClientContextMixin, RustlsClientContext):
-    """A client context that may skip certificate and/or hostname verification."""
-
-    __slots__ = ("_insecure",)
-
-    def _build(self, configuration: TLSClientConfiguration) -> _native.RustlsClientConfig:
-        return _client_config(
-            configuration,
-            not self._insecure.disable_verification,
-            not self._insecure.disable_hostname_check,
-            self._resumption,
-        )
-
-
-class InsecureRustlsServerContext(InsecureServerContextMixin, RustlsServerContext):
-    """A server context made through the insecure module (see InsecureServerContextMixin)."""
-
-    __slots__ = ("_insecure",)
-
-
-def insecure_implementation() -> InsecureTLSImplementation[Any, Any]:
-    """The insecure variant of this engine (warns; see ``unitls.insecure``)."""
-    return InsecureTLSImplementation(
-        client_context=InsecureRustlsClientContext,
-        server_context=InsecureRustlsServerContext,
-        validate_config=validate_config,
-        name="rustls",
-    )

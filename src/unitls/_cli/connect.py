@@ -11,6 +11,7 @@ from typing import Any
 
 from .._config import TLSClientConfiguration
 from .._errors import RaggedEOF, TLSError, TLSTimeoutError
+from .._extensions import SupportsPeerCertChain, SupportsUpgrade
 from .common import (
     EXIT_CODES_HELP,
     EXIT_OK,
@@ -140,9 +141,8 @@ def run(args: argparse.Namespace) -> int:
         connected = time.perf_counter()
         peer = raw.getpeername()  # before the upgrade, which may take over the socket
         try:
-            upgrade = getattr(ctx, "upgrade", None)
-            if upgrade is not None:
-                tls = upgrade(raw, server_hostname=server_name)
+            if isinstance(ctx, SupportsUpgrade):
+                tls = ctx.upgrade(raw, server_hostname=server_name)
             else:
                 from .._socket import upgrade_socket
 
@@ -202,9 +202,8 @@ def _print_session(
     ]
     for k, v in rows:
         out.write(f"  {k + ':':<15}{v}\n")
-    # Both engines also give the whole chain the peer sent (an extension to the PEP API).
-    chain_of = getattr(tls, "getpeercertchain", None)
-    chain = list(chain_of()) if chain_of is not None else []
+    # unitls engines also give the whole chain the peer sent (an extension to the PEP API).
+    chain = list(tls.getpeercertchain()) if isinstance(tls, SupportsPeerCertChain) else []
     der = tls.getpeercert()
     if not chain and der:
         chain = [der]

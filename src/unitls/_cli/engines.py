@@ -11,7 +11,7 @@ from .._config import TLSClientConfiguration, TLSServerConfiguration
 from .._enums import CipherSuite, NextProtocol, TLSVersion
 from .._errors import ConfigurationError, TLSError
 from .._objects import Certificate, PrivateKey, SigningChain, TrustStore
-from .._registry import _BUILTIN
+from .._registry import builtin_engines
 from .common import EXIT_OK, cert_subject, format_table, one_line
 from .demo import handshake_in_memory
 
@@ -76,13 +76,13 @@ def _probe(fn: Any) -> tuple[bool, str]:
 def probe_engine(name: str, certs: _Certs) -> dict[str, Any]:
     import unitls
 
-    info: dict[str, Any] = {"name": name, "module": _BUILTIN[name]}
+    info: dict[str, Any] = {"name": name, "module": builtin_engines()[name]}
     try:
         impl = unitls.get_implementation(name)
     except ConfigurationError as exc:
         info.update(available=False, reason=one_line(exc), library_version="?")
         return info
-    module = importlib.import_module(_BUILTIN[name])
+    module = importlib.import_module(builtin_engines()[name])
     info.update(available=True, library_version=str(getattr(module, "LIBRARY_VERSION", "?")))
     trust = certs.trust()
     ecdsa = certs.leaves["ECDSA P-256"].signing_chain()
@@ -226,7 +226,7 @@ def probe_engine(name: str, certs: _Certs) -> dict[str, Any]:
 
 def run(args: argparse.Namespace) -> int:
     certs = _Certs()
-    engines = [probe_engine(name, certs) for name in _BUILTIN]
+    engines = [probe_engine(name, certs) for name in builtin_engines()]
     if args.json:
         print(json.dumps({"engines": engines}, indent=2))
         return EXIT_OK

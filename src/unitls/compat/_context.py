@@ -604,10 +604,11 @@ def _native_context(pep: ClientContext | ServerContext) -> ssl.SSLContext | None
     selection included); handing their C ``_SSLSocket``/``_SSLObject`` to ssl.py is that engine's
     native path: the stdlib's own I/O loop, no Python code per read or write.
     """
-    from ..openssl import OpenSSLClientContext, OpenSSLServerContext
+    from .._extensions import SupportsStdlibContext
 
-    if isinstance(pep, (OpenSSLClientContext, OpenSSLServerContext)):
-        return pep._ssl_context
+    if isinstance(pep, SupportsStdlibContext):
+        native: ssl.SSLContext = pep.stdlib_context()
+        return native
     return None
 
 

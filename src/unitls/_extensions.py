@@ -1,0 +1,103 @@
+"""What unitls engines offer beyond the PEP, as typed protocols (``unitls.extensions``).
+
+Code that wants an extension checks for it with ``isinstance`` instead of probing attributes;
+a third-party engine gets the same treatment by providing the same members. Every built-in
+engine implements all of these unless a docstring says otherwise.
+"""
+
+from __future__ import annotations
+
+from abc import abstractmethod
+from typing import TYPE_CHECKING, Any, ClassVar, Protocol, runtime_checkable
+
+if TYPE_CHECKING:
+    import socket
+
+    from ._protocols import TLSBuffer
+
+__all__ = [
+    "SupportsConnectTimeout",
+    "SupportsCreateBufferFor",
+    "SupportsIncomingViews",
+    "SupportsPeerCertChain",
+    "SupportsServerName",
+    "SupportsSessionInfo",
+    "SupportsStdlibContext",
+    "SupportsUpgrade",
+]
+
+
+@runtime_checkable
+class SupportsPeerCertChain(Protocol):
+    """Sockets and buffers: every certificate the peer sent."""
+
+    @abstractmethod
+    def getpeercertchain(self) -> list[bytes]:
+        """DER of the peer's certificates, leaf first (empty before the handshake)."""
+
+
+@runtime_checkable
+class SupportsServerName(Protocol):
+    """Buffers: the server name of the connection (server side: the SNI the client sent;
+    client side: the name used for SNI and verification)."""
+
+    @property
+    @abstractmethod
+    def server_name(self) -> str | None: ...
+
+
+@runtime_checkable
+class SupportsSessionInfo(Protocol):
+    """Sockets and buffers: what the handshake negotiated beyond the PEP's accessors."""
+
+    @property
+    @abstractmethod
+    def session_resumed(self) -> bool:
+        """Whether the handshake resumed an earlier session (False before it completes)."""
+
+    @property
+    @abstractmethod
+    def negotiated_group(self) -> str | None:
+        """The key exchange group by its IANA name ("x25519", "X25519MLKEM768", ...)."""
+
+
+@runtime_checkable
+class SupportsCreateBufferFor(Protocol):
+    """Server contexts: a buffer for a connection that reached a given local address (a client
+    sending no SNI then gets the chain whose leaf names that address)."""
+
+    @abstractmethod
+    def create_buffer_for(self, local_address: str | None) -> TLSBuffer: ...
+
+
+@runtime_checkable
+class SupportsConnectTimeout(Protocol):
+    """Client contexts: ``connect(address, timeout=...)`` bounds the TCP connect and handshake."""
+
+    @abstractmethod
+    def connect(self, address: tuple[str | None, int], *, timeout: Any = ...) -> Any: ...
+
+
+@runtime_checkable
+class SupportsUpgrade(Protocol):
+    """Contexts: STARTTLS, running TLS on an already connected plain socket."""
+
+    @abstractmethod
+    def upgrade(self, sock: socket.socket, server_hostname: str | None = None) -> Any: ...
+
+
+@runtime_checkable
+class SupportsIncomingViews(Protocol):
+    """Buffers whose ``process_incoming`` copies its argument before returning: callers may
+    pass a view of a reusable receive buffer instead of a ``bytes`` copy."""
+
+    copies_incoming: ClassVar[bool]
+
+
+@runtime_checkable
+class SupportsStdlibContext(Protocol):
+    """Contexts built on the stdlib ``ssl`` module: the ``ssl.SSLContext`` that runs their
+    connections (the ``ssl`` bridge hands its C objects to ``ssl.py`` directly)."""
+
+    @abstractmethod
+    def stdlib_context(self) -> Any: ...

@@ -1,0 +1,30 @@
+"""What unitls engines offer beyond PEP 748, as typed protocols to check with ``isinstance``.
+
+::
+
+    from unitls.extensions import SupportsPeerCertChain
+    if isinstance(sock, SupportsPeerCertChain):
+        chain = sock.getpeercertchain()
+"""
+
+from ._extensions import (
+    SupportsConnectTimeout,
+    SupportsCreateBufferFor,
+    SupportsIncomingViews,
+    SupportsPeerCertChain,
+    SupportsServerName,
+    SupportsSessionInfo,
+    SupportsStdlibContext,
+    SupportsUpgrade,
+)
+
+__all__ = [
+    "SupportsConnectTimeout",
+    "SupportsCreateBufferFor",
+    "SupportsIncomingViews",
+    "SupportsPeerCertChain",
+    "SupportsServerName",
+    "SupportsSessionInfo",
+    "SupportsStdlibContext",
+    "SupportsUpgrade",
+]
