@@ -793,6 +793,38 @@ def test_verdicts_do_not_depend_on_what_the_process_saw() -> None:
     assert "leaf only: refused: unknown issuer" in out
 
 
+def test_name_constraint_blowup_is_refused_before_nss_sees_it(server_cert: Cert) -> None:
+    """NSS's name-constraint check is quadratic and allocates as it goes (x509-limbo's nc-dos
+    chains crashed the process): chains over 250000 comparisons are refused first."""
+    root_key = ec.generate_private_key(ec.SECP256R1())
+    now = datetime.datetime.now(datetime.UTC)
+    root_name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "constrained root")])
+    permitted: list[x509.GeneralName] = [x509.DNSName(f"p{i}.test") for i in range(300)]
+    excluded: list[x509.GeneralName] = [x509.DNSName(f"x{i}.test") for i in range(300)]
+    root = (
+        x509.CertificateBuilder()
+        .subject_name(root_name)
+        .issuer_name(root_name)
+        .public_key(root_key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(days=1))
+        .not_valid_after(now + datetime.timedelta(days=3))
+        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+        .add_extension(x509.NameConstraints(permitted, excluded), critical=True)
+        .sign(root_key, hashes.SHA256())
+    )
+    ca = Cert(root, root_key)
+    names = ["p0.test", *(f"n{i}.p0.test" for i in range(500))]
+    leaf = issue(ca, *names)
+    c, s = nss_pair(ca, leaf, name="p0.test")
+    with pytest.raises(CertificateVerificationError) as info:
+        handshake(c, s)
+    assert info.value.reason.startswith("too many names to check against name constraints")
+    # the same root with a leaf of a few names verifies
+    c, s = nss_pair(ca, issue(ca, "p1.test"), name="p1.test")
+    handshake(c, s)
+
+
 # ---------------------------------------------------------------------------------------------
 # client certificates
 

@@ -41,6 +41,7 @@ pub const PR_FALSE: PRBool = 0;
 pub const PR_WOULD_BLOCK_ERROR: PRErrorCode = -5998;
 pub const PR_END_OF_FILE_ERROR: PRErrorCode = -5938;
 pub const PR_NOT_IMPLEMENTED_ERROR: PRErrorCode = -5992;
+pub const PR_IO_ERROR: PRErrorCode = -5991;
 pub const SSL_ERROR_NO_CERTIFICATE: PRErrorCode = -12285;
 pub const SSL_ERROR_BAD_CERT_DOMAIN: PRErrorCode = -12276;
 pub const SSL_ERROR_RX_RECORD_TOO_LONG: PRErrorCode = -12263;
@@ -102,9 +103,6 @@ pub const CERT_PI_USE_ONLY_TRUST_ANCHORS: u32 = 14;
 pub const CERT_PO_END: u32 = 0;
 pub const CERT_PO_CERT_LIST: u32 = 3;
 pub const KU_ALL: c_uint = 0xff;
-/// `SECCertTimeValidity` (certt.h)
-pub const SEC_CERT_TIME_EXPIRED: c_int = 1;
-pub const SEC_CERT_TIME_NOT_VALID_YET: c_int = 2;
 
 // nss.h
 pub const NSS_INIT_READONLY: u32 = 0x1;
@@ -455,7 +453,7 @@ nss_api! {
     nss fn CERT_PKIXVerifyCert(*mut CERTCertificate, i64, *mut CertValParam, *mut CertValParam,
                                *mut c_void) -> SECStatus;
     nss fn CERT_GetClassicOCSPDisabledPolicy() -> *const c_void;
-    nss fn CERT_CheckCertValidTimes(*const CERTCertificate, PRTime, PRBool) -> c_int;
+    nss fn CERT_GetCertTimes(*const CERTCertificate, *mut PRTime, *mut PRTime) -> SECStatus;
     nss fn PK11_GetInternalSlot() -> *mut PK11SlotInfo;
     nss fn PK11_FreeSlot(*mut PK11SlotInfo);
     nss fn PK11_ImportDERPrivateKeyInfoAndReturnKey(*mut PK11SlotInfo, *mut SECItem, *mut SECItem,

@@ -17,6 +17,8 @@ pub enum Peek {
         server_name: Option<String>,
         /// `None`: no ALPN extension.
         alpn: Option<Vec<Vec<u8>>>,
+        /// The client offers 0-RTT data (which unitls never accepts).
+        early_data: bool,
     },
     /// Not a (parseable) ClientHello: NSS will reject it with its own error.
     NotAHello,
@@ -99,8 +101,13 @@ fn parse_body(body: &[u8]) -> Option<Peek> {
     r.vec8()?; // legacy_compression_methods
     let mut server_name = None;
     let mut alpn = None;
+    let mut early_data = false;
     if r.0.is_empty() {
-        return Some(Peek::Hello { server_name, alpn });
+        return Some(Peek::Hello {
+            server_name,
+            alpn,
+            early_data,
+        });
     }
     let mut exts = Reader(r.vec16()?);
     while !exts.0.is_empty() {
@@ -125,10 +132,15 @@ fn parse_body(body: &[u8]) -> Option<Peek> {
                 }
                 alpn = Some(protocols);
             }
+            42 => early_data = true,
             _ => {}
         }
     }
-    Some(Peek::Hello { server_name, alpn })
+    Some(Peek::Hello {
+        server_name,
+        alpn,
+        early_data,
+    })
 }
 
 #[cfg(test)]
@@ -160,6 +172,7 @@ mod tests {
         let want = Peek::Hello {
             server_name: Some("host".into()),
             alpn: Some(vec![b"h2".to_vec(), b"h3".to_vec()]),
+            early_data: false,
         };
         assert_eq!(peek(&rec), want);
         for cut in 0..rec.len() {
@@ -185,7 +198,8 @@ mod tests {
             peek(&no_ext),
             Peek::Hello {
                 server_name: None,
-                alpn: None
+                alpn: None,
+                early_data: false,
             }
         );
     }

@@ -28,9 +28,60 @@ pub struct Queues {
     pub consumed: u64,
     /// The last bytes NSS read (see `plaintext_alert`).
     recent: [u8; 7],
+    /// Servers whose client offered 0-RTT data: how many more bytes of application_data
+    /// records NSS may read before the handshake completes (see `EARLY_DATA_BUDGET`).
+    pub early_budget: Option<usize>,
+    /// The budget ran out: the handshake fails.
+    pub early_overflow: bool,
+    /// Record framing of the bytes read so far (for the budget).
+    header: [u8; 5],
+    header_fill: usize,
+    body_left: usize,
 }
 
+/// What a server reads of application_data records during a handshake whose ClientHello offered
+/// 0-RTT data. unitls never accepts early data; NSS 3.87 then skips every record it cannot
+/// decrypt, without the bound RFC 8446 (4.2.10) sets: max_early_data_size, 16 KiB for OpenSSL
+/// and rustls. The budget (whole records, headers included) is those 16 KiB plus 4 KiB for the
+/// client's own encrypted flight that follows (a Finished, or a client certificate chain),
+/// which NSS reads the same way.
+pub const EARLY_DATA_BUDGET: usize = 20 * 1024;
+
 impl Queues {
+    /// Count what NSS reads of application_data records (headers included) against the
+    /// early-data budget.
+    fn charge(&mut self, mut data: &[u8]) {
+        while !data.is_empty() {
+            let Some(budget) = self.early_budget else {
+                return;
+            };
+            let n = if self.body_left == 0 {
+                let n = (5 - self.header_fill).min(data.len());
+                self.header[self.header_fill..self.header_fill + n].copy_from_slice(&data[..n]);
+                self.header_fill += n;
+                if self.header_fill == 5 {
+                    self.header_fill = 0;
+                    self.body_left = (self.header[3] as usize) << 8 | self.header[4] as usize;
+                }
+                n
+            } else {
+                let n = self.body_left.min(data.len());
+                self.body_left -= n;
+                n
+            };
+            data = &data[n..];
+            if self.header[0] == 23 {
+                match budget.checked_sub(n) {
+                    Some(rest) => self.early_budget = Some(rest),
+                    None => {
+                        self.early_overflow = true;
+                        return;
+                    }
+                }
+            }
+        }
+    }
+
     /// The alert description of a plaintext alert record NSS just read, if it was one. A TLS 1.3
     /// peer that fails before switching its write keys (OpenSSL's client rejecting our
     /// certificate) sends its alert in the clear; NSS refuses such a record as an unexpected
@@ -92,6 +143,14 @@ unsafe extern "C" fn layer_recv(
     let keep = n.min(7);
     q.recent.copy_within(keep.., 0);
     q.recent[7 - keep..].copy_from_slice(&taken[n - keep..]);
+    if q.early_budget.is_some() {
+        let taken = taken.to_vec();
+        q.charge(&taken);
+        if q.early_overflow {
+            (ffi::api().PR_SetError)(ffi::PR_IO_ERROR, 0);
+            return -1;
+        }
+    }
     q.incoming.consume(n);
     q.consumed += n as u64;
     n as i32

@@ -145,6 +145,8 @@ pub fn temp_certs(items: &[Vec<u8>], what: &str) -> PyResult<Vec<Cert>> {
 pub struct Anchors {
     list: *mut CERTCertList,
     ders: HashSet<Vec<u8>>,
+    /// The most name-constraint subtrees any anchor has (see `NAME_CONSTRAINT_BUDGET`).
+    max_constraints: usize,
 }
 
 // SAFETY: the list is built once and only read afterwards (PKIX copies what it needs).
@@ -162,11 +164,14 @@ impl Anchors {
         let mut anchors = Anchors {
             list,
             ders: HashSet::new(),
+            max_constraints: 0,
         };
         for cert in certs {
             if !anchors.ders.insert(cert.der().to_vec()) {
                 continue;
             }
+            let constraints = name_counts(cert.der()).map_or(0, |c| c.constraints);
+            anchors.max_constraints = anchors.max_constraints.max(constraints);
             let ptr = cert.ptr();
             std::mem::forget(cert); // the list takes this reference
                                     // SAFETY: both live; on failure we still own the reference and release it.
@@ -226,6 +231,109 @@ pub fn system_anchor_certs(ders: &[Vec<u8>]) -> Vec<Cert> {
     ders.iter()
         .filter_map(|der| temp_cert(der, "system root").ok())
         .collect()
+}
+
+// -- names and name constraints ----------------------------------------------------------------
+
+/// NSS's name-constraint check (libpkix) compares every name of a certificate with every
+/// constraint of its issuers, allocating as it goes: x509-limbo's `nc-dos` chains (2048 names
+/// against 4096 constraints) take it past 4 GB and then to a crash. Chains over this many
+/// comparisons are refused before NSS sees them, as webpki (rustls) refuses them with the same
+/// budget.
+const NAME_CONSTRAINT_BUDGET: usize = 250_000;
+
+/// How many names a certificate has (subject attributes and SAN entries) and how many
+/// name-constraint subtrees (permitted and excluded).
+struct NameCounts {
+    names: usize,
+    constraints: usize,
+}
+
+fn count_items(mut data: &[u8]) -> usize {
+    let mut n = 0;
+    while let Some((_, _, rest)) = tlv(data) {
+        n += 1;
+        data = rest;
+    }
+    n
+}
+
+/// Read the counts from a certificate's DER (`None`: not parseable; NSS will say why).
+fn name_counts(der: &[u8]) -> Option<NameCounts> {
+    let (0x30, cert, _) = tlv(der)? else {
+        return None;
+    };
+    let (0x30, tbs, _) = tlv(cert)? else {
+        return None;
+    };
+    let mut fields = Vec::new();
+    let mut rest = tbs;
+    while let Some((tag, contents, next)) = tlv(rest) {
+        fields.push((tag, contents));
+        rest = next;
+    }
+    // [0] version?, serial, signature, issuer, validity, subject, spki, ..., [3] extensions
+    let skip = usize::from(fields.first()?.0 == 0xA0);
+    let subject = fields.get(skip + 4)?.1;
+    let mut counts = NameCounts {
+        names: count_items(subject),
+        constraints: 0,
+    };
+    let Some((_, exts)) = fields.iter().find(|(tag, _)| *tag == 0xA3) else {
+        return Some(counts);
+    };
+    let (0x30, mut list, _) = tlv(exts)? else {
+        return None;
+    };
+    while let Some((0x30, ext, next)) = tlv(list) {
+        list = next;
+        let (0x06, oid, mut body) = tlv(ext)? else {
+            continue;
+        };
+        if let Some((0x01, _, after)) = tlv(body) {
+            body = after; // the critical flag
+        }
+        let (0x04, value, _) = tlv(body)? else {
+            continue;
+        };
+        let (0x30, items, _) = tlv(value)? else {
+            continue;
+        };
+        match oid {
+            [0x55, 0x1D, 0x11] => counts.names += count_items(items),
+            [0x55, 0x1D, 0x1E] => {
+                let mut subtrees = items;
+                while let Some((_, trees, next)) = tlv(subtrees) {
+                    counts.constraints += count_items(trees);
+                    subtrees = next;
+                }
+            }
+            _ => {}
+        }
+    }
+    Some(counts)
+}
+
+/// Refuse a chain whose name-constraint check would be too costly for NSS.
+fn check_constraint_budget(sent: &[&[u8]], anchors: &Anchors) -> Result<(), Rejection> {
+    let counts: Vec<NameCounts> = sent.iter().filter_map(|d| name_counts(d)).collect();
+    let names = counts.iter().map(|c| c.names).max().unwrap_or(0);
+    let constraints = counts
+        .iter()
+        .map(|c| c.constraints)
+        .chain([anchors.max_constraints])
+        .max()
+        .unwrap_or(0);
+    if names.saturating_mul(constraints) > NAME_CONSTRAINT_BUDGET {
+        return Err(Rejection {
+            code: SEC_ERROR_CERT_NOT_IN_NAME_SPACE,
+            reason: format!(
+                "too many names to check against name constraints ({names} names x \
+                 {constraints} constraints; the limit is {NAME_CONSTRAINT_BUDGET} comparisons)"
+            ),
+        });
+    }
+    Ok(())
 }
 
 // -- private keys ------------------------------------------------------------------------------
@@ -442,19 +550,10 @@ fn reason_for(code: PRErrorCode, leaf: *mut CERTCertificate) -> String {
         SEC_ERROR_UNKNOWN_ISSUER | SEC_ERROR_UNTRUSTED_ISSUER | SEC_ERROR_UNTRUSTED_CERT => {
             "unknown issuer (self-signed or untrusted CA)".into()
         }
-        SEC_ERROR_EXPIRED_CERTIFICATE => {
-            let api = ffi::api();
-            // SAFETY: the leaf is alive for the hook's duration.
-            let validity =
-                unsafe { (api.CERT_CheckCertValidTimes)(leaf, (api.PR_Now)(), PR_FALSE) };
-            if validity == SEC_CERT_TIME_NOT_VALID_YET {
-                "certificate not yet valid".into()
-            } else if validity == SEC_CERT_TIME_EXPIRED {
-                "certificate expired".into()
-            } else {
-                "a certificate in the chain is expired or not yet valid".into()
-            }
-        }
+        SEC_ERROR_EXPIRED_CERTIFICATE => match validity(leaf) {
+            Some(Validity::NotYet) => "certificate not yet valid".into(),
+            _ => "certificate expired".into(),
+        },
         SEC_ERROR_EXPIRED_ISSUER_CERTIFICATE => {
             "an issuer certificate expired or is not yet valid".into()
         }
@@ -486,6 +585,32 @@ fn reason_for(code: PRErrorCode, leaf: *mut CERTCertificate) -> String {
             } else {
                 text.trim_end_matches('.').to_lowercase()
             }
+        }
+    }
+}
+
+enum Validity {
+    NotYet,
+    Expired,
+}
+
+/// Whether `cert` is outside its validity period now, exactly (NSS's own checks accept
+/// certificates that become valid within a day: its "pending slop").
+fn validity(cert: *mut CERTCertificate) -> Option<Validity> {
+    let api = ffi::api();
+    let (mut not_before, mut not_after) = (0, 0);
+    // SAFETY: a live certificate; two PRTime outputs.
+    unsafe {
+        if (api.CERT_GetCertTimes)(cert, &mut not_before, &mut not_after) != SEC_SUCCESS {
+            return Some(Validity::Expired);
+        }
+        let now = (api.PR_Now)();
+        if now < not_before {
+            Some(Validity::NotYet)
+        } else if now > not_after {
+            Some(Validity::Expired)
+        } else {
+            None
         }
     }
 }
@@ -537,6 +662,8 @@ unsafe fn verify_chain(certs: &[*mut CERTCertificate], policy: &Policy) -> Resul
         });
     };
     let sent: HashSet<&[u8]> = certs.iter().map(|c| cert_der(*c)).collect();
+    let sent_list: Vec<&[u8]> = certs.iter().map(|c| cert_der(*c)).collect();
+    check_constraint_budget(&sent_list, &policy.anchors)?;
     let mut params_in = [
         CertValParam::new(CERT_PI_TRUST_ANCHORS),
         CertValParam::new(CERT_PI_USE_ONLY_TRUST_ANCHORS),
@@ -567,9 +694,33 @@ unsafe fn verify_chain(certs: &[*mut CERTCertificate], policy: &Policy) -> Resul
         ffi::last_error()
     };
     let built = params_out[0].pointer as *mut CERTCertList;
-    let outside = cert_list_iter(built)
-        .into_iter()
-        .any(|c| !sent.contains(cert_der(c)) && !policy.anchors.ders.contains(cert_der(c)));
+    let chain = cert_list_iter(built);
+    let outside = chain
+        .iter()
+        .any(|c| !sent.contains(cert_der(*c)) && !policy.anchors.ders.contains(cert_der(*c)));
+    // Validity of the certificates the peer sent (not of the anchors, as webpki), without slop.
+    let mut timing = None;
+    for (i, c) in chain.iter().enumerate() {
+        if policy.anchors.ders.contains(cert_der(*c)) {
+            continue;
+        }
+        let (reason, code) = match (validity(*c), i) {
+            (None, _) => continue,
+            (Some(Validity::NotYet), 0) => {
+                ("certificate not yet valid", SEC_ERROR_EXPIRED_CERTIFICATE)
+            }
+            (Some(Validity::Expired), 0) => ("certificate expired", SEC_ERROR_EXPIRED_CERTIFICATE),
+            (Some(_), _) => (
+                "an issuer certificate expired or is not yet valid",
+                SEC_ERROR_EXPIRED_ISSUER_CERTIFICATE,
+            ),
+        };
+        timing = Some(Rejection {
+            code,
+            reason: reason.into(),
+        });
+        break;
+    }
     if !built.is_null() {
         (api.CERT_DestroyCertList)(built);
     }
@@ -578,6 +729,9 @@ unsafe fn verify_chain(certs: &[*mut CERTCertificate], policy: &Policy) -> Resul
             code,
             reason: reason_for(code, leaf),
         });
+    }
+    if let Some(rejection) = timing {
+        return Err(rejection);
     }
     if outside {
         return Err(Rejection {

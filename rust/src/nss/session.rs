@@ -46,7 +46,7 @@ use rustls::AlertDescription;
 use super::config::{ClientIdentity, ClientShared, ServerShared};
 use super::ffi::{self, *};
 use super::hello::{self, Peek};
-use super::io::{new_layer, Queues};
+use super::io::{new_layer, Queues, EARLY_DATA_BUDGET};
 use super::pki::{self, Policy, Rejection};
 use crate::errors::{alert_name, is_certificate_alert, Failure};
 use crate::rustls_session::group_name;
@@ -442,7 +442,7 @@ impl NssSession {
             return Err(Failure::Internal("no NSS socket".into()));
         };
         let (shared, default_chain) = (shared.clone(), *default_chain);
-        let (name, offered) = match hello::peek(self.core().io.incoming.data()) {
+        let (name, offered, early_data) = match hello::peek(self.core().io.incoming.data()) {
             Peek::Incomplete if self.core().io.eof => {
                 return Err(Failure::HandshakeClosed(
                     "the peer closed the connection before the TLS handshake completed".into(),
@@ -453,9 +453,16 @@ impl NssSession {
                     "the TLS handshake needs more data from the peer",
                 ))
             }
-            Peek::Hello { server_name, alpn } => (server_name, alpn),
-            Peek::NotAHello => (None, None),
+            Peek::Hello {
+                server_name,
+                alpn,
+                early_data,
+            } => (server_name, alpn, early_data),
+            Peek::NotAHello => (None, None, false),
         };
+        if early_data {
+            self.core_mut().io.early_budget = Some(EARLY_DATA_BUDGET);
+        }
         let chain = name
             .as_deref()
             .and_then(|n| shared.chain_for_name(n))
@@ -511,6 +518,7 @@ impl NssSession {
     fn completed(&mut self) {
         self.done = true;
         let core = self.core_mut();
+        core.io.early_budget = None;
         let Some(token) = core.ticket_token.filter(|_| core.is_server) else {
             return;
         };
@@ -539,6 +547,16 @@ impl NssSession {
         }
         let nss_says = pki::describe(code);
         let core = self.core_mut();
+        if core.io.early_overflow {
+            return Failure::Protocol {
+                message: format!(
+                    "TLS protocol error: the client sent more than {} KiB of 0-RTT data, which \
+                     the server does not accept (RFC 8446 4.2.10)",
+                    EARLY_DATA_BUDGET / 1024 - 4
+                ),
+                alert: None,
+            };
+        }
         if let Some(rejection) = &core.rejection {
             let reason = rejection.reason.clone();
             return Failure::Certificate {
