@@ -1297,6 +1297,32 @@ def test_first_use_from_many_threads_at_once() -> None:
     assert out.strip() == str([0x0304] * 8)
 
 
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="no fork here")
+def test_a_forked_child_does_not_repeat_its_parents_randomness() -> None:
+    """Debian's NSS 3.87 has no fork detection: without a reseed, parent and child produce the
+    same ClientHello random (and the same ephemeral keys and ECDSA nonces)."""
+    out = run_fresh(
+        """
+        import os
+        from test_rustls_core import make_ca
+        from test_nss_core import nss_client
+        cfg = nss_client(make_ca("fork"))
+        cfg.new_connection("localhost").process_outgoing(-1)  # NSS seeded and used
+        r, w = os.pipe()
+        pid = os.fork()
+        randoms = {cfg.new_connection("localhost").process_outgoing(-1)[11:43] for _ in range(3)}
+        if pid == 0:
+            os.write(w, b"".join(sorted(randoms)))
+            os._exit(0)
+        os.waitpid(pid, 0)
+        child = os.read(r, 200)
+        theirs = {child[i : i + 32] for i in range(0, len(child), 32)}
+        print(len(theirs), len(randoms), len(theirs & randoms))
+        """
+    )
+    assert out.split() == ["3", "3", "0"]
+
+
 def test_system_roots_follow_ssl_cert_file(tmp_path: Path, ca: Cert, server_cert: Cert) -> None:
     bundle = tmp_path / "bundle.pem"
     bundle.write_bytes(ca.pem)

@@ -65,6 +65,7 @@ TARGETS: dict[str, dict[str, float]] = {
         "roundtrip-socket": 0.85,
     },
     "rustls": {"bulk-socket": 1.0, "bulk-memory": 1.0, "handshake-memory": 1.5},
+    "nss": {"bulk-socket": 0.9, "bulk-memory": 0.9, "handshake-memory": 0.9},
 }
 
 

@@ -16,10 +16,17 @@
 //! handshake; there is no database to flush, so leaving it to the process exit loses nothing.
 //! The server session-ID cache is configured (tiny) once because NSS servers crash without one
 //! (see `nss.md`); unitls' servers use `SSL_NO_CACHE` anyway.
+//!
+//! Fork: Debian's NSS 3.87 is built without fork detection, so a forked child continues its
+//! parent's random number generator byte for byte (same ClientHello randoms, same ephemeral
+//! keys, same ECDSA nonces: a signing key leaks). `after_fork()` runs before every new
+//! configuration and connection; in a new process it reseeds NSS's generator with fresh
+//! system entropy and throws away the output NSS had already generated and cached.
 
 #![allow(non_snake_case, non_camel_case_types, clippy::upper_case_acronyms)]
 
 use std::ffi::{c_char, c_int, c_uint, c_void, CStr};
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::OnceLock;
 
 use libloading::Library;
@@ -460,6 +467,8 @@ nss_api! {
                                                     *mut SECItem, PRBool, PRBool, c_uint,
                                                     *mut *mut SECKEYPrivateKey, *mut c_void)
                                                     -> SECStatus;
+    nss fn PK11_RandomUpdate(*mut c_void, usize) -> SECStatus;
+    nss fn PK11_GenerateRandom(*mut u8, c_int) -> SECStatus;
     nss fn SECKEY_CopyPrivateKey(*const SECKEYPrivateKey) -> *mut SECKEYPrivateKey;
     nss fn SECKEY_DestroyPrivateKey(*mut SECKEYPrivateKey);
     ssl fn SSL_ImportFD(*mut PRFileDesc, *mut PRFileDesc) -> *mut PRFileDesc;
@@ -644,9 +653,49 @@ fn load() -> Result<Nss, String> {
 
 static NSS: OnceLock<Result<Nss, String>> = OnceLock::new();
 
+/// The process that last seeded NSS's random number generator.
+static SEEDED_BY: AtomicU32 = AtomicU32::new(0);
+
+/// In a process forked from the one that initialised NSS: reseed NSS's generator (see the
+/// module docs). Cheap otherwise (a `getpid`).
+pub fn after_fork(nss: &Nss) {
+    let pid = std::process::id();
+    let seeded = SEEDED_BY.load(Ordering::Acquire);
+    if seeded == pid
+        || SEEDED_BY
+            .compare_exchange(seeded, pid, Ordering::AcqRel, Ordering::Acquire)
+            .is_err()
+    {
+        return;
+    }
+    if seeded == 0 {
+        return; // the first use: NSS seeded itself at initialisation
+    }
+    // More than freebl's 8 KiB additional-input cache forces an immediate reseed; 32 one-byte
+    // requests then use up the (at most 31) bytes generated before the fork.
+    let mut entropy = vec![0u8; 9 * 1024];
+    if ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut entropy).is_err() {
+        panic!("no system entropy to reseed NSS after fork");
+    }
+    // SAFETY: NSS copies the seed; one byte is written per call.
+    unsafe {
+        if (nss.api.PK11_RandomUpdate)(entropy.as_mut_ptr() as *mut c_void, entropy.len())
+            != SEC_SUCCESS
+        {
+            panic!("NSS refused to reseed its random number generator after fork");
+        }
+        let mut byte = 0u8;
+        for _ in 0..32 {
+            (nss.api.PK11_GenerateRandom)(&mut byte, 1);
+        }
+    }
+}
+
 /// NSS, loaded and initialised on first use (concurrent first uses wait for one another).
 pub fn nss() -> Result<&'static Nss, String> {
-    NSS.get_or_init(load).as_ref().map_err(Clone::clone)
+    let nss = NSS.get_or_init(load).as_ref().map_err(Clone::clone)?;
+    after_fork(nss);
+    Ok(nss)
 }
 
 /// NSS for code that only runs once `nss()` succeeded (sessions, configurations, callbacks).
