@@ -906,6 +906,48 @@ def test_server_cert_used_as_client_cert_is_refused(ca: Cert, server_cert: Cert)
         handshake(c, s)
 
 
+@pytest.mark.parametrize("server", ["nss", "rustls"])
+def test_client_chain_with_intermediate(server: str) -> None:
+    """NSS builds the client chain it sends from the leaf and the certificates it holds: the
+    configured intermediate must be among them."""
+    from unitls._certgen import CA
+
+    root = CA.create("client root")
+    inter = root.intermediate("client intermediate")
+    leaf = inter.issue("client.test", server=False, client=True)
+    srv = root.issue("localhost")
+    client = _native.NssClientConfig(
+        ca_certs=[root.cert_pem],
+        system_roots=False,
+        client_chain=[leaf.cert_pem, *leaf.intermediates_pem],
+        client_key=leaf.key_pem,
+        cipher_suites=None,
+        versions=BOTH,
+        alpn=[],
+    )
+    server_args: dict[str, Any] = dict(
+        chains=[([srv.cert_pem], srv.key_pem)],
+        client_ca_certs=[root.cert_pem],
+        require_client_cert=True,
+        cipher_suites=None,
+        versions=BOTH,
+        alpn=[],
+    )
+    scfg = (
+        _native.NssServerConfig(**server_args)
+        if server == "nss"
+        else _native.RustlsServerConfig(**server_args)
+    )
+    c, s = Peer(client.new_connection("localhost")), Peer(scfg.new_connection())
+    handshake(c, s)
+    assert s.conn.peer_chain()[:2] == [
+        leaf.cert_der,
+        x509.load_pem_x509_certificate(leaf.intermediates_pem[0]).public_bytes(
+            serialization.Encoding.DER
+        ),
+    ]
+
+
 # ---------------------------------------------------------------------------------------------
 # SNI and ALPN
 
@@ -1126,6 +1168,33 @@ def test_rustls_client_resumes_with_nss_server(ca: Cert, server_cert: Cert) -> N
         c, s = _connect(ccfg, scfg)
         resumed.append((c.conn.session_resumed(), s.conn.session_resumed()))
     assert resumed == [(False, False), (True, True)]
+    # a ticket of this configuration offered to another one: declined (a HelloRetryRequest
+    # with a cookie, then a full handshake), not a failure
+    other = nss_server(server_cert, alpn=[b"h2"])
+    c, s = _connect(ccfg, other)
+    assert not c.conn.session_resumed() and not s.conn.session_resumed()
+
+
+def test_openssl_client_ticket_declined_by_another_nss_configuration(
+    tmp_path: Path, ca: Cert, server_cert: Cert
+) -> None:
+    cctx = ssl_client_ctx(tmp_path, ca)
+    first, second = nss_server(server_cert), nss_server(server_cert, alpn=[b"h2"])
+    c = SslPeer(cctx, server_side=False, hostname="localhost")
+    s = Peer(first.new_connection())
+    handshake(c, s)
+    s.write(b"x")
+    c.give(s.take())
+    assert c.read_some() == b"x"
+    session = c.obj.session
+    assert session is not None and session.has_ticket
+    for scfg, resumed in ((first, True), (second, False)):
+        c = SslPeer(cctx, server_side=False, hostname="localhost")
+        c.obj = cctx.wrap_bio(c.inc, c.out, server_hostname="localhost", session=session)
+        s = Peer(scfg.new_connection())
+        handshake(c, s)
+        assert c.obj.session_reused is resumed
+        assert s.conn.session_resumed() is resumed
 
 
 def test_rustls_rejections_reach_nss(ca: Cert, server_cert: Cert) -> None:

@@ -17,10 +17,7 @@ use rustls_pki_types::{CertificateDer, ServerName};
 
 use super::ffi::{self, *};
 use super::io::new_layer;
-use super::pki::{
-    self, check_key_matches, import_key, system_anchor_certs, temp_certs, Anchors, Cert, Key,
-    Policy,
-};
+use super::pki::{self, check_key_matches, import_key, temp_certs, Anchors, Cert, Key, Policy};
 use super::session::NssSession;
 use crate::config::{bytes_of, check_alpn, extract_blobs, hex_list};
 use crate::conn::Connection;
@@ -370,30 +367,36 @@ impl NssClientConfig {
         let (suites, range) = plan_suites(nss, cipher_suites.as_deref(), &versions)?;
 
         let anchors = if verify_certificates {
-            let system = system_roots.then(pki::system_roots);
-            let mut certs = match &system {
-                Some(roots) => system_anchor_certs(&roots.0),
+            let system = system_roots.then(pki::system_roots).transpose()?;
+            let own = match &ca {
+                Some(ca) => temp_certs(ca, "ca_certs")?,
                 None => Vec::new(),
             };
-            if let Some(ca) = &ca {
-                certs.extend(temp_certs(ca, "ca_certs")?);
-            }
-            if certs.is_empty() {
-                let detail = match &system {
-                    Some(roots) if roots.1.is_empty() => {
-                        " (the system trust store holds no certificate)".to_string()
+            match (&system, own.is_empty()) {
+                (Some(roots), true) if roots.anchors.is_some() => roots.anchors.clone(),
+                _ => {
+                    let mut certs = system.as_ref().map(|r| r.certs.clone()).unwrap_or_default();
+                    certs.extend(own);
+                    if certs.is_empty() {
+                        let detail = match &system {
+                            Some(roots) if roots.errors.is_empty() => {
+                                " (the system trust store holds no certificate)".to_string()
+                            }
+                            Some(roots) => format!(
+                                " (loading the system trust store failed: {})",
+                                roots.errors
+                            ),
+                            None => String::new(),
+                        };
+                        return Err(config_err(format!(
+                            "no trust anchors to verify the server with{detail}: pass \
+                             ca_certs, enable the system roots, or disable certificate \
+                             verification"
+                        )));
                     }
-                    Some(roots) => {
-                        format!(" (loading the system trust store failed: {})", roots.1)
-                    }
-                    None => String::new(),
-                };
-                return Err(config_err(format!(
-                    "no trust anchors to verify the server with{detail}: pass ca_certs, enable \
-                     the system roots, or disable certificate verification"
-                )));
+                    Some(Arc::new(Anchors::new(certs)?))
+                }
             }
-            Some(Arc::new(Anchors::new(certs)?))
         } else {
             None
         };

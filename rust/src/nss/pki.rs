@@ -55,6 +55,12 @@ impl Cert {
     }
 }
 
+impl Clone for Cert {
+    fn clone(&self) -> Self {
+        Cert(self.dup())
+    }
+}
+
 impl Drop for Cert {
     fn drop(&mut self) {
         // SAFETY: releases our reference.
@@ -195,13 +201,20 @@ impl Drop for Anchors {
     }
 }
 
-/// The system trust store's certificates (DER) and the errors met loading them, once per
-/// location: SSL_CERT_FILE / SSL_CERT_DIR (honoured by rustls-native-certs, as for the rustls
-/// engine) are the cache key.
-pub fn system_roots() -> Arc<(Vec<Vec<u8>>, String)> {
+/// The system trust store as NSS anchors, and the errors met loading it.
+pub struct SystemRoots {
+    pub certs: Vec<Cert>,
+    /// All of them as one anchor list (the common case: no other anchors).
+    pub anchors: Option<Arc<Anchors>>,
+    pub errors: String,
+}
+
+/// The system trust store, loaded once per location: SSL_CERT_FILE / SSL_CERT_DIR (honoured by
+/// rustls-native-certs, as for the rustls engine) are the cache key. Certificates NSS cannot
+/// parse are skipped, as the other engines skip them.
+pub fn system_roots() -> PyResult<Arc<SystemRoots>> {
     type Key = (Option<std::ffi::OsString>, Option<std::ffi::OsString>);
-    type Roots = Arc<(Vec<Vec<u8>>, String)>;
-    static ROOTS: Mutex<Option<(Key, Roots)>> = Mutex::new(None);
+    static ROOTS: Mutex<Option<(Key, Arc<SystemRoots>)>> = Mutex::new(None);
     let key: Key = (
         std::env::var_os("SSL_CERT_FILE"),
         std::env::var_os("SSL_CERT_DIR"),
@@ -209,7 +222,7 @@ pub fn system_roots() -> Arc<(Vec<Vec<u8>>, String)> {
     let mut cached = ROOTS.lock().unwrap_or_else(|p| p.into_inner());
     if let Some((k, roots)) = cached.as_ref() {
         if *k == key {
-            return roots.clone();
+            return Ok(roots.clone());
         }
     }
     let res = rustls_native_certs::load_native_certs();
@@ -219,18 +232,25 @@ pub fn system_roots() -> Arc<(Vec<Vec<u8>>, String)> {
         .map(|e| e.to_string())
         .collect::<Vec<_>>()
         .join("; ");
-    let ders = res.certs.into_iter().map(|c| c.as_ref().to_vec()).collect();
-    let roots: Roots = Arc::new((ders, errors));
+    let certs: Vec<Cert> = res
+        .certs
+        .iter()
+        .filter_map(|der| temp_cert(der.as_ref(), "system root").ok())
+        .collect();
+    let anchors = if certs.is_empty() {
+        None
+    } else {
+        Some(Arc::new(Anchors::new(
+            certs.iter().map(Cert::clone).collect(),
+        )?))
+    };
+    let roots = Arc::new(SystemRoots {
+        certs,
+        anchors,
+        errors,
+    });
     *cached = Some((key, roots.clone()));
-    roots
-}
-
-/// NSS certificates for the system roots; ones NSS cannot parse are skipped, as the other
-/// engines skip them.
-pub fn system_anchor_certs(ders: &[Vec<u8>]) -> Vec<Cert> {
-    ders.iter()
-        .filter_map(|der| temp_cert(der, "system root").ok())
-        .collect()
+    Ok(roots)
 }
 
 // -- names and name constraints ----------------------------------------------------------------
