@@ -182,9 +182,11 @@ class NativeEngine(Generic[_C, _S]):
         tls13, tls12 = split_ciphers(usable)
         if not ((TLS13 in enabled and tls13) or (TLS12 in enabled and tls12)):
             names = ", ".join(suite_name(c) for c in ids)
+            lacks = f" ({self.lacks})" if any(c not in self.supported for c in ids) else ""
             raise ConfigurationError(
                 f"none of the cipher suites ({names}) can be used by the {self.name} engine with "
-                f"the TLS versions allowed ({self.lacks}); add a GCM or ChaCha20-Poly1305 suite"
+                f"the TLS versions allowed{lacks}: add a GCM or ChaCha20-Poly1305 suite of an "
+                "allowed version"
             )
         return usable
 
