@@ -223,7 +223,7 @@ impl Model {
                 }
             }
             if let Some(order) = nss.exp.cipher_suite_order_set {
-                if order(model, suites.as_ptr(), suites.len() as u16) != SEC_SUCCESS {
+                if order(model, suites.as_ptr(), suites.len() as c_uint) != SEC_SUCCESS {
                     return Err(model_err("SSL_CipherSuiteOrderSet"));
                 }
             }

@@ -515,8 +515,10 @@ pub struct Experimental {
     >,
     pub set_time_func:
         Option<unsafe extern "C" fn(*mut PRFileDesc, Option<TimeFn>, *mut c_void) -> SECStatus>,
+    /// sslexp.h declares the count as PRUint16; the function (SSLExp_CipherSuiteOrderSet)
+    /// takes an unsigned int, which is what is passed.
     pub cipher_suite_order_set:
-        Option<unsafe extern "C" fn(*mut PRFileDesc, *const u16, u16) -> SECStatus>,
+        Option<unsafe extern "C" fn(*mut PRFileDesc, *const u16, c_uint) -> SECStatus>,
 }
 
 /// An experimental function by name (`None` if this NSS lacks it).

@@ -406,6 +406,9 @@ impl NssSession {
                 (api.SSL_AlertReceivedCallback)(fd, Some(alert_received), arg),
                 "SSL_AlertReceivedCallback",
             )?;
+            // Key logging (SSLKEYLOGFILE) belongs here: the experimental SSL_SecretCallback
+            // hands over each TLS 1.3 traffic secret as it is derived (Debian's NSS ignores the
+            // variable itself).
             if !is_server {
                 return check(
                     (api.SSL_GetClientAuthDataHook)(fd, Some(client_auth_hook), arg),
