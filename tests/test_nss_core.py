@@ -601,6 +601,12 @@ def test_unusable_keys_are_configuration_errors(ca: Cert, server_cert: Cert) -> 
     k1 = ec.generate_private_key(ec.SECP256K1())
     with pytest.raises(ConfigurationError, match="secp256k1"):
         nss_server(server_cert, chains=[([server_cert.pem], _key_pem(k1))])
+    # a SEC1 key without its optional public key: NSS cannot import it, and says so
+    sec1 = _key_pem(server_cert.key, "TraditionalOpenSSL", "DER")
+    body = sec1[2 : sec1.index(b"\xa1\x44")]
+    stripped = bytes([0x30, len(body)]) + body
+    with pytest.raises(ConfigurationError, match="does not include its public key"):
+        nss_server(server_cert, chains=[([server_cert.pem], stripped)])
 
 
 def test_chain_errors(ca: Cert, server_cert: Cert, other_cert: Cert) -> None:

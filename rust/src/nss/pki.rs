@@ -484,11 +484,46 @@ fn nss_refuses(der: &[u8]) -> Option<String> {
     }
 }
 
+/// Whether a PKCS#8 EC key leaves out its public key (the optional [1] of SEC1's
+/// ECPrivateKey): NSS cannot import such keys.
+fn ec_key_lacks_public(pkcs8: &[u8]) -> bool {
+    let inner = tlv(pkcs8)
+        .filter(|(tag, _, _)| *tag == 0x30)
+        .and_then(|(_, body, _)| tlv(body))
+        .and_then(|(_, _, rest)| tlv(rest))
+        .filter(|(tag, alg, _)| {
+            *tag == 0x30
+                && alg
+                    .windows(OID_EC_PUBLIC_KEY.len())
+                    .any(|w| w == OID_EC_PUBLIC_KEY)
+        })
+        .and_then(|(_, _, rest)| tlv(rest))
+        .filter(|(tag, _, _)| *tag == 0x04)
+        .map(|(_, sec1, _)| sec1);
+    let Some((0x30, mut fields, _)) = inner.and_then(tlv) else {
+        return false;
+    };
+    while let Some((tag, _, next)) = tlv(fields) {
+        if tag == 0xA1 {
+            return false;
+        }
+        fields = next;
+    }
+    true
+}
+
 /// Import a private key (PEM or DER; PKCS#8, SEC1 or PKCS#1) into NSS's internal slot.
 pub fn import_key(data: &[u8], what: &str) -> PyResult<(Key, Vec<u8>)> {
     let der = key_to_pkcs8(data, what)?;
     if let Some(why) = nss_refuses(&der) {
         return Err(config_err(format!("{what}: {why}")));
+    }
+    if ec_key_lacks_public(&der) {
+        return Err(config_err(format!(
+            "{what}: the EC private key does not include its public key, which NSS needs to \
+             import it: export the key with its public key (e.g. `openssl pkey -in KEY -out \
+             FULL_KEY`)"
+        )));
     }
     let api = ffi::api();
     let mut item = SECItem::borrowed(&der);
