@@ -1372,6 +1372,32 @@ def test_first_use_from_many_threads_at_once() -> None:
     assert out.strip() == str([0x0304] * 8)
 
 
+def test_a_system_policy_that_overrides_the_configuration_is_refused() -> None:
+    """NSS clamps version ranges to its policy silently; the engine reads them back."""
+    out = run_fresh(
+        """
+        import ctypes
+        from unitls import _native
+        from unitls._errors import ConfigurationError
+        from test_rustls_core import make_ca
+        from test_nss_core import nss_client
+        _native.nss_status()  # NSS loaded; set a policy as a system policy file would
+        util, nss = ctypes.CDLL("libnssutil3.so"), ctypes.CDLL("libnss3.so")
+        assert util.NSS_SetAlgorithmPolicy(345, 0x10, 0) == 0  # APPLY_SSL_POLICY, USE_IN_SSL
+        assert nss.NSS_OptionSet(0x008, 0x0304) == 0  # NSS_TLS_VERSION_MIN_POLICY: TLS 1.3
+        ca = make_ca("policy")
+        try:
+            nss_client(ca)
+        except ConfigurationError as exc:
+            print("refused:", exc)
+        nss_client(ca, versions=[0x0304])
+        print("TLS 1.3 only: accepted")
+        """
+    )
+    assert "refused: the system's NSS policy does not allow TLS 1.2 to TLS 1.3" in out
+    assert "TLS 1.3 only: accepted" in out
+
+
 @pytest.mark.skipif(not hasattr(os, "fork"), reason="no fork here")
 def test_a_forked_child_does_not_repeat_its_parents_randomness() -> None:
     """Debian's NSS 3.87 has no fork detection: without a reseed, parent and child produce the

@@ -144,6 +144,22 @@ fn plan_suites(
     Ok((suites, SSLVersionRange { min, max }))
 }
 
+/// "TLS 1.2 to TLS 1.3", "TLS 1.3 only".
+fn version_span(min: u16, max: u16) -> String {
+    let name = |v: u16| match v {
+        0x0301 => "TLS 1.0".to_string(),
+        0x0302 => "TLS 1.1".to_string(),
+        TLS12 => "TLS 1.2".to_string(),
+        TLS13 => "TLS 1.3".to_string(),
+        other => format!("version 0x{other:04X}"),
+    };
+    if min == max {
+        format!("{} only", name(min))
+    } else {
+        format!("{} to {}", name(min), name(max))
+    }
+}
+
 fn model_err(what: &str) -> PyErr {
     config_err(format!(
         "NSS refused the configuration: {what} failed ({})",
@@ -226,6 +242,34 @@ impl Model {
                 if order(model, suites.as_ptr(), suites.len() as c_uint) != SEC_SUCCESS {
                     return Err(model_err("SSL_CipherSuiteOrderSet"));
                 }
+            }
+            // A system policy may override both silently (NSS_DEFAULT_SSL_LOCK, version
+            // limits): read back what NSS will use.
+            let mut got = SSLVersionRange { min: 0, max: 0 };
+            if (api.SSL_VersionRangeGet)(model, &mut got) != SEC_SUCCESS
+                || (got.min, got.max) != (range.min, range.max)
+            {
+                return Err(config_err(format!(
+                    "the system's NSS policy does not allow {}: NSS would use {}; allow only \
+                     the versions the policy permits",
+                    version_span(range.min, range.max),
+                    version_span(got.min, got.max)
+                )));
+            }
+            let mut wrong = Vec::new();
+            for id in implemented(nss) {
+                let mut on: PRBool = 0;
+                let rv = (api.SSL_CipherPrefGet)(model, id as i32, &mut on);
+                if rv != SEC_SUCCESS || (on != 0) != suites.contains(&id) {
+                    wrong.push(id);
+                }
+            }
+            if !wrong.is_empty() {
+                return Err(config_err(format!(
+                    "the system's NSS policy keeps unitls from choosing cipher suites: NSS does \
+                     not enable or disable {} as configured",
+                    hex_list(&wrong)
+                )));
             }
         }
         Ok(m)

@@ -17,6 +17,11 @@
 //! The server session-ID cache is configured (tiny) once because NSS servers crash without one
 //! (see `nss.md`); unitls' servers use `SSL_NO_CACHE` anyway.
 //!
+//! Policy: `NSS_SetDomesticPolicy` is not called (it would override a policy the system or
+//! another library in the process set). Suites the policy forbids are refused by name at
+//! configuration, and what NSS actually enabled (suites, versions) is read back, so a policy
+//! that silently overrides unitls' settings is a `ConfigurationError`, not a surprise.
+//!
 //! Fork: Debian's NSS 3.87 is built without fork detection, so a forked child continues its
 //! parent's random number generator byte for byte (same ClientHello randoms, same ephemeral
 //! keys, same ECDSA nonces: a signing key leaks). `after_fork()` runs before every new
@@ -476,6 +481,8 @@ nss_api! {
     ssl fn SSL_VersionRangeSet(*mut PRFileDesc, *const SSLVersionRange) -> SECStatus;
     ssl fn SSL_CipherPrefSet(*mut PRFileDesc, i32, PRBool) -> SECStatus;
     ssl fn SSL_CipherPolicyGet(i32, *mut i32) -> SECStatus;
+    ssl fn SSL_CipherPrefGet(*mut PRFileDesc, i32, *mut PRBool) -> SECStatus;
+    ssl fn SSL_VersionRangeGet(*mut PRFileDesc, *mut SSLVersionRange) -> SECStatus;
     ssl fn SSL_GetImplementedCiphers() -> *const u16;
     ssl fn SSL_GetNumImplementedCiphers() -> u16;
     ssl fn SSL_SetNextProtoNego(*mut PRFileDesc, *const u8, c_uint) -> SECStatus;
