@@ -382,7 +382,6 @@ pub type ClientAuthDataFn = unsafe extern "C" fn(
     *mut *mut CERTCertificate,
     *mut *mut SECKEYPrivateKey,
 ) -> SECStatus;
-pub type HandshakeCallbackFn = unsafe extern "C" fn(*mut PRFileDesc, *mut c_void);
 pub type AlertCallbackFn = unsafe extern "C" fn(*const PRFileDesc, *mut c_void, *const SSLAlert);
 pub type HelloRetryRequestFn = unsafe extern "C" fn(
     PRBool,
@@ -493,8 +492,6 @@ nss_api! {
                                    -> SECStatus;
     ssl fn SSL_GetClientAuthDataHook(*mut PRFileDesc, Option<ClientAuthDataFn>, *mut c_void)
                                      -> SECStatus;
-    ssl fn SSL_HandshakeCallback(*mut PRFileDesc, Option<HandshakeCallbackFn>, *mut c_void)
-                                 -> SECStatus;
     ssl fn SSL_AlertReceivedCallback(*mut PRFileDesc, Option<AlertCallbackFn>, *mut c_void)
                                      -> SECStatus;
     ssl fn SSL_SetURL(*mut PRFileDesc, *const c_char) -> c_int;

@@ -16,8 +16,8 @@
 //!   `handshake` (`SSL_ForceHandshake`), `read` (`PR_Read`), `plaintext_len` (a 1-byte
 //!   `PR_MSG_PEEK`), `write` (`PR_Write`). An empty queue makes `recv` fail with
 //!   `PR_WOULD_BLOCK_ERROR`, which comes back as `WantRead`.
-//! - Hooks run synchronously inside those calls, on this thread, and write into `Core`:
-//!   handshake completion, alerts received (close_notify tells a clean close from a ragged EOF:
+//! - Hooks run synchronously inside those calls, on this thread, and write into `Core`: alerts
+//!   received (close_notify tells a clean close from a ragged EOF:
 //!   NSS's `PR_Read` returns 0 for both), our verifier's rejection (for the error's reason), a
 //!   panic (re-raised after the NSS call returns, so it reaches the generic panic boundary
 //!   instead of unwinding through C).
@@ -70,8 +70,6 @@ struct Core {
     ticket_token: Option<[u8; 32]>,
     /// The socket's clock runs far ahead: tickets read as expired.
     expire_tickets: bool,
-    /// The handshake callback ran.
-    done: bool,
     close_notify: bool,
     /// The last fatal alert received.
     alert: Option<u8>,
@@ -137,12 +135,6 @@ unsafe extern "C" fn client_auth_hook(
             SEC_SUCCESS
         }
         _ => SEC_FAILURE,
-    })
-}
-
-unsafe extern "C" fn handshake_callback(_fd: *mut PRFileDesc, arg: *mut c_void) {
-    hook(arg, (), |core| {
-        core.done = true;
     })
 }
 
@@ -275,7 +267,6 @@ impl NssSession {
             client_auth: None,
             ticket_token: None,
             expire_tickets: false,
-            done: false,
             close_notify: false,
             alert: None,
             rejection: None,
@@ -397,10 +388,6 @@ impl NssSession {
             check(
                 (api.SSL_AuthCertificateHook)(fd, Some(auth_certificate_hook), arg),
                 "SSL_AuthCertificateHook",
-            )?;
-            check(
-                (api.SSL_HandshakeCallback)(fd, Some(handshake_callback), arg),
-                "SSL_HandshakeCallback",
             )?;
             check(
                 (api.SSL_AlertReceivedCallback)(fd, Some(alert_received), arg),
