@@ -1035,6 +1035,26 @@ def test_resumption_tls13(ca: Cert, server_cert: Cert) -> None:
     assert resumed == [(False, False), (True, True), (True, True)]
 
 
+def test_the_ticket_goes_out_with_the_first_application_data(ca: Cert, server_cert: Cert) -> None:
+    """A ticket sent alone right after the handshake races a client that closes at once: unread,
+    it makes the client's kernel reset the connection (CPython's test servers then stop)."""
+    ccfg, scfg = nss_client(ca), nss_server(server_cert)
+    c, s = Peer(ccfg.new_connection("localhost")), Peer(scfg.new_connection())
+    handshake(c, s)
+    assert s.conn.outgoing_bytes_buffered() == 0
+    s.write(b"x")
+    wire = s.take()
+    records, at = 0, 0
+    while at < len(wire):
+        records += 1
+        at += 5 + int.from_bytes(wire[at + 3 : at + 5], "big")
+    assert records == 2  # the ticket's record, then the data's
+    c.give(wire)
+    assert read_all(c) == b"x"
+    c2, s2 = _connect(ccfg, scfg)
+    assert c2.conn.session_resumed() and s2.conn.session_resumed()
+
+
 def test_resumption_off(ca: Cert, server_cert: Cert) -> None:
     for ckw, skw in ((dict(resumption=False), {}), ({}, dict(session_tickets=False))):
         ccfg, scfg = nss_client(ca, **ckw), nss_server(server_cert, **skw)

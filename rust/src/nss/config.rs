@@ -22,6 +22,7 @@ use super::session::NssSession;
 use crate::config::{bytes_of, check_alpn, extract_blobs, hex_list};
 use crate::conn::Connection;
 use crate::errors::config_err;
+use crate::keyinfo::{key_kind, names_der, KeyKind};
 
 /// Suites used when a configuration names none: AEAD with forward secrecy only, in NSS's order.
 const DEFAULT_SUITES: &[u16] = &[
@@ -320,8 +321,6 @@ impl ClientShared {
 pub struct ServerChain {
     model: Model,
     leaf: Vec<u8>,
-    _certs: Vec<Cert>,
-    _key: Key,
 }
 
 /// Everything server connections of one configuration share.
@@ -358,11 +357,16 @@ impl ServerShared {
     }
 }
 
-fn certified_chain(
-    blobs: &[Vec<u8>],
-    key: &[u8],
-    what: &str,
-) -> PyResult<(Vec<Cert>, Key, Vec<u8>)> {
+/// A chain and its key, loaded into NSS.
+struct Certified {
+    what: String,
+    certs: Vec<Cert>,
+    key: Key,
+    leaf: Vec<u8>,
+    kind: Option<KeyKind>,
+}
+
+fn certified_chain(blobs: &[Vec<u8>], key: &[u8], what: &str) -> PyResult<Certified> {
     let certs = temp_certs(blobs, &format!("{what} certificate"))?;
     let Some(leaf) = certs.first() else {
         return Err(config_err(format!(
@@ -370,10 +374,53 @@ fn certified_chain(
              intermediates"
         )));
     };
-    let leaf_der = leaf.der().to_vec();
+    let leaf = leaf.der().to_vec();
     let (key, pkcs8) = import_key(key, &format!("{what} key"))?;
-    check_key_matches(&leaf_der, &pkcs8, what)?;
-    Ok((certs, key, leaf_der))
+    check_key_matches(&leaf, &pkcs8, what)?;
+    Ok(Certified {
+        what: what.to_string(),
+        certs,
+        key,
+        leaf,
+        kind: key_kind(&pkcs8),
+    })
+}
+
+/// Add a chain (sent as given, leaf first: never completed from NSS's store) and its key to a
+/// server model. NSS copies the chain and takes its own references to the certificate and key.
+fn configure_chain(nss: &Nss, model: &Model, chain: &Certified) -> PyResult<()> {
+    let (certs, key, what) = (&chain.certs, &chain.key, &chain.what);
+    let mut items: Vec<SECItem> = certs.iter().map(|c| SECItem::borrowed(c.der())).collect();
+    let list = CERTCertificateList {
+        certs: items.as_mut_ptr(),
+        len: items.len() as i32,
+        arena: std::ptr::null_mut(),
+    };
+    let extra = SSLExtraServerCertData {
+        auth_type: 0,
+        cert_chain: &list,
+        stapled_ocsp: std::ptr::null(),
+        scts: std::ptr::null(),
+        deleg_cred: std::ptr::null(),
+        deleg_cred_key: std::ptr::null(),
+    };
+    // SAFETY: live certificate and key; NSS copies what it keeps (CERT_DupCertList).
+    let rv = unsafe {
+        (nss.api.SSL_ConfigServerCert)(
+            model.0,
+            certs[0].ptr(),
+            key.ptr(),
+            &extra,
+            std::mem::size_of::<SSLExtraServerCertData>() as c_uint,
+        )
+    };
+    if rv != SEC_SUCCESS {
+        return Err(config_err(format!(
+            "{what}: NSS cannot serve this certificate and key ({})",
+            pki::describe(ffi::last_error())
+        )));
+    }
+    Ok(())
 }
 
 static NEXT_CLIENT_ID: AtomicU64 = AtomicU64::new(1);
@@ -448,7 +495,8 @@ impl NssClientConfig {
         let identity =
             match (chain, key) {
                 (Some(chain), Some(key)) => {
-                    let (mut certs, key, _) = certified_chain(&chain, &key, "client certificate")?;
+                    let Certified { mut certs, key, .. } =
+                        certified_chain(&chain, &key, "client certificate")?;
                     let cert = certs.remove(0);
                     Some(Arc::new(ClientIdentity {
                         cert,
@@ -619,50 +667,38 @@ impl NssServerConfig {
                 },
             ));
         }
-        let mut served = Vec::with_capacity(raw.len());
+        let mut loaded = Vec::with_capacity(raw.len());
         for (i, (blobs, key)) in raw.iter().enumerate() {
             let what = format!("chains[{i}]");
-            let (certs, key, leaf) = certified_chain(blobs, key, &what)?;
+            loaded.push(certified_chain(blobs, key, &what)?);
+        }
+        // Chains valid for the same names with different key types (an RSA and an ECDSA
+        // certificate for one site) go on the same socket, the chosen one first: NSS keeps one
+        // certificate per key type and serves the first the client can use (its signature
+        // schemes, and in TLS 1.2 its suites), as OpenSSL does.
+        let names: Vec<Option<Vec<u8>>> = loaded.iter().map(|c| names_der(&c.leaf)).collect();
+        let mut served = Vec::with_capacity(loaded.len());
+        for (i, chain) in loaded.iter().enumerate() {
             let model = Model::new(nss, &suites, &range, &options)?;
-            // The chain is sent as given (leaf first), never completed from NSS's store.
-            let mut items: Vec<SECItem> =
-                certs.iter().map(|c| SECItem::borrowed(c.der())).collect();
-            let list = CERTCertificateList {
-                certs: items.as_mut_ptr(),
-                len: items.len() as i32,
-                arena: std::ptr::null_mut(),
-            };
-            let extra = SSLExtraServerCertData {
-                auth_type: 0,
-                cert_chain: &list,
-                stapled_ocsp: std::ptr::null(),
-                scts: std::ptr::null(),
-                deleg_cred: std::ptr::null(),
-                deleg_cred_key: std::ptr::null(),
-            };
-            // SAFETY: NSS copies the chain (CERT_DupCertList) and takes its own references.
-            let rv = unsafe {
-                (nss.api.SSL_ConfigServerCert)(
-                    model.0,
-                    certs[0].ptr(),
-                    key.ptr(),
-                    &extra,
-                    std::mem::size_of::<SSLExtraServerCertData>() as c_uint,
-                )
-            };
-            if rv != SEC_SUCCESS {
-                return Err(config_err(format!(
-                    "{what}: NSS cannot serve this certificate and key ({})",
-                    pki::describe(ffi::last_error())
-                )));
+            configure_chain(nss, &model, chain)?;
+            let mut kinds = vec![chain.kind.clone()];
+            for (j, other) in loaded.iter().enumerate() {
+                if j == i
+                    || names[j].is_none()
+                    || names[j] != names[i]
+                    || kinds.contains(&other.kind)
+                {
+                    continue;
+                }
+                configure_chain(nss, &model, other)?;
+                kinds.push(other.kind.clone());
             }
             served.push(ServerChain {
                 model,
-                leaf,
-                _certs: certs,
-                _key: key,
+                leaf: chain.leaf.clone(),
             });
         }
+        // NSS now holds its own references (and copies of the keys): `loaded` may go.
         let token = session_tickets.then(|| {
             let cas: Option<Vec<Vec<u8>>> = client_anchors
                 .as_ref()

@@ -610,7 +610,7 @@ fn reason_for(code: PRErrorCode, leaf: *mut CERTCertificate) -> String {
             _ => "certificate expired".into(),
         },
         SEC_ERROR_EXPIRED_ISSUER_CERTIFICATE => {
-            "an issuer certificate expired or is not yet valid".into()
+            "a CA certificate in the chain expired or is not yet valid".into()
         }
         SEC_ERROR_REVOKED_CERTIFICATE => "certificate revoked".into(),
         SEC_ERROR_BAD_SIGNATURE => "bad certificate signature".into(),
@@ -708,6 +708,45 @@ pub unsafe fn verify_peer(fd: *mut PRFileDesc, policy: &Policy) -> Result<(), Re
     result
 }
 
+/// A leaf that is itself one of the anchors (a self-signed certificate trusted as such).
+/// libpkix cannot build a path whose target is its trust anchor; OpenSSL and webpki accept such
+/// a leaf, so it is checked as rustls checks it: with webpki, the leaf as its own anchor
+/// (validity, extended key usage, not a CA).
+fn verify_anchor_leaf(leaf: &[u8], usage: i64) -> Result<(), Rejection> {
+    let der = CertificateDer::from(leaf);
+    let reject = |e: webpki::Error| {
+        let reason = match &e {
+            webpki::Error::CertExpired { .. } => "certificate expired".to_string(),
+            webpki::Error::CertNotValidYet { .. } => "certificate not yet valid".to_string(),
+            _ => certificate_reason(&CertificateError::Other(rustls::OtherError(Arc::new(
+                e.clone(),
+            )))),
+        };
+        Rejection {
+            code: SEC_ERROR_UNTRUSTED_CERT,
+            reason,
+        }
+    };
+    let anchor = webpki::anchor_from_trusted_cert(&der).map_err(reject)?;
+    let ee = webpki::EndEntityCert::try_from(&der).map_err(reject)?;
+    let eku = if usage == CERTIFICATE_USAGE_SSL_CLIENT {
+        webpki::KeyUsage::client_auth()
+    } else {
+        webpki::KeyUsage::server_auth()
+    };
+    ee.verify_for_usage(
+        webpki::ALL_VERIFICATION_ALGS,
+        &[anchor],
+        &[],
+        rustls_pki_types::UnixTime::now(),
+        eku,
+        None,
+        None,
+    )
+    .map(|_| ())
+    .map_err(reject)
+}
+
 unsafe fn verify_chain(certs: &[*mut CERTCertificate], policy: &Policy) -> Result<(), Rejection> {
     let api = ffi::api();
     let Some(&leaf) = certs.first() else {
@@ -716,6 +755,13 @@ unsafe fn verify_chain(certs: &[*mut CERTCertificate], policy: &Policy) -> Resul
             reason: "peer sent no certificate".into(),
         });
     };
+    if policy.anchors.ders.contains(cert_der(leaf)) {
+        verify_anchor_leaf(cert_der(leaf), policy.usage)?;
+        if let Some(name) = &policy.name {
+            check_name(cert_der(leaf), name)?;
+        }
+        return Ok(());
+    }
     let sent: HashSet<&[u8]> = certs.iter().map(|c| cert_der(*c)).collect();
     let sent_list: Vec<&[u8]> = certs.iter().map(|c| cert_der(*c)).collect();
     check_constraint_budget(&sent_list, &policy.anchors)?;
@@ -766,7 +812,7 @@ unsafe fn verify_chain(certs: &[*mut CERTCertificate], policy: &Policy) -> Resul
             }
             (Some(Validity::Expired), 0) => ("certificate expired", SEC_ERROR_EXPIRED_CERTIFICATE),
             (Some(_), _) => (
-                "an issuer certificate expired or is not yet valid",
+                "a CA certificate in the chain expired or is not yet valid",
                 SEC_ERROR_EXPIRED_ISSUER_CERTIFICATE,
             ),
         };

@@ -27,7 +27,8 @@
 //! per-configuration peer ID (plus the server name), so configurations never share sessions.
 //! Servers resume TLS 1.3 tickets only: NSS's session-ID cache and its ticket key are
 //! process-wide, so TLS 1.2 resumption is off (`SSL_NO_CACHE`, no RFC 5077 tickets), and TLS 1.3
-//! tickets carry a token naming the server configuration (`SSL_SendSessionTicket`). A ticket
+//! tickets carry a token naming the server configuration (`SSL_SendSessionTicket`, just before
+//! the server's first application data). A ticket
 //! of another configuration (seen by the `SSL_HelloRetryRequestCallback` on the first
 //! ClientHello) is declined softly: a HelloRetryRequest, and for the second ClientHello the
 //! socket's clock (`SSL_SetTimeFunc`) runs far ahead so the ticket reads as expired and the
@@ -217,6 +218,8 @@ pub struct NssSession {
     pending: Option<Failure>,
     /// Server side: the SNI name the client sent.
     server_name: Option<String>,
+    /// A TLS 1.3 server owes the client a ticket (`send_ticket`).
+    ticket_due: bool,
 }
 
 // SAFETY: the socket and its core are only used by the thread holding the Connection's lock;
@@ -256,6 +259,7 @@ impl NssSession {
             shut_down: false,
             pending: None,
             server_name: None,
+            ticket_due: false,
         }
     }
 
@@ -504,24 +508,30 @@ impl NssSession {
         ))
     }
 
-    /// The handshake just completed: a TLS 1.3 server hands out its ticket.
+    /// The handshake just completed: a TLS 1.3 server with tickets owes the client one.
     fn completed(&mut self) {
         self.done = true;
         let core = self.core_mut();
         core.io.early_budget = None;
-        let Some(token) = core.ticket_token.filter(|_| core.is_server) else {
+        if core.is_server && core.ticket_token.is_some() {
+            core.expire_tickets = false; // the ticket's timestamp is read from the socket's clock
+            self.ticket_due = self.protocol_version() == Some(TLS13);
+        }
+    }
+
+    /// Hand out the ticket owed, just before the server's first application data: a ticket
+    /// sent on its own right after the handshake races the client's close (a client that
+    /// closes with it unread makes its kernel reset the connection), and clients read the
+    /// ticket with the data that follows it.
+    fn send_ticket(&mut self) {
+        self.ticket_due = false;
+        let Some(token) = self.core().ticket_token else {
             return;
         };
-        core.expire_tickets = false; // the ticket's timestamp is read from the socket's clock
-        if self.protocol_version() != Some(TLS13) {
-            return;
-        }
-        if let Ok(nss) = ffi::nss() {
-            if let Some(send) = nss.exp.send_session_ticket {
-                // SAFETY: a finished TLS 1.3 server socket; NSS copies the token. A failure only
-                // means no resumption later.
-                unsafe { send(self.fd, token.as_ptr(), token.len() as c_uint) };
-            }
+        if let Some(send) = ffi::nss().ok().and_then(|nss| nss.exp.send_session_ticket) {
+            // SAFETY: a finished TLS 1.3 server socket; NSS copies the token. A failure only
+            // means no resumption later.
+            unsafe { send(self.fd, token.as_ptr(), token.len() as c_uint) };
         }
     }
 
@@ -794,6 +804,9 @@ impl TlsSession for NssSession {
             ));
         }
         self.handshake()?;
+        if self.ticket_due && !data.is_empty() {
+            self.send_ticket();
+        }
         let api = ffi::api();
         let mut sent = 0;
         while sent < data.len() {
