@@ -758,6 +758,23 @@ def test_expired_and_not_yet_valid(ca: Cert) -> None:
     assert ei.value.reason == "certificate not yet valid"
 
 
+def test_a_self_signed_leaf_trusted_as_such(server_cert: Cert) -> None:
+    """libpkix cannot take its trust anchor as the target; OpenSSL and rustls accept such a
+    leaf (CPython's tests trust their self-signed keycert.pem this way), so NSS does too, with
+    the same checks as rustls."""
+    leaf = _self_signed(ec.generate_private_key(ec.SECP256R1()))
+    c, s = nss_pair(leaf, leaf)
+    handshake(c, s)
+    c, s = nss_pair(leaf, leaf, name="other.test")
+    with pytest.raises(CertificateVerificationError, match="not valid for name 'other.test'"):
+        handshake(c, s)
+    # a leaf trusted as an anchor is still a leaf for the client: a server certificate alone
+    # does not make the anchor of another chain
+    c, s = nss_pair(leaf, server_cert)
+    with pytest.raises(CertificateVerificationError, match="unknown issuer"):
+        handshake(c, s)
+
+
 def test_verdicts_do_not_depend_on_what_the_process_saw() -> None:
     """A server sending only its leaf is refused even after the intermediate was loaded
     elsewhere in the process (NSS alone would complete the chain from its store)."""
