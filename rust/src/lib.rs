@@ -13,6 +13,7 @@ mod conn;
 mod errors;
 mod keyinfo;
 mod nss;
+mod pq;
 mod rustls_session;
 mod session;
 
