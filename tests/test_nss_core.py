@@ -1135,6 +1135,9 @@ def test_client_resumes_with_openssl(
             c.give(s.take())
             assert read_all(c) == b"x"
             reused.append((s.obj.session_reused, c.conn.session_resumed()))
+            # a resumed TLS 1.2 session exchanges no key: no group to report
+            tls12_resumed = c.conn.session_resumed() and version == ssl.TLSVersion.TLSv1_2
+            assert c.conn.negotiated_group() == (None if tls12_resumed else "x25519")
         assert reused == [(False, False), (resumption, resumption)]
 
 

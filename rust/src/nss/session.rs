@@ -904,7 +904,13 @@ impl TlsSession for NssSession {
     }
 
     fn negotiated_group(&self) -> Option<String> {
-        let group = u32_at(&self.channel_info()?, CHANNEL_INFO_KEA_GROUP);
+        let info = self.channel_info()?;
+        // A resumed TLS 1.2 session exchanges no key (NSS then reports a placeholder group).
+        if u16_at(&info, CHANNEL_INFO_VERSION) == TLS12 && u32_at(&info, CHANNEL_INFO_RESUMED) != 0
+        {
+            return None;
+        }
+        let group = u32_at(&info, CHANNEL_INFO_KEA_GROUP);
         (group != 0).then(|| group_name(group as u16))
     }
 }
