@@ -13,6 +13,7 @@ mod errors;
 mod keyinfo;
 mod rustls_session;
 mod session;
+mod sockio;
 
 /// Version of the rustls crate this module is built with (kept in step with `Cargo.lock`).
 const RUSTLS_VERSION: &str = "0.23.46";
@@ -22,6 +23,8 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<config::ClientConfig>()?;
     m.add_class::<config::ServerConfig>()?;
     m.add_class::<conn::Connection>()?;
+    m.add_class::<sockio::SocketCore>()?;
+    m.add_class::<sockio::SSLSocketCore>()?;
     m.add_function(wrap_pyfunction!(config::supported_cipher_suites, m)?)?;
     m.add("RUSTLS_VERSION", RUSTLS_VERSION)?;
     Ok(())

@@ -24,6 +24,7 @@ from .._errors import ConfigurationError
 from .._objects import Certificate, PrivateKey, SigningChain, TrustStore
 from .._protocols import ClientContext, ServerContext, TLSImplementation
 from .._registry import get_implementation
+from ._nativeobj import native_sslobj
 from ._sslobj import BioTLS, SocketTLS
 
 __all__ = [
@@ -575,6 +576,9 @@ class SSLContext(_Base):
             return _C._wrap_socket(  # type: ignore[attr-defined,no-any-return]
                 native, sock, server_side, server_hostname, owner=owner, session=None
             )
+        obj = native_sslobj(sock, self, pep, server_side, server_hostname, owner, verified)
+        if obj is not None:
+            return obj  # type: ignore[return-value]
         return SocketTLS(sock, self, pep, server_side, server_hostname, owner, verified)
 
     def _wrap_bio(
