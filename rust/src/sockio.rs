@@ -27,18 +27,25 @@
 //! same arguments. Ciphertext the socket did not take stays in `SendState` and goes first next
 //! time; a write that finds it still stuck raises `WantWrite` before taking anything.
 //!
-//! How much is received per system call: a reader asking for `n` bytes receives at most the
-//! ciphertext whose complete records decrypt to no more than `n` bytes (records are tracked
-//! from their headers), so every complete record received ends up in the caller's buffer: a
-//! caller that `select()`s on the socket before reading (as with the stdlib, whose OpenSSL reads
-//! record by record) never waits for data hidden in the engine. Large reads take up to 256 KiB
-//! per call; the handshake reads one record (plus the next record's header) per call.
+//! How much is received per system call: callers that `select()` on the socket before reading
+//! (websockets' sync client, many others; the stdlib's OpenSSL reads record by record) must
+//! never wait for something hidden in the engine: plaintext they did not get, or the peer's
+//! close_notify behind the data they got. Records are tracked from their 5-byte headers, and
+//! - small reads (and the handshake) receive the rest of the current record plus the next
+//!   record's header: one system call per record; the next record's body is still in the
+//!   socket, so `select()` still fires for it;
+//! - reads of 16 KiB or more peek at up to 256 KiB and take the whole records whose plaintext
+//!   fits in the caller's buffer (`plan_batch`), stopping before any record small enough to be
+//!   an alert: many records per system call, all of them delivered in this call;
+//! - waiting for close_notify before `unwrap()` takes exactly one record at a time, so what the
+//!   peer sends after it stays in the socket.
 //!
 //! The Python socket object owns the descriptor: it is looked up (`fileno()`) at every call,
 //! never closed here.
 
 use std::os::raw::c_int;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
 use parking_lot::{Mutex, MutexGuard};
@@ -63,6 +70,10 @@ const ALERT_WAIT: Duration = Duration::from_secs(1);
 const MIN_OVERHEAD: usize = 21;
 /// TLS 1.3 adds the inner content type byte.
 const TLS13_OVERHEAD: usize = 22;
+/// Reads asking for at least this much take several records per receive (`plan_batch`).
+const BATCH_MIN: usize = 16 * 1024;
+/// Records this short may be alerts (TLS 1.2 AES-GCM alert: 8 + 2 + 16 bytes of body).
+const SMALL_RECORD: usize = 26;
 /// Plaintext gathered per read while waiting for close_notify.
 const DISCARD_SIZE: usize = 16 * 1024;
 
@@ -158,9 +169,16 @@ fn check_signals() -> Result<(), IoErr> {
     Python::attach(|py| py.check_signals()).map_err(IoErr::Py)
 }
 
-fn sys_recv(fd: c_int, buf: &mut [u8]) -> Result<usize, i32> {
+fn sys_recv(fd: c_int, buf: &mut [u8], flags: c_int) -> Result<usize, i32> {
     // SAFETY: `buf` is valid for writes of its length.
-    let n = unsafe { libc::recv(fd, buf.as_mut_ptr().cast(), buf.len(), libc::MSG_DONTWAIT) };
+    let n = unsafe {
+        libc::recv(
+            fd,
+            buf.as_mut_ptr().cast(),
+            buf.len(),
+            flags | libc::MSG_DONTWAIT,
+        )
+    };
     if n < 0 {
         Err(errno())
     } else {
@@ -185,6 +203,23 @@ fn sys_send(fd: c_int, buf: &[u8]) -> Result<usize, i32> {
     }
 }
 
+/// Whether `fd` is a TCP socket (where `MSG_TRUNC` discards received bytes).
+fn is_tcp(fd: c_int) -> bool {
+    let mut proto: c_int = 0;
+    let mut len = std::mem::size_of::<c_int>() as libc::socklen_t;
+    // SAFETY: `proto` and `len` are valid for getsockopt to write.
+    let rc = unsafe {
+        libc::getsockopt(
+            fd,
+            libc::SOL_SOCKET,
+            libc::SO_PROTOCOL,
+            (&mut proto as *mut c_int).cast(),
+            &mut len,
+        )
+    };
+    rc == 0 && proto == libc::IPPROTO_TCP
+}
+
 fn would_block(e: i32) -> bool {
     e == libc::EAGAIN || e == libc::EWOULDBLOCK
 }
@@ -192,7 +227,7 @@ fn would_block(e: i32) -> bool {
 // -- record tracking -----------------------------------------------------------------------------
 
 /// Where the received ciphertext stands in the record stream (from the 5-byte headers).
-#[derive(Default)]
+#[derive(Default, Clone)]
 struct Tracker {
     header: [u8; 5],
     header_len: usize,
@@ -226,15 +261,6 @@ impl Tracker {
         }
     }
 
-    /// Bytes of the current, incomplete record received so far.
-    fn partial(&self) -> usize {
-        if self.header_len < 5 {
-            self.header_len
-        } else {
-            5 + self.record_len - self.body_left
-        }
-    }
-
     /// Bytes that complete the current record (its header, when that is not known yet).
     fn exact(&self) -> usize {
         if self.header_len < 5 {
@@ -243,6 +269,47 @@ impl Tracker {
             self.body_left
         }
     }
+}
+
+/// How many of the `peeked` bytes (the socket's next bytes) a read for `plain` bytes of
+/// plaintext takes: whole records whose plaintext fits, never a record after one that may be an
+/// alert (it could be the peer's close_notify, which the caller must meet in a later read, after
+/// `select()` said the socket is readable), and never beyond a partial record (the rest of it is
+/// still coming). The first record is always taken.
+fn plan_batch(tracker: &Tracker, peeked: &[u8], plain: usize, overhead: usize) -> usize {
+    let mut t = tracker.clone();
+    let mut pos = 0;
+    let mut budget = plain;
+    let mut first = true;
+    while pos < peeked.len() {
+        if t.header_len < 5 {
+            let need = 5 - t.header_len;
+            if peeked.len() - pos < need {
+                return peeked.len(); // a partial header: its record is still coming
+            }
+            if t.header_len == 0 && !first {
+                let len = u16::from_be_bytes([peeked[pos + 3], peeked[pos + 4]]) as usize;
+                if len <= SMALL_RECORD || (len + 5).saturating_sub(overhead) > budget {
+                    return pos;
+                }
+            }
+            t.advance(&peeked[pos..pos + need]);
+            pos += need;
+        }
+        let take = t.body_left.min(peeked.len() - pos);
+        t.advance(&peeked[pos..pos + take]);
+        pos += take;
+        if t.header_len == 5 {
+            return pos; // the record is incomplete: take what is here, the rest follows
+        }
+        let len = t.record_len;
+        budget = budget.saturating_sub((len + 5).saturating_sub(overhead));
+        if len <= SMALL_RECORD {
+            return pos;
+        }
+        first = false;
+    }
+    pos
 }
 
 /// How much a receive may take.
@@ -292,10 +359,13 @@ struct Core {
     eof_received: AtomicBool,
     received: AtomicU64,
     overhead: AtomicUsize,
+    /// A reset while receiving is an EOF without close_notify (else ConnectionResetError).
+    reset_is_eof: bool,
+    tcp: OnceLock<bool>,
 }
 
 impl Core {
-    fn new(conn: Py<Connection>) -> Self {
+    fn new(conn: Py<Connection>, reset_is_eof: bool) -> Self {
         Core {
             conn,
             send: Mutex::default(),
@@ -309,6 +379,8 @@ impl Core {
             eof_received: AtomicBool::new(false),
             received: AtomicU64::new(0),
             overhead: AtomicUsize::new(MIN_OVERHEAD),
+            reset_is_eof,
+            tcp: OnceLock::new(),
         }
     }
 
@@ -442,40 +514,41 @@ impl Core {
 
     // -- receiving -------------------------------------------------------------------------------
 
-    /// Receive one chunk of ciphertext (sized by `want`) and feed it, or the EOF, to the engine.
+    /// Receive ciphertext (as much as `want` allows, see the module docs) and feed it, or the
+    /// EOF, to the engine.
     fn receive(&self, fd: c_int, wait: Wait, want: Want) -> Result<(), IoErr> {
         let seen = self.received.load(Ordering::Acquire);
         let mut st = wait.lock(&self.recv, IoErr::WantRead)?;
         if seen != self.received.load(Ordering::Acquire) {
             return Ok(()); // another thread received meanwhile: retry the engine first
         }
+        let overhead = self.overhead.load(Ordering::Relaxed);
         let tracker = &st.tracker;
-        let size = match want {
-            Want::Exact => tracker.exact(),
-            Want::Record if tracker.header_len == 5 => tracker.body_left + 5,
-            Want::Record => tracker.exact(),
-            Want::Plain(n) => {
-                let record = if tracker.header_len == 5 {
-                    tracker.body_left + 5
-                } else {
-                    tracker.exact()
-                };
-                let overhead = self.overhead.load(Ordering::Relaxed);
-                record.max((n.saturating_add(overhead)).saturating_sub(tracker.partial()))
-            }
-        }
-        .clamp(1, RECV_MAX);
+        let next_record = if tracker.header_len == 5 {
+            tracker.body_left + 5 // the rest of this record and the next one's header
+        } else {
+            tracker.exact()
+        };
+        let (size, batch) = match want {
+            Want::Exact => (tracker.exact(), None),
+            Want::Record => (next_record, None),
+            Want::Plain(n) if n < BATCH_MIN => (next_record, None),
+            Want::Plain(n) => (n.saturating_add(n / 512 + 64), Some(n)),
+        };
+        let size = size.clamp(1, RECV_MAX);
         if st.buf.len() < size {
             st.buf.resize(size, 0);
         }
+        let flags = if batch.is_some() { libc::MSG_PEEK } else { 0 };
         let n = loop {
             let want_write = self.flush_nowait(fd);
-            match sys_recv(fd, &mut st.buf[..size]) {
+            match sys_recv(fd, &mut st.buf[..size], flags) {
                 Ok(n) => break n,
                 Err(e) if would_block(e) => self.wait_fd(fd, true, want_write, wait)?,
                 Err(e) if e == libc::EINTR => check_signals()?,
-                // A reset is an EOF without close_notify: the engine reports it.
-                Err(e) if e == libc::ECONNRESET => break 0,
+                // A reset is an EOF without close_notify (the engine reports it), except for
+                // the ssl bridge, where it is ConnectionResetError as with the stdlib.
+                Err(e) if e == libc::ECONNRESET && self.reset_is_eof => break 0,
                 Err(e) => {
                     return Err(IoErr::Os {
                         errno: e,
@@ -483,6 +556,15 @@ impl Core {
                     })
                 }
             }
+        };
+        let n = match batch {
+            Some(plain) if n > 0 => {
+                // Take only the records the caller will get (the rest stays in the socket).
+                let k = plan_batch(&st.tracker, &st.buf[..n], plain, overhead);
+                self.discard(fd, &mut st.buf[..k])?;
+                k
+            }
+            _ => n,
         };
         self.received.fetch_add(1, Ordering::AcqRel);
         let RecvState { buf, tracker } = &mut *st;
@@ -507,6 +589,45 @@ impl Core {
             Err(IoErr::Tls(f)) => Err(self.fail(f, fd, wait)),
             Err(e) => Err(e),
         }
+    }
+
+    /// Remove from the socket the `peeked.len()` bytes just peeked (they are all there: only
+    /// the holder of `recv` reads). TCP drops them without copying (`MSG_TRUNC`).
+    fn discard(&self, fd: c_int, peeked: &mut [u8]) -> Result<(), IoErr> {
+        let tcp = *self.tcp.get_or_init(|| is_tcp(fd));
+        let mut done = 0;
+        while done < peeked.len() {
+            let got = if tcp {
+                // SAFETY: with MSG_TRUNC, TCP discards the bytes and never writes the buffer.
+                let n = unsafe {
+                    libc::recv(
+                        fd,
+                        std::ptr::null_mut(),
+                        peeked.len() - done,
+                        libc::MSG_TRUNC | libc::MSG_DONTWAIT,
+                    )
+                };
+                if n < 0 {
+                    Err(errno())
+                } else {
+                    Ok(n as usize)
+                }
+            } else {
+                sys_recv(fd, &mut peeked[done..], 0)
+            };
+            match got {
+                Ok(0) => break,
+                Ok(n) => done += n,
+                Err(e) if e == libc::EINTR => {}
+                Err(e) => {
+                    return Err(IoErr::Os {
+                        errno: e,
+                        what: "receiving TLS data failed",
+                    })
+                }
+            }
+        }
+        Ok(())
     }
 
     // -- operations ------------------------------------------------------------------------------
@@ -783,7 +904,7 @@ impl SocketCore {
             .call_method0(intern!(py, "gettimeout"))?
             .extract()?;
         Ok(SocketCore {
-            core: Core::new(connection),
+            core: Core::new(connection, true),
             sock,
             timeout: Mutex::new(timeout),
         })
@@ -1026,7 +1147,7 @@ impl SSLSocketCore {
     ) -> PyResult<Self> {
         let weakref = py.import("weakref")?.getattr("ref")?.call1((sslsock,))?;
         Ok(SSLSocketCore {
-            core: Core::new(connection),
+            core: Core::new(connection, false),
             sock_ref: weakref.unbind(),
             translate,
             write_taken: AtomicUsize::new(0),
