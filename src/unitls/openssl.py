@@ -737,27 +737,53 @@ class OpenSSLSocket(_SocketBase):
             raise _translate(exc, True) from exc
         self._done = True
 
+    # The hot calls go straight to the C ``_ssl._SSLSocket`` behind the ``ssl.SSLSocket`` (its
+    # ``_sslobj``), skipping ssl.py's Python frames; ``ssl.SSLSocket`` still owns the socket and
+    # decides everything else (None: closed, or its TLS layer was dropped).
+
     def recv(self, bufsize: int) -> bytes:
         try:
-            return self._ssl.recv(bufsize)
+            c_obj = self._ssl._sslobj  # type: ignore[attr-defined]
+            if c_obj is None:
+                return self._ssl.recv(bufsize)
+            data: bytes = c_obj.read(bufsize)
+            return data
         except (ssl.SSLError, OSError) as exc:
             raise self._error(exc) from exc
 
     def recv_into(self, buffer: Buffer, nbytes: int = 0) -> int:
         try:
-            return self._ssl.recv_into(buffer, nbytes)
+            c_obj = self._ssl._sslobj  # type: ignore[attr-defined]
+            if c_obj is None:
+                return self._ssl.recv_into(buffer, nbytes)
+            if nbytes < 0:
+                raise ValueError("negative buffersize in recv_into")
+            count: int = c_obj.read(nbytes, buffer)
+            return count
         except (ssl.SSLError, OSError) as exc:
             raise self._error(exc) from exc
 
     def send(self, data: Buffer) -> int:
         try:
-            return self._ssl.send(data)
+            c_obj = self._ssl._sslobj  # type: ignore[attr-defined]
+            if c_obj is None:
+                return self._ssl.send(data)
+            sent: int = c_obj.write(data)
+            return sent
         except (ssl.SSLError, OSError) as exc:
             raise self._error(exc) from exc
 
     def sendall(self, data: Buffer) -> None:
         try:
-            self._ssl.sendall(data)
+            c_obj = self._ssl._sslobj  # type: ignore[attr-defined]
+            if c_obj is None:
+                self._ssl.sendall(data)
+                return
+            view = data if isinstance(data, bytes) else memoryview(data).cast("B")
+            # OpenSSL writes everything on blocking sockets (no partial-write mode).
+            sent: int = c_obj.write(view)
+            while sent < len(view):
+                sent += c_obj.write(view[sent:])
         except (ssl.SSLError, OSError) as exc:
             raise self._error(exc) from exc
 
