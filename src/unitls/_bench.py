@@ -210,7 +210,12 @@ class _Engine:
         return conn
 
     def connect(self, port: int) -> Any:
-        conn = self.client.connect(("127.0.0.1", port))
+        from .extensions import SupportsConnectTimeout
+
+        if isinstance(self.client, SupportsConnectTimeout):
+            conn = self.client.connect(("127.0.0.1", port), timeout=_IO_TIMEOUT)
+        else:
+            conn = self.client.connect(("127.0.0.1", port))
         conn.settimeout(_IO_TIMEOUT)
         self.suite = _suite_name(conn.cipher())
         return conn
