@@ -19,8 +19,8 @@ import ssl
 import sys
 import tempfile
 import time
-from statistics import median
 from collections.abc import Awaitable, Callable
+from statistics import median
 from typing import Any
 
 import unitls

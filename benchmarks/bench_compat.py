@@ -17,8 +17,8 @@ import tempfile
 import threading
 import time
 from collections.abc import Callable, Iterator
-from statistics import median
 from pathlib import Path
+from statistics import median
 from typing import Any
 
 import unitls

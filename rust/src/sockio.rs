@@ -988,7 +988,7 @@ impl SocketCore {
     /// Blocking (None), bounded (seconds) or non-blocking (0), as for `socket.socket`.
     fn settimeout(&self, value: Option<f64>) -> PyResult<()> {
         if let Some(v) = value {
-            if !(v >= 0.0) || !v.is_finite() {
+            if v.is_nan() || v < 0.0 || !v.is_finite() {
                 return Err(PyValueError::new_err("Timeout value out of range"));
             }
         }

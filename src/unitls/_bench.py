@@ -299,9 +299,13 @@ def _close(conn: Any) -> None:
 
 
 def _close_now(conn: Any) -> None:
-    """Close without waiting for the peer (the stdlib's ``SSLSocket.close`` never waits)."""
+    """Send close_notify and close without waiting for the peer's, on both sides alike (the
+    engines' ``close(force=True)``; ``SSLSocket.unwrap()`` on a non-blocking socket)."""
     with contextlib.suppress(Exception):
         if isinstance(conn, ssl.SSLSocket):
+            conn.settimeout(0)
+            with contextlib.suppress(ssl.SSLError, OSError):
+                conn.unwrap()
             conn.close()
         else:
             conn.close(force=True)

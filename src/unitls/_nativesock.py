@@ -244,7 +244,7 @@ class NativeClientSockets:
         tls.settimeout(limit)
         return tls
 
-    def upgrade(self, sock: socket.socket, server_hostname: str | None = None) -> NativeSocket:
+    def upgrade(self, sock: socket.socket, server_hostname: str | None = None) -> Any:
         """STARTTLS: run TLS on an already connected plain socket (the handshake runs now, within
         the socket's timeout). The returned socket owns ``sock``."""
         _check_stream(sock)
@@ -253,7 +253,7 @@ class NativeClientSockets:
         context: Any = self
         tls = native_socket(context, sock, context.create_buffer(server_hostname))
         tls.do_handshake()
-        return tls
+        return tls  # a NativeSocket
 
 
 class NativeServerSockets:
@@ -266,7 +266,7 @@ class NativeServerSockets:
         context: Any = self
         return native_socket(context, conn, server_buffer(context, conn))
 
-    def upgrade(self, sock: socket.socket, server_hostname: str | None = None) -> NativeSocket:
+    def upgrade(self, sock: socket.socket, server_hostname: str | None = None) -> Any:
         """STARTTLS on an already connected plain socket (the handshake runs now, within the
         socket's timeout). The returned socket owns ``sock``."""
         _check_stream(sock)

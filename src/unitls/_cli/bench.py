@@ -122,7 +122,8 @@ def run_all(
             continue
         for row in extra:
             if isinstance(row, dict) and (engines is None or row.get("engine") in engines):
-                row.setdefault("target", TARGETS.get(str(row.get("engine")), {}).get(row.get("name")))
+                targets = TARGETS.get(str(row.get("engine")), {})
+                row.setdefault("target", targets.get(str(row.get("name"))))
                 rows.append(row)
     if sys.stderr.isatty():
         sys.stderr.write("\r\x1b[K")

@@ -24,7 +24,7 @@ from .._errors import ConfigurationError
 from .._objects import Certificate, PrivateKey, SigningChain, TrustStore
 from .._protocols import ClientContext, ServerContext, TLSImplementation
 from .._registry import get_implementation
-from ._nativeobj import native_sslobj
+from ._nativeobj import NativeSocketTLS, native_sslobj
 from ._sslobj import BioTLS, SocketTLS
 
 __all__ = [
@@ -568,7 +568,7 @@ class SSLContext(_Base):
         *,
         owner: Any = None,
         session: Any = None,
-    ) -> SocketTLS:
+    ) -> SocketTLS | NativeSocketTLS:
         pep, verified = self._unitls_context(server_side)
         _check_hostname(self, server_side, server_hostname, session)
         native = _native_context(pep)
@@ -578,7 +578,7 @@ class SSLContext(_Base):
             )
         obj = native_sslobj(sock, self, pep, server_side, server_hostname, owner, verified)
         if obj is not None:
-            return obj  # type: ignore[return-value]
+            return obj
         return SocketTLS(sock, self, pep, server_side, server_hostname, owner, verified)
 
     def _wrap_bio(
