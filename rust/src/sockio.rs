@@ -1004,10 +1004,11 @@ impl SocketCore {
         *self.timeout.lock() = if flag { None } else { Some(0.0) };
     }
 
-    /// Queue close_notify and send it (within the timeout; later calls retry the sending).
-    fn _send_close_notify(&self, py: Python<'_>) -> PyResult<()> {
+    /// Queue close_notify and send it within `timeout` seconds (None: block; 0: what the
+    /// socket takes now, WantWriteError for the rest, which later calls send).
+    fn _send_close_notify(&self, py: Python<'_>, timeout: Option<f64>) -> PyResult<()> {
         let fd = self.fd(py)?;
-        let wait = self.wait();
+        let wait = Wait::from_timeout(timeout);
         py.detach(|| self.core.shutdown(fd, wait))
             .map_err(|e| pep_error(e, "close"))
     }

@@ -82,11 +82,16 @@ class NativeSocket(_native.SocketCore):
         if self._closed:
             return
         sock = self._sock
+        timeout = self.gettimeout()
+        # One deadline for the whole goodbye; force=True never waits.
+        limit = 0.0 if force else (_CLOSE_WAIT if timeout is None else timeout)
+        start = time.monotonic()
         try:
-            self._send_close_notify()
+            self._send_close_notify(limit)
             if not force:
-                timeout = self.gettimeout()
-                self._await_close_notify(_CLOSE_WAIT if timeout is None else timeout)
+                self._await_close_notify(
+                    limit if limit == 0 else max(limit - (time.monotonic() - start), 1e-6)
+                )
         except (WantReadError, WantWriteError):
             if not force:
                 raise  # non-blocking: the caller retries close()
@@ -104,7 +109,7 @@ class NativeSocket(_native.SocketCore):
         After ``SHUT_WR`` reads go on, still TLS-protected, until the peer's close_notify.
         """
         self._check_open()
-        self._send_close_notify()
+        self._send_close_notify(self.gettimeout())
         try:
             self._sock.shutdown(how)
         except OSError as exc:
