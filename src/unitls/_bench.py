@@ -50,7 +50,7 @@ MESSAGE = 100
 # Alternating slices per side: many short ones track a shared machine's load swings better
 # than two long ones (the median slice of each side is kept).
 SLICE = 0.1
-MAX_ROUNDS = 10
+MAX_ROUNDS = 20
 _IO_TIMEOUT = 30.0
 
 BENCHMARKS = (
