@@ -701,3 +701,30 @@ def test_bridge_non_blocking_write_retry(
     assert not errors
     assert blocked, "the socket never filled up: the test did not test the retry"
     assert received.hexdigest() == hashlib.sha256(data).hexdigest()
+
+
+def test_bridge_reset_after_the_handshake_is_an_eof(
+    bridge_client: ssl.SSLContext, stdlib_server_ctx: Any
+) -> None:
+    """As with OpenSSL: a reset during the handshake is ConnectionResetError (see
+    test_compat_stdlib), after it an EOF in violation of protocol, reading or writing."""
+
+    def handler(conn: socket.socket) -> None:
+        tls = stdlib_server_ctx.wrap_socket(conn, server_side=True)
+        tls.sendall(b"hello")
+        tls.recv(1)
+        _reset(socket.socket(fileno=tls.detach()))
+
+    with peer(handler) as (sock, errors):
+        tls = bridge_client.wrap_socket(
+            sock, server_hostname="localhost", suppress_ragged_eofs=False
+        )
+        assert recv_all(tls, 5) == b"hello"
+        tls.sendall(b"!")
+        with pytest.raises(ssl.SSLEOFError):
+            tls.recv(10)
+        with pytest.raises(ssl.SSLEOFError):
+            for _ in range(1000):  # the first writes may still reach the kernel
+                tls.sendall(b"x" * 65536)
+        tls.close()
+    assert not errors

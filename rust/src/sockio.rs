@@ -359,7 +359,8 @@ struct Core {
     eof_received: AtomicBool,
     received: AtomicU64,
     overhead: AtomicUsize,
-    /// A reset while receiving is an EOF without close_notify (else ConnectionResetError).
+    /// A reset while receiving during the handshake is an EOF without close_notify (else
+    /// ConnectionResetError); after the handshake it always is.
     reset_is_eof: bool,
     tcp: OnceLock<bool>,
 }
@@ -546,9 +547,14 @@ impl Core {
                 Ok(n) => break n,
                 Err(e) if would_block(e) => self.wait_fd(fd, true, want_write, wait)?,
                 Err(e) if e == libc::EINTR => check_signals()?,
-                // A reset is an EOF without close_notify (the engine reports it), except for
-                // the ssl bridge, where it is ConnectionResetError as with the stdlib.
-                Err(e) if e == libc::ECONNRESET && self.reset_is_eof => break 0,
+                // A reset is an EOF without close_notify (the engine reports it), except in
+                // the ssl bridge's handshake, where it is ConnectionResetError as with OpenSSL.
+                Err(e)
+                    if e == libc::ECONNRESET
+                        && (self.reset_is_eof || self.handshake_done.load(Ordering::Acquire)) =>
+                {
+                    break 0
+                }
                 Err(e) => {
                     return Err(IoErr::Os {
                         errno: e,
@@ -1117,6 +1123,23 @@ impl SSLSocketCore {
         }
     }
 
+    /// What OpenSSL reports when the peer has gone while we write after the handshake: an EOF
+    /// in violation of protocol, not the socket's error.
+    fn write_error(&self, py: Python<'_>, e: IoErr) -> PyErr {
+        let e = match e {
+            IoErr::Os { errno, .. }
+                if (errno == libc::ECONNRESET || errno == libc::EPIPE)
+                    && self.core.handshake_done.load(Ordering::Acquire) =>
+            {
+                IoErr::Tls(Failure::Ragged(
+                    "the peer closed the connection without a TLS close_notify",
+                ))
+            }
+            other => other,
+        };
+        self.error(py, e, "write")
+    }
+
     fn eof_result<'py>(&self, py: Python<'py>, into: bool) -> PyResult<Bound<'py, PyAny>> {
         // OpenSSL after the peer's close_notify: empty while our side is open,
         // SSLZeroReturnError once both close_notify alerts have crossed (after unwrap()).
@@ -1216,14 +1239,14 @@ impl SSLSocketCore {
         let taken = self.write_taken.load(Ordering::Acquire);
         if taken > 0 {
             py.detach(|| self.core.flush(fd, wait))
-                .map_err(|e| self.error(py, e, "write"))?;
+                .map_err(|e| self.write_error(py, e))?;
             self.write_taken.store(0, Ordering::Release);
             return Ok(taken);
         }
         let bytes = view.as_slice();
         let n = py
             .detach(|| self.core.write(fd, wait, bytes))
-            .map_err(|e| self.error(py, e, "write"))?;
+            .map_err(|e| self.write_error(py, e))?;
         if n < bytes.len() || self.core.has_unsent() {
             // Taken (encrypted) but not all sent: OpenSSL's caller retries the same write.
             if n < bytes.len() {
@@ -1237,7 +1260,7 @@ impl SSLSocketCore {
                     Ok(k)
                 });
                 if let Err(e) = more {
-                    return Err(self.error(py, e, "write"));
+                    return Err(self.write_error(py, e));
                 }
             }
             if self.core.has_unsent() {

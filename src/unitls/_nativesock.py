@@ -69,6 +69,10 @@ class NativeSocket(_native.SocketCore):
         self._buffer = buffer
         self._context = context
         self._closed = False
+        # The timeout now lives in the native core (read from the socket when it was made); the
+        # socket object itself is only the descriptor's owner, kept non-blocking so that the
+        # Python-level calls made on it here (draining before close) never wait.
+        sock.setblocking(False)
 
     # -- lifetime -----------------------------------------------------------------------------
 
@@ -241,7 +245,7 @@ class NativeClientSockets:
         except BaseException:
             sock.close()
             raise
-        limit = sock.gettimeout()
+        limit = tls.gettimeout()  # the socket's, taken over by the native core
         if limit:
             # One deadline for the TCP connect and the handshake.
             tls.settimeout(max(limit - (time.monotonic() - start), 1e-6))
