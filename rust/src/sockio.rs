@@ -74,6 +74,9 @@ const TLS13_OVERHEAD: usize = 22;
 const BATCH_MIN: usize = 16 * 1024;
 /// Records this short may be alerts (TLS 1.2 AES-GCM alert: 8 + 2 + 16 bytes of body).
 const SMALL_RECORD: usize = 26;
+/// Ciphertext given to the engine per call from a received batch (a record or two: what rustls
+/// takes before its plaintext buffer is full).
+const FEED_PIECE: usize = 20 * 1024;
 /// Plaintext gathered per read while waiting for close_notify.
 const DISCARD_SIZE: usize = 16 * 1024;
 
@@ -342,6 +345,17 @@ impl SendState {
 struct RecvState {
     buf: Vec<u8>,
     tracker: Tracker,
+    /// `buf[fed..end]`: ciphertext received and not yet given to the engine. A batch is fed a
+    /// piece at a time, as the engine asks for more, so that it never has to queue (copy) what
+    /// it cannot take yet; the read that received the batch consumes all of it.
+    fed: usize,
+    end: usize,
+}
+
+impl RecvState {
+    fn unfed(&self) -> bool {
+        self.fed < self.end
+    }
 }
 
 /// One connection's engine and I/O state; every method runs without the GIL.
@@ -523,6 +537,9 @@ impl Core {
         if seen != self.received.load(Ordering::Acquire) {
             return Ok(()); // another thread received meanwhile: retry the engine first
         }
+        if st.unfed() {
+            return self.feed_piece(st, fd, wait); // the rest of the last batch: no I/O
+        }
         let overhead = self.overhead.load(Ordering::Relaxed);
         let tracker = &st.tracker;
         let next_record = if tracker.header_len == 5 {
@@ -572,29 +589,55 @@ impl Core {
             }
             _ => n,
         };
-        self.received.fetch_add(1, Ordering::AcqRel);
-        let RecvState { buf, tracker } = &mut *st;
-        let data = &buf[..n];
-        tracker.advance(data);
+        let RecvState { buf, tracker, .. } = &mut *st;
+        tracker.advance(&buf[..n]);
         if n == 0 {
+            self.received.fetch_add(1, Ordering::AcqRel);
             self.eof_received.store(true, Ordering::Release);
-        }
-        let fed = self.engine(true, |inner| {
-            if data.is_empty() {
+            let fed = self.engine(true, |inner| {
                 if inner.eof {
                     return Ok(());
                 }
                 inner.eof = true;
-                return inner.session.feed_eof();
-            }
-            inner.session.feed(data)
-        });
+                inner.session.feed_eof()
+            });
+            drop(st);
+            return match fed {
+                Ok(()) => Ok(()),
+                Err(IoErr::Tls(f)) => Err(self.fail(f, fd, wait)),
+                Err(e) => Err(e),
+            };
+        }
+        st.fed = 0;
+        st.end = n;
+        self.feed_piece(st, fd, wait)
+    }
+
+    /// Give the engine the next piece of the received batch (the caller holds `recv`).
+    fn feed_piece(
+        &self,
+        mut st: MutexGuard<'_, RecvState>,
+        fd: c_int,
+        wait: Wait,
+    ) -> Result<(), IoErr> {
+        let start = st.fed;
+        let stop = st.end.min(start + FEED_PIECE);
+        st.fed = stop;
+        self.received.fetch_add(1, Ordering::AcqRel);
+        let data = &st.buf[start..stop];
+        let fed = self.engine(true, |inner| inner.session.feed(data));
         drop(st);
         match fed {
             Ok(()) => Ok(()),
             Err(IoErr::Tls(f)) => Err(self.fail(f, fd, wait)),
             Err(e) => Err(e),
         }
+    }
+
+    /// Whether ciphertext of the last batch still waits to be fed (false if another thread is
+    /// receiving: it feeds it).
+    fn has_unfed(&self) -> bool {
+        self.recv.try_lock().is_some_and(|st| st.unfed())
     }
 
     /// Remove from the socket the `peeked.len()` bytes just peeked (they are all there: only
@@ -670,27 +713,54 @@ impl Core {
         self.flush(fd, wait)
     }
 
-    /// Plaintext into `buf` (not empty); 0 once the peer's close_notify was read.
+    /// Plaintext into `buf` (not empty); 0 once the peer's close_notify was read. Returns once
+    /// something was read and the received batch is all in the engine (see `RecvState`).
     fn read(&self, fd: c_int, wait: Wait, buf: &mut [u8], want: Want) -> Result<usize, IoErr> {
         if !self.handshake_done.load(Ordering::Acquire) {
             self.handshake(fd, wait)?;
         }
+        let mut got = 0;
         loop {
-            let got = self.engine(true, |inner| {
-                let n = inner.session.read(&mut *buf)?;
+            let target = &mut buf[got..];
+            let step = self.engine(true, |inner| {
+                let n = inner.session.read(target)?;
                 let output =
                     !inner.outgoing.is_empty() || inner.session.pending_outgoing() != Some(0);
                 Ok((n, output))
             });
-            match got {
+            if got > 0 {
+                match step {
+                    // The batch's next piece (no I/O), or done.
+                    Err(IoErr::WantRead) => {
+                        if !self.has_unfed() || self.receive(fd, wait, want).is_err() {
+                            return Ok(got);
+                        }
+                        continue;
+                    }
+                    // A failure after some bytes were read comes back with the next call
+                    // (the engine keeps it).
+                    Err(_) => return Ok(got),
+                    Ok(_) => {}
+                }
+            }
+            match step {
                 Ok((n, output)) => {
                     if output {
                         self.flush_nowait(fd); // e.g. a KeyUpdate answer: never waits
                     }
                     if n == 0 {
-                        self.peer_closed.store(true, Ordering::Release);
+                        if got == 0 {
+                            self.peer_closed.store(true, Ordering::Release);
+                        }
+                        return Ok(got);
                     }
-                    return Ok(n);
+                    got += n;
+                    if got == buf.len()
+                        || !self.has_unfed()
+                        || self.receive(fd, wait, want).is_err()
+                    {
+                        return Ok(got);
+                    }
                 }
                 Err(IoErr::WantRead) => {
                     if self.eof_received.load(Ordering::Acquire) {
