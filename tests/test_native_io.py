@@ -577,7 +577,7 @@ def bridge_client(ca: CA) -> ssl.SSLContext:
 
 
 def test_bridge_sslobj_is_native(bridge_client: ssl.SSLContext, stdlib_server_ctx: Any) -> None:
-    from unitls.compat._nativeobj import NativeSocketTLS
+    from unitls.compat._nativeio import NativeSocketTLS
 
     def body(tls: ssl.SSLSocket) -> None:
         tls.sendall(tls.recv(5))

@@ -11,6 +11,7 @@ mod config;
 mod conn;
 mod errors;
 mod keyinfo;
+mod pq;
 mod rustls_session;
 mod session;
 mod sockio;

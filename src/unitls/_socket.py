@@ -445,6 +445,24 @@ class BufferSocket(_SocketBase):
     def negotiated_tls_version(self) -> TLSVersion | None:
         return self._buffer.negotiated_tls_version
 
+    @property
+    def session_resumed(self) -> bool:
+        """Whether the handshake resumed an earlier session, if the engine's buffer tells (an
+        extension to the PEP; False otherwise)."""
+        from ._extensions import SupportsSessionInfo
+
+        buffer = self._buffer
+        return isinstance(buffer, SupportsSessionInfo) and buffer.session_resumed
+
+    @property
+    def negotiated_group(self) -> str | None:
+        """IANA name of the key exchange group, if the engine's buffer tells (an extension to
+        the PEP; None otherwise and before the handshake)."""
+        from ._extensions import SupportsSessionInfo
+
+        buffer = self._buffer
+        return buffer.negotiated_group if isinstance(buffer, SupportsSessionInfo) else None
+
     def getpeercert(self) -> bytes | None:
         return self._buffer.getpeercert()
 
@@ -545,6 +563,14 @@ class BufferListener(_SocketBase, Generic[_T]):
 
     @property
     def negotiated_tls_version(self) -> TLSVersion | None:
+        return None
+
+    @property
+    def session_resumed(self) -> bool:
+        return False
+
+    @property
+    def negotiated_group(self) -> str | None:
         return None
 
     def __repr__(self) -> str:

@@ -39,7 +39,8 @@ Semantics (the choices this module makes):
 
 ``get_extra_info`` keys: ``peername``, ``sockname``, ``socket`` (and any other key of the socket
 transport), ``peercert`` (DER bytes or None), ``cipher`` (``CipherSuite`` or int), ``tls_version``
-(``TLSVersion``), ``alpn_protocol`` (``NextProtocol``, bytes or None), ``tls_buffer``,
+(``TLSVersion``), ``alpn_protocol`` (``NextProtocol``, bytes or None), ``negotiated_group``
+(the key exchange group's IANA name, e.g. ``"X25519MLKEM768"``, if the engine tells), ``tls_buffer``,
 ``tls_context``, ``server_hostname``, ``ragged_eof``.
 """
 
@@ -65,7 +66,7 @@ from ._errors import (
     WantReadError,
     WantWriteError,
 )
-from ._extensions import SupportsIncomingViews
+from ._extensions import SupportsIncomingViews, SupportsSessionInfo
 from ._protocols import ClientContext, ServerContext, TLSBuffer
 from ._socket import map_os_error, server_buffer
 
@@ -93,7 +94,9 @@ _OPEN: Final = 1
 _CLOSING: Final = 2
 _CLOSED: Final = 3
 
-_LAZY_KEYS: Final = frozenset({"peercert", "cipher", "tls_version", "alpn_protocol"})
+_LAZY_KEYS: Final = frozenset(
+    {"peercert", "cipher", "tls_version", "alpn_protocol", "negotiated_group"}
+)
 
 
 class _Scratch(threading.local):
@@ -301,6 +304,8 @@ class TLSProtocol(asyncio.BufferedProtocol):
                 value = buffer.cipher()
             elif name == "tls_version":
                 value = buffer.negotiated_tls_version
+            elif name == "negotiated_group":
+                value = buffer.negotiated_group if isinstance(buffer, SupportsSessionInfo) else None
             else:
                 value = buffer.negotiated_protocol()
             self._extra[name] = value

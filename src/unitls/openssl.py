@@ -2,8 +2,9 @@
 
 Sockets wrap ``ssl.SSLSocket`` (its I/O loop runs in C: the fast path); buffers wrap
 ``ssl.SSLObject`` with two ``MemoryBIO``s. Each configuration is translated once, when the context
-is made, into ``ssl.SSLContext`` objects (one per server signing chain, picked by SNI); equal
-configurations without file paths share them. Every ``ssl.SSLError``/``OSError`` is turned into
+is made, into ``ssl.SSLContext`` objects (servers: one per set of names their chains serve,
+picked by SNI; chains for the same names, such as RSA and ECDSA, share one and OpenSSL picks
+per client); equal configurations without file paths share them. Every ``ssl.SSLError``/``OSError`` is turned into
 the matching ``TLSError`` subclass with the original chained as ``__cause__``.
 
 What the stdlib cannot do is done another way or refused with ``ConfigurationError``, never
@@ -144,6 +145,123 @@ def _tls13_suite_setter() -> Callable[[ssl.SSLContext, str], bool] | None:
 _set_tls13_suites = _tls13_suite_setter()
 _ID_BY_NAME.update({name: suite for suite, name in _TLS13_NAMES.items()})
 
+# -- the key exchange group (negotiated_group) ---------------------------------------------------
+
+# Names in IANA's TLS Supported Groups registry (case included) of the groups OpenSSL can
+# negotiate, by codepoint. (The Rust engines name groups in rust/src/rustls_session.rs.)
+_GROUP_NAMES = {
+    0x0017: "secp256r1",
+    0x0018: "secp384r1",
+    0x0019: "secp521r1",
+    0x001A: "brainpoolP256r1",
+    0x001B: "brainpoolP384r1",
+    0x001C: "brainpoolP512r1",
+    0x001D: "x25519",
+    0x001E: "x448",
+    0x001F: "brainpoolP256r1tls13",
+    0x0020: "brainpoolP384r1tls13",
+    0x0021: "brainpoolP512r1tls13",
+    0x0100: "ffdhe2048",
+    0x0101: "ffdhe3072",
+    0x0102: "ffdhe4096",
+    0x0103: "ffdhe6144",
+    0x0104: "ffdhe8192",
+    0x0200: "MLKEM512",
+    0x0201: "MLKEM768",
+    0x0202: "MLKEM1024",
+    0x11EB: "SecP256r1MLKEM768",
+    0x11EC: "X25519MLKEM768",
+    0x11ED: "SecP384r1MLKEM1024",
+}
+# OpenSSL's NIDs of those groups (its tls1_group_id2nid table). A brainpool curve has one NID
+# and two codepoints (TLS 1.2, TLS 1.3).
+_GROUP_BY_NID = {
+    415: 0x0017,  # NID_X9_62_prime256v1
+    715: 0x0018,  # NID_secp384r1
+    716: 0x0019,  # NID_secp521r1
+    1034: 0x001D,  # NID_X25519
+    1035: 0x001E,  # NID_X448
+    1126: 0x0100,  # NID_ffdhe2048
+    1127: 0x0101,
+    1128: 0x0102,
+    1129: 0x0103,
+    1130: 0x0104,  # NID_ffdhe8192
+}
+_BRAINPOOL_BY_NID = {927: (0x001A, 0x001F), 931: (0x001B, 0x0020), 933: (0x001C, 0x0021)}
+_TLSEXT_NID_UNKNOWN = 0x1000000  # | codepoint, for groups without a NID (OpenSSL 3.5's ML-KEM)
+_SSL_CTRL_GET_NEGOTIATED_GROUP = 134  # SSL_get_negotiated_group(), a macro over SSL_ctrl
+
+
+def _group_of_nid(nid: int, tls13: bool) -> str | None:
+    if nid & _TLSEXT_NID_UNKNOWN:
+        unknown = nid & 0xFFFF
+        return _GROUP_NAMES.get(unknown, f"0x{unknown:04x}")
+    if nid in _BRAINPOOL_BY_NID:
+        return _GROUP_NAMES[_BRAINPOOL_BY_NID[nid][tls13]]
+    codepoint = _GROUP_BY_NID.get(nid)
+    return None if codepoint is None else _GROUP_NAMES[codepoint]
+
+
+def _negotiated_group_reader() -> Callable[[Any], str | None] | None:
+    """A function giving the IANA name of the group an ``_ssl._SSLSocket`` negotiated, or None
+    where that cannot be read safely (Python's ``ssl`` has no call for it before 3.15).
+
+    It calls OpenSSL 3's ``SSL_get_negotiated_group`` on the ``SSL *`` that CPython keeps in
+    the ``_ssl._SSLSocket`` (``PyObject_HEAD; PyObject *Socket; SSL *ssl; PySSLContext *ctx``),
+    and trusts that pointer only when the ``ctx`` slot after it holds the object's own context
+    and OpenSSL says the ``SSL`` belongs to the ``SSL_CTX *`` that context holds. Otherwise, and
+    for a NID it cannot map, it answers None rather than guess.
+    """
+    import ctypes
+    import sys
+
+    if sys.implementation.name != "cpython" or ssl.OPENSSL_VERSION_INFO < (3, 0):
+        return None
+    try:
+        lib = ctypes.CDLL(ssl._ssl.__file__)  # type: ignore[attr-defined]
+        ssl_ctrl = lib.SSL_ctrl
+        get_ssl_ctx = lib.SSL_get_SSL_CTX
+    except (OSError, AttributeError):
+        return None
+    ssl_ctrl.argtypes = [ctypes.c_void_p, ctypes.c_int, ctypes.c_long, ctypes.c_void_p]
+    ssl_ctrl.restype = ctypes.c_long
+    get_ssl_ctx.argtypes = [ctypes.c_void_p]
+    get_ssl_ctx.restype = ctypes.c_void_p
+    word = ctypes.sizeof(ctypes.c_void_p)
+    ssl_slot = object.__basicsize__ + word
+    ctx_slot = ssl_slot + word
+    sslsocket_type = _ssl._SSLSocket  # type: ignore[attr-defined]
+    if sslsocket_type.__basicsize__ < ctx_slot + word:
+        return None
+
+    def read(c_obj: Any) -> str | None:
+        # Only after a completed handshake: before it OpenSSL 3.0 reads the group through a
+        # session pointer that is still NULL (a crash, not an error).
+        if type(c_obj) is not sslsocket_type or c_obj.version() is None:
+            return None
+        context = c_obj.context
+        address = id(c_obj)
+        if ctypes.c_void_p.from_address(address + ctx_slot).value != id(context):
+            return None
+        ssl_ptr = ctypes.c_void_p.from_address(address + ssl_slot).value
+        ctx_ptr = ctypes.c_void_p.from_address(id(context) + object.__basicsize__).value
+        if not ssl_ptr or not ctx_ptr or get_ssl_ctx(ssl_ptr) != ctx_ptr:
+            return None
+        nid = ssl_ctrl(ssl_ptr, _SSL_CTRL_GET_NEGOTIATED_GROUP, 0, None)
+        return _group_of_nid(nid, c_obj.version() == "TLSv1.3") if nid > 0 else None
+
+    return read
+
+
+_read_negotiated_group = _negotiated_group_reader()
+
+
+def _group_of(c_obj: Any) -> str | None:
+    """IANA name of the group the connection used; None before the handshake or if unknown."""
+    if _read_negotiated_group is None or c_obj is None:
+        return None
+    return _read_negotiated_group(c_obj)
+
 
 # -- translating a configuration ---------------------------------------------------------------
 
@@ -247,11 +365,14 @@ def _key_pem(key: PrivateKey) -> bytes:
     from cryptography.hazmat.primitives import serialization
 
     data = read_source(key, "private key")
+    # Converted only (OpenSSL then loads it, as the stdlib would): cryptography's RSA key check
+    # would cost ~0.5 s per 3072-bit key and per context.
+    fast = {"unsafe_skip_rsa_key_validation": True}
     try:
         if _is_pem(data):
-            loaded = serialization.load_pem_private_key(data, password=None)
+            loaded = serialization.load_pem_private_key(data, password=None, **fast)
         else:
-            loaded = serialization.load_der_private_key(data, password=None)
+            loaded = serialization.load_der_private_key(data, password=None, **fast)
     except TypeError as exc:
         raise ConfigurationError(
             f"private key {key!r} is encrypted: PEP 748 has no password; decrypt it first"
@@ -312,20 +433,26 @@ def _load_chain(ctx: ssl.SSLContext, chain: SigningChain) -> None:
         os.close(key_fd)
 
 
-def _names_of(chain: SigningChain) -> tuple[tuple[str, ...], tuple[str, ...]]:
-    """(DNS names, IP addresses) a chain's leaf is valid for (SAN; CN only without SAN)."""
+def _leaf_of(chain: SigningChain) -> Any:
     from cryptography import x509
-    from cryptography.x509.oid import NameOID
 
     data = read_source(chain.leaf[0], "certificate")
     try:
-        leaf = (
+        return (
             x509.load_pem_x509_certificate(data)
             if _is_pem(data)
             else (x509.load_der_x509_certificate(data))
         )
     except ValueError as exc:
         raise ConfigurationError(f"cannot parse certificate {chain.leaf[0]!r}: {exc}") from exc
+
+
+def _names_of(chain: SigningChain) -> tuple[tuple[str, ...], tuple[str, ...]]:
+    """(DNS names, IP addresses) a chain's leaf is valid for (SAN; CN only without SAN)."""
+    from cryptography import x509
+    from cryptography.x509.oid import NameOID
+
+    leaf = _leaf_of(chain)
     try:
         san = leaf.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
     except x509.ExtensionNotFound:
@@ -334,6 +461,24 @@ def _names_of(chain: SigningChain) -> tuple[tuple[str, ...], tuple[str, ...]]:
     dns = tuple(n.lower() for n in san.get_values_for_type(x509.DNSName))
     ips = tuple(str(ip) for ip in san.get_values_for_type(x509.IPAddress))
     return dns, ips
+
+
+def _key_kind(chain: SigningChain) -> str:
+    """The slot OpenSSL keeps a certificate in: one per public key algorithm."""
+    return type(_leaf_of(chain).public_key()).__name__
+
+
+def _chain_groups(chains: Sequence[SigningChain]) -> list[list[SigningChain]]:
+    """Chains grouped by the names their leaves are valid for, in order. Chains for the same
+    names (an RSA and an ECDSA certificate for one site) share one ``ssl.SSLContext``: OpenSSL
+    keeps one chain per key type and picks the one the client's signature algorithms and cipher
+    suites allow. Of two chains with the same names and key type, the first is used."""
+    if len(chains) == 1:
+        return [list(chains)]
+    groups: dict[tuple[tuple[str, ...], tuple[str, ...]], list[SigningChain]] = {}
+    for chain in chains:
+        groups.setdefault(_names_of(chain), []).append(chain)
+    return list(groups.values())
 
 
 def name_matches(pattern: str, name: str) -> bool:
@@ -402,7 +547,8 @@ def _server_contexts(
     config: TLSServerConfiguration, session_tickets: bool = True, _env: object = None
 ) -> list[ssl.SSLContext]:
     contexts = []
-    for chain in config.certificate_chain:
+    groups = _chain_groups(config.certificate_chain)
+    for group in groups:
         ctx = _SSLContext(ssl.PROTOCOL_TLS_SERVER)
         _apply_common(ctx, config)
         if not session_tickets:
@@ -411,10 +557,15 @@ def _server_contexts(
         if config.trust_store is not None:
             _load_trust(ctx, config.trust_store)
             ctx.verify_mode = ssl.CERT_REQUIRED
-        _load_chain(ctx, chain)
+        kinds: set[str] = set()
+        for chain in group:
+            kind = _key_kind(chain) if len(group) > 1 else ""
+            if kind not in kinds:
+                kinds.add(kind)
+                _load_chain(ctx, chain)
         contexts.append(ctx)
     if len(contexts) > 1:
-        names = [_names_of(chain) for chain in config.certificate_chain]
+        names = [_names_of(group[0]) for group in groups]
         callback = _sni_selector(contexts, names)
         for ctx in contexts:  # any of them may start a connection (see create_buffer_for)
             ctx.sni_callback = callback
@@ -698,6 +849,17 @@ class OpenSSLBuffer:
         return _version_of(self._obj.version())
 
     @property
+    def session_resumed(self) -> bool:
+        """Whether the handshake resumed an earlier session."""
+        return bool(self._obj.session_reused)
+
+    @property
+    def negotiated_group(self) -> str | None:
+        """IANA name of the key exchange group used (``"x25519"``, ``"secp256r1"``...); None
+        before the handshake and where OpenSSL cannot be asked (see ``_negotiated_group_reader``)."""
+        return _group_of(getattr(self._obj, "_sslobj", None))
+
+    @property
     def context(self) -> OpenSSLClientContext | OpenSSLServerContext:
         return self._context
 
@@ -853,6 +1015,17 @@ class OpenSSLSocket(_SocketBase):
     def negotiated_tls_version(self) -> TLSVersion | None:
         return _version_of(self._ssl.version())
 
+    @property
+    def session_resumed(self) -> bool:
+        """Whether the handshake resumed an earlier session."""
+        return bool(self._ssl.session_reused)
+
+    @property
+    def negotiated_group(self) -> str | None:
+        """IANA name of the key exchange group used; None before the handshake and where
+        OpenSSL cannot be asked (see ``_negotiated_group_reader``)."""
+        return _group_of(getattr(self._ssl, "_sslobj", None))
+
     def pending(self) -> int:
         """Decrypted bytes ready to be read without touching the network."""
         return self._ssl.pending()
@@ -915,8 +1088,9 @@ class OpenSSLClientContext(ClientContextBase[ssl.SSLContext]):
 
 
 class _ServerContexts:
-    """A server configuration as OpenSSL contexts: one per signing chain (the first is the
-    default), with the names and addresses each chain's leaf is valid for."""
+    """A server configuration as OpenSSL contexts: one per group of signing chains for the same
+    names (see ``_chain_groups``; the first is the default), with the names and addresses each
+    group's leaves are valid for."""
 
     __slots__ = ("chain_names", "contexts", "default")
 
@@ -949,7 +1123,8 @@ class OpenSSLServerContext(ServerContextBase[_ServerContexts]):
 
     def _compile(self, configuration: TLSServerConfiguration) -> _ServerContexts:
         contexts = _shared_server_contexts(configuration, self._session_tickets)
-        return _ServerContexts(contexts, configuration.certificate_chain)
+        groups = _chain_groups(configuration.certificate_chain)
+        return _ServerContexts(contexts, [group[0] for group in groups])
 
     def _new_buffer(self, local_address: str | None) -> OpenSSLBuffer:
         return OpenSSLBuffer(self, self._native.for_address(local_address), None)

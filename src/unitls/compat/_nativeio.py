@@ -1,27 +1,30 @@
 """The bridge's ``_sslobj`` on engines with native I/O: ``unitls._native.SSLSocketCore``.
 
 ``ssl.SSLSocket`` hands every read, write, handshake, pending and shutdown call to its
-``_sslobj``. On engines whose buffers run on unitls' extension (``SupportsNativeIO``: rustls),
-that object is ``NativeSocketTLS``: those calls are the Rust methods themselves, which do the
+``_sslobj``. For clients on engines whose buffers run on unitls' extension (``SupportsNativeIO``:
+rustls), that object is ``NativeSocketTLS``: those calls are the Rust methods themselves, which do the
 socket I/O with the GIL released, honour the ``SSLSocket``'s timeout at each call and raise what
 ``_ssl`` raises; no Python runs per TLS record. Records are received so that every complete
 record read ends up with the caller (``select()`` before ``recv()`` never hangs on data hidden in
 the engine), and ``unwrap()`` reads the peer's close_notify record by record (what follows it
 stays in the socket).
 
-Only the information methods are Python, shared with ``SocketTLS`` (``_sslobj.py``).
+Only the information methods are Python, shared with ``SocketTLS`` (``_sslobj.py``). Server
+sockets keep ``SocketTLS``: their engine buffer is made once the ClientHello is in, so that
+``sni_callback`` can choose the context; a client's context cannot be switched after wrapping.
 """
 
 from __future__ import annotations
 
+import functools
 import weakref
 from typing import TYPE_CHECKING, Any
 
 from .. import _native
 from .._errors import TLSError
 from .._extensions import SupportsNativeIO
-from .._nativesock import NativeClientSockets, NativeServerSockets
-from ._sslobj import _TLSBase, translate
+from .._nativesock import NativeClientSockets
+from ._sslobj import _LockedBuffer, _TLSBase, translate
 
 if TYPE_CHECKING:
     import ssl
@@ -45,13 +48,15 @@ class NativeSocketTLS(_native.SSLSocketCore):
         translate_error: Any,
         buffer: TLSBuffer,
         context: ssl.SSLContext,
+        pep: ClientContext | ServerContext,
         server_side: bool,
         server_hostname: str | None,
         owner: Any,
         verified: bool,
     ) -> None:
-        self._buf = buffer
+        self._buf = _LockedBuffer(buffer)  # information calls only: the I/O is in Rust
         self._context = context
+        self._pep = pep
         self.server_side = server_side
         self.server_hostname = server_hostname
         self._owner = weakref.ref(owner) if owner is not None else None
@@ -61,7 +66,7 @@ class NativeSocketTLS(_native.SSLSocketCore):
     def _handshaked(self) -> bool:
         return bool(self.handshake_done)
 
-    def _buffer(self) -> TLSBuffer:
+    def _buffer(self) -> _LockedBuffer:
         return self._buf
 
     # The information methods of the Python _sslobj, unchanged.
@@ -78,6 +83,8 @@ class NativeSocketTLS(_native.SSLSocketCore):
     selected_alpn_protocol = _TLSBase.selected_alpn_protocol
     selected_npn_protocol = _TLSBase.selected_npn_protocol
     get_channel_binding = _TLSBase.get_channel_binding
+    get_unverified_chain = _TLSBase.get_unverified_chain
+    get_verified_chain = _TLSBase.get_verified_chain
     verify_client_post_handshake = _TLSBase.verify_client_post_handshake
 
 
@@ -90,25 +97,23 @@ def native_sslobj(
     owner: Any,
     verified: bool,
 ) -> NativeSocketTLS | None:
-    """The native ``_sslobj`` for ``sock``, or None when ``pep``'s engine has no native I/O."""
-    if not isinstance(pep, (NativeClientSockets, NativeServerSockets)):
+    """The native ``_sslobj`` for a client ``sock``, or None (servers, whose engine buffer only
+    comes with the ClientHello, for ``sni_callback``; engines without native I/O)."""
+    if server_side or not isinstance(pep, NativeClientSockets):
         return None
     try:
-        if server_side:
-            buffer = pep.create_buffer()  # type: ignore[call-arg]
-        else:
-            name = server_hostname or _peer_address(sock)
-            buffer = pep.create_buffer(name)  # type: ignore[call-arg]
+        buffer = pep.create_buffer(server_hostname or _peer_address(sock))
     except TLSError as exc:
-        raise translate(exc, "handshake") from exc
+        raise translate(exc, "handshake", server_hostname) from exc
     if not isinstance(buffer, SupportsNativeIO):
         return None
     return NativeSocketTLS(
         buffer.native_connection(),
         sock,
-        translate,
+        functools.partial(translate, server_hostname=server_hostname),
         buffer,
         context,
+        pep,
         server_side,
         server_hostname,
         owner,
