@@ -728,3 +728,25 @@ def test_bridge_reset_after_the_handshake_is_an_eof(
                 tls.sendall(b"x" * 65536)
         tls.close()
     assert not errors
+
+
+def test_openssl_buffer_reports_its_group(
+    client_config: unitls.TLSClientConfiguration, server_config: unitls.TLSServerConfiguration
+) -> None:
+    """The OpenSSL buffer runs the C object itself (no ssl.SSLObject): information that needs
+    the C object (the key exchange group) must still be found."""
+    openssl = unitls.get_implementation("openssl")
+    client = openssl.client_context(client_config).create_buffer("localhost")
+    server = openssl.server_context(server_config).create_buffer()
+    for _ in range(10):
+        for a, b in ((client, server), (server, client)):
+            try:
+                a.do_handshake()
+            except unitls.WantReadError:
+                pass
+            n = a.outgoing_bytes_buffered()
+            if n:
+                b.process_incoming(a.process_outgoing(n))
+    assert client.negotiated_tls_version is not None
+    assert client.negotiated_group == server.negotiated_group
+    assert client.negotiated_group is not None

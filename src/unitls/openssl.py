@@ -702,6 +702,7 @@ class _CSSLObject(Protocol):
 
     server_side: bool
     server_hostname: str | None
+    session_reused: bool
 
     def read(self, size: int, buffer: Buffer = ..., /) -> bytes | int: ...
     def write(self, data: Buffer, /) -> int: ...
@@ -857,7 +858,7 @@ class OpenSSLBuffer:
     def negotiated_group(self) -> str | None:
         """IANA name of the key exchange group used (``"x25519"``, ``"secp256r1"``...); None
         before the handshake and where OpenSSL cannot be asked (see ``_negotiated_group_reader``)."""
-        return _group_of(getattr(self._obj, "_sslobj", None))
+        return _group_of(self._obj)
 
     @property
     def context(self) -> OpenSSLClientContext | OpenSSLServerContext:

@@ -102,7 +102,7 @@ def native_sslobj(
     if server_side or not isinstance(pep, NativeClientSockets):
         return None
     try:
-        buffer = pep.create_buffer(server_hostname or _peer_address(sock))
+        buffer = pep.create_buffer(server_hostname or _peer_address(sock))  # type: ignore[call-arg]
     except TLSError as exc:
         raise translate(exc, "handshake", server_hostname) from exc
     if not isinstance(buffer, SupportsNativeIO):
