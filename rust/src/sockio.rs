@@ -223,6 +223,19 @@ fn is_tcp(fd: c_int) -> bool {
     rc == 0 && proto == libc::IPPROTO_TCP
 }
 
+/// After a failed handshake (the alert is out): read off, without waiting, the records the peer
+/// sent after the one that failed. Closing a socket with unread bytes sends a TCP reset, which
+/// can destroy the alert before the peer reads it.
+fn drain_unread(fd: c_int) {
+    let mut sink = [0u8; 16 * 1024];
+    for _ in 0..16 {
+        match sys_recv(fd, &mut sink, 0) {
+            Ok(0) | Err(_) => return,
+            Ok(_) => {}
+        }
+    }
+}
+
 fn would_block(e: i32) -> bool {
     e == libc::EAGAIN || e == libc::EWOULDBLOCK
 }
@@ -523,6 +536,9 @@ impl Core {
             let _ = self.send_locked(&mut st, fd, brief);
         } else {
             self.flush_wanted.store(true, Ordering::Release);
+        }
+        if !self.handshake_done.load(Ordering::Acquire) {
+            drain_unread(fd);
         }
         IoErr::Tls(f)
     }
@@ -1267,6 +1283,9 @@ impl SSLSocketCore {
             Some(b) if !b.is_none() => Some(ByteView::writable(b)?),
             _ => None,
         };
+        if view.is_none() && len < 0 {
+            return Err(PyValueError::new_err("size should not be negative"));
+        }
         let n = match &view {
             Some(v) if len <= 0 || len as usize > v.len() => v.len(),
             _ => len.max(0) as usize,
