@@ -16,6 +16,7 @@ mod nss;
 mod pq;
 mod rustls_session;
 mod session;
+mod sockio;
 
 /// Version of the rustls crate this module is built with (kept in step with `Cargo.lock`).
 const RUSTLS_VERSION: &str = "0.23.46";
@@ -25,6 +26,8 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<config::ClientConfig>()?;
     m.add_class::<config::ServerConfig>()?;
     m.add_class::<conn::Connection>()?;
+    m.add_class::<sockio::SocketCore>()?;
+    m.add_class::<sockio::SSLSocketCore>()?;
     m.add_function(wrap_pyfunction!(config::supported_cipher_suites, m)?)?;
     m.add_class::<nss::NssClientConfig>()?;
     m.add_class::<nss::NssServerConfig>()?;

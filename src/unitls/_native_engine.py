@@ -45,6 +45,10 @@ class NativeBuffer:
         self._context = context
         self._conn = conn
 
+    def native_connection(self) -> _native.Connection:
+        """The extension's connection (``unitls.extensions.SupportsNativeIO``)."""
+        return self._conn
+
     def read(self, amt: int, buffer: Buffer | None = None) -> bytes | int:
         if buffer is None:
             return self._conn.read(amt)

@@ -3,7 +3,9 @@ extension (``unitls._native``), which opens NSS at run time.
 
 Importing this module fails with ``ImportError`` (and ``get_implementation("nss")`` with a
 ``ConfigurationError``) saying what to install when NSS is missing; the other engines do not
-need it. Like rustls, this path imports neither ``ssl`` nor ``cryptography``.
+need it. Like rustls, this path imports neither ``ssl`` nor ``cryptography``, and its sockets
+are the extension's native ones (``unitls._nativesock``): NSS's session runs on the same
+``TlsSession`` trait.
 
 What differs from the other engines, all decided in Rust (``rust/src/nss/``):
 - NSS has no context object: a configuration becomes *model sockets* every connection copies;
@@ -23,6 +25,7 @@ from . import _native
 from ._config import TLSClientConfiguration, TLSServerConfiguration
 from ._engine import ClientContextBase, ServerContextBase, engine_implementation
 from ._native_engine import NativeBuffer, NativeEngine
+from ._nativesock import NativeClientSockets, NativeServerSockets
 from ._protocols import TLSImplementation
 
 __all__ = [
@@ -60,7 +63,7 @@ class NssBuffer(NativeBuffer):
     __slots__ = ()
 
 
-class NssClientContext(ClientContextBase[_native.NssClientConfig]):
+class NssClientContext(NativeClientSockets, ClientContextBase[_native.NssClientConfig]):
     """A client context: ``connect`` for sockets, ``create_buffer`` for in-memory use.
 
     Connections from one context resume earlier sessions with the same server name unless
@@ -79,7 +82,7 @@ class NssClientContext(ClientContextBase[_native.NssClientConfig]):
         return NssBuffer(self, self._native.new_connection(server_hostname))
 
 
-class NssServerContext(ServerContextBase[_native.NssServerConfig]):
+class NssServerContext(NativeServerSockets, ServerContextBase[_native.NssServerConfig]):
     """A server context: ``connect`` binds and listens, ``create_buffer`` for in-memory use.
 
     TLS 1.3 clients may resume; ``session_tickets=False`` makes every handshake a full one.

@@ -3,9 +3,10 @@
 No OpenSSL anywhere on this path: this module imports neither ``ssl`` nor ``cryptography``.
 Certificates and keys are parsed, chains verified and SNI resolved in Rust. A configuration is
 translated once per context into a rustls ``ClientConfig``/``ServerConfig``; per connection only
-the rustls connection object exists. Sockets are the generic ``BufferSocket`` (the GIL is released
-while rustls works and while the socket blocks). What this module shares with the other Rust
-engine is in ``unitls._native_engine``.
+the rustls connection object exists. Sockets (``connect``, accepted connections, ``upgrade``) are
+``unitls._nativesock.NativeSocket``: the extension does the socket I/O itself, GIL released, no
+Python per TLS record; ``unitls.upgrade_socket`` still runs the generic Python driver. What this
+module shares with the other Rust engine is in ``unitls._native_engine``.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from . import _native
 from ._config import TLSClientConfiguration, TLSServerConfiguration
 from ._engine import ClientContextBase, ServerContextBase, engine_implementation
 from ._native_engine import NativeBuffer, NativeEngine
+from ._nativesock import NativeClientSockets, NativeServerSockets
 from ._protocols import TLSImplementation
 
 __all__ = [
@@ -58,7 +60,7 @@ class RustlsBuffer(NativeBuffer):
     __slots__ = ()
 
 
-class RustlsClientContext(ClientContextBase[_native.RustlsClientConfig]):
+class RustlsClientContext(NativeClientSockets, ClientContextBase[_native.RustlsClientConfig]):
     """A client context: ``connect`` for sockets, ``create_buffer`` for in-memory use.
 
     Connections from one context resume earlier sessions (TLS 1.3 tickets, TLS 1.2 ids)
@@ -77,7 +79,7 @@ class RustlsClientContext(ClientContextBase[_native.RustlsClientConfig]):
         return RustlsBuffer(self, self._native.new_connection(server_hostname))
 
 
-class RustlsServerContext(ServerContextBase[_native.RustlsServerConfig]):
+class RustlsServerContext(NativeServerSockets, ServerContextBase[_native.RustlsServerConfig]):
     """A server context: ``connect`` binds and listens, ``create_buffer`` for in-memory use.
 
     ``session_tickets=False`` stops issuing resumption tickets (every handshake is full).
