@@ -6,6 +6,9 @@ use rustls::{AlertDescription, CertRevocationListError, CertificateError, Invali
 
 pyo3::import_exception!(unitls._errors, TLSError);
 pyo3::import_exception!(unitls._errors, WantReadError);
+pyo3::import_exception!(unitls._errors, WantWriteError);
+pyo3::import_exception!(unitls._errors, TLSConnectionError);
+pyo3::import_exception!(unitls._errors, TLSTimeoutError);
 pyo3::import_exception!(unitls._errors, RaggedEOF);
 pyo3::import_exception!(unitls._errors, ConfigurationError);
 pyo3::import_exception!(unitls._errors, CertificateVerificationError);
@@ -118,7 +121,7 @@ pub fn alert_name(a: AlertDescription) -> String {
     s.to_string()
 }
 
-fn is_certificate_alert(a: AlertDescription) -> bool {
+pub(crate) fn is_certificate_alert(a: AlertDescription) -> bool {
     use AlertDescription as A;
     matches!(
         a,
@@ -136,7 +139,7 @@ fn is_certificate_alert(a: AlertDescription) -> bool {
     )
 }
 
-fn certificate_reason(e: &CertificateError) -> String {
+pub(crate) fn certificate_reason(e: &CertificateError) -> String {
     use CertificateError as C;
     match e {
         C::BadEncoding => "certificate is malformed".into(),

@@ -1,7 +1,8 @@
-"""unitls' Rust engines (``rust/src``): rustls 0.23 with the ring provider, and one generic
-``Connection`` that runs any of them.
+"""unitls' Rust engines (``rust/src``): rustls 0.23 with the ring provider, NSS (opened at run
+time: ``nss_status()`` says whether it is usable here), and one generic ``Connection`` that runs
+any of them.
 
-Imported only by the engine modules (``unitls.rustls``). Everything here raises the classes of
+Imported only by the engine modules (``unitls.rustls``, ``unitls.nss``). Everything here raises the classes of
 ``unitls._errors``:
 ``ConfigurationError`` for bad configuration, ``WantReadError`` when more ciphertext is needed,
 ``CertificateVerificationError`` / ``ProtocolError`` for fatal TLS errors (a fatal error is
@@ -14,15 +15,21 @@ thread-safe). Buffers: any object exporting a contiguous buffer is taken as byte
 """
 
 from collections.abc import Sequence
-from typing import Self, final
+from typing import Any, Self, final
 
 from typing_extensions import Buffer
 
 __all__ = [
     "RUSTLS_VERSION",
     "Connection",
+    "NssClientConfig",
+    "NssServerConfig",
     "RustlsClientConfig",
     "RustlsServerConfig",
+    "SSLSocketCore",
+    "SocketCore",
+    "nss_status",
+    "nss_supported_cipher_suites",
     "supported_cipher_suites",
 ]
 
@@ -95,13 +102,77 @@ class RustlsServerConfig:
         """A server connection. ``local_address``: the IP the client connected to; with
         several chains, clients that send no SNI get the first chain naming that IP."""
 
+def nss_status() -> tuple[bool, str]:
+    """``(True, "NSS 3.87.1 (NSPR 4.35)")``, or ``(False, why the NSS engine cannot be used)``,
+    e.g. ``"libnss3.so not found: install libnss3 (Debian: apt-get install libnss3) (...)"``.
+    The first call opens and initialises NSS (once per process; ``UNITLS_NSS_LIB_DIR`` names a
+    directory to open the libraries from instead of the system's search path)."""
+
+def nss_supported_cipher_suites() -> list[int]:
+    """IANA ids of the suites this NSS implements and its policy allows (``ConfigurationError``
+    if NSS is not usable)."""
+
+@final
+class NssClientConfig:
+    """An NSS client configuration; the arguments are ``RustlsClientConfig``'s.
+
+    Differences: ``cipher_suites`` ids NSS does not implement (CCM) or its policy forbids are a
+    ``ConfigurationError`` naming them; ``None`` means AEAD suites with forward secrecy only.
+    Keys NSS cannot use (Ed25519, Ed448, DSA, RSA under 2048 bits) are a ``ConfigurationError``.
+    Sessions are cached in NSS's process-wide client cache under this configuration's own key
+    (``resumption=False``: none). ``ConfigurationError`` if NSS is not usable here.
+    """
+
+    def __new__(
+        cls,
+        *,
+        ca_certs: Sequence[Buffer] | None,
+        system_roots: bool,
+        client_chain: Sequence[Buffer] | None,
+        client_key: Buffer | None,
+        cipher_suites: Sequence[int] | None,
+        versions: Sequence[int],
+        alpn: Sequence[bytes],
+        verify_certificates: bool = True,
+        verify_hostname: bool = True,
+        resumption: bool = True,
+    ) -> Self: ...
+    def new_connection(self, server_name: str) -> Connection:
+        """A client connection to ``server_name`` (DNS name or IP literal); its ClientHello is
+        ready in ``process_outgoing`` at once."""
+
+@final
+class NssServerConfig:
+    """An NSS server configuration; the arguments are ``RustlsServerConfig``'s.
+
+    The chain is chosen by SNI (every DNS SAN, whole-label wildcards), else by
+    ``new_connection(local_address)``, else the first. A client offering ALPN protocols none of
+    which is ours completes without ALPN. Session resumption: TLS 1.3 only (tickets carry a
+    token naming this configuration's content; a ticket of another configuration is declined
+    with a full handshake); ``session_tickets=False``: none.
+    """
+
+    def __new__(
+        cls,
+        *,
+        chains: Sequence[tuple[Sequence[Buffer], Buffer]],
+        client_ca_certs: Sequence[Buffer] | None,
+        require_client_cert: bool,
+        cipher_suites: Sequence[int] | None,
+        versions: Sequence[int],
+        alpn: Sequence[bytes],
+        session_tickets: bool = True,
+    ) -> Self: ...
+    def new_connection(self, local_address: str | None = None) -> Connection:
+        """A server connection (its NSS socket is made once the whole ClientHello is in)."""
+
 @final
 class Connection:
     """One TLS connection, driven in memory: ciphertext in and out, plaintext read and write."""
 
     @property
     def engine(self) -> str:
-        """The engine's name (``"rustls"``)."""
+        """The engine's name (``"rustls"``, ``"nss"``)."""
 
     def process_incoming(self, data: Buffer) -> None:
         """Queue ciphertext from the peer and feed rustls as far as it takes it.
@@ -167,3 +238,48 @@ class Connection:
 
     def _panic_for_test(self) -> None:
         """Panic inside the engine boundary: raises ``TLSError`` and fails the connection."""
+
+class SocketCore:
+    """Native socket I/O for a ``Connection`` over a connected ``socket.socket`` (``sock`` keeps
+    the descriptor, looked up at every call; never closed here). The I/O rules are the Python
+    driver's: timeouts are deadlines for whole operations, timeout 0 raises ``WantReadError`` /
+    ``WantWriteError`` without losing bytes, one reader and one writer thread may share it.
+    Subclasses may take more constructor arguments (ignored here)."""
+
+    def __new__(cls, connection: Connection, sock: Any, /, *args: Any, **kwargs: Any) -> Self: ...
+    def do_handshake(self) -> None: ...
+    def recv(self, bufsize: int, /) -> bytes: ...
+    def recv_into(self, buffer: Buffer, nbytes: int = 0, /) -> int: ...
+    def send(self, data: Buffer, /) -> int: ...
+    def sendall(self, data: Buffer, /) -> None: ...
+    def pending(self) -> int: ...
+    def settimeout(self, value: float | None, /) -> None: ...
+    def gettimeout(self) -> float | None: ...
+    def setblocking(self, flag: bool, /) -> None: ...
+    def _send_close_notify(self, timeout: float | None, /) -> None: ...
+    def _await_close_notify(self, timeout: float | None, /) -> None: ...
+    @property
+    def handshake_done(self) -> bool: ...
+    @property
+    def connection(self) -> Connection: ...
+    @property
+    def raw_socket(self) -> Any: ...
+
+class SSLSocketCore:
+    """The ssl bridge's ``_sslobj`` I/O over a ``Connection``: ``_ssl._SSLSocket``'s ``read``,
+    ``write``, ``do_handshake``, ``pending`` and ``shutdown``, raising what ``_ssl`` raises
+    (``translate(exc, operation)`` maps a unitls ``TLSError``). ``sslsock`` is held weakly; its
+    descriptor and timeout are read at every call."""
+
+    def __new__(
+        cls, connection: Connection, sslsock: Any, translate: Any, /, *args: Any, **kwargs: Any
+    ) -> Self: ...
+    def do_handshake(self) -> None: ...
+    def read(self, len: int = 1024, buffer: Buffer | None = None, /) -> bytes | int: ...
+    def write(self, data: Buffer, /) -> int: ...
+    def pending(self) -> int: ...
+    def shutdown(self) -> Any: ...
+    @property
+    def handshake_done(self) -> bool: ...
+    @property
+    def connection(self) -> Connection: ...

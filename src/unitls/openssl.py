@@ -20,12 +20,13 @@ import _ssl
 import errno
 import functools
 import ipaddress
+import operator
 import os
 import socket
 import ssl
 import threading
 from collections.abc import Callable, Sequence
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from ._config import TLSClientConfiguration, TLSServerConfiguration
 from ._drive import Deadline, linger_close, wait_fd
@@ -827,13 +828,59 @@ def _protocol_of(name: str | None) -> NextProtocol | bytes | None:
     return protocol_from_bytes(name.encode("latin-1")) if name else None
 
 
-class OpenSSLBuffer:
-    """A TLSBuffer over ``ssl.SSLObject`` and two ``ssl.MemoryBIO``s."""
+class _CSSLObject(Protocol):
+    """What this module uses of the C ``_ssl._SSLSocket`` (typeshed does not describe it)."""
 
-    __slots__ = ("_context", "_done", "_first", "_in", "_obj", "_out")
+    server_side: bool
+    server_hostname: str | None
+    session_reused: bool
+
+    def read(self, size: int, buffer: Buffer = ..., /) -> bytes | int: ...
+    def write(self, data: Buffer, /) -> int: ...
+    def do_handshake(self) -> None: ...
+    def shutdown(self) -> Any: ...
+    def version(self) -> str | None: ...
+    def cipher(self) -> tuple[str, str, int] | None: ...
+    def selected_alpn_protocol(self) -> str | None: ...
+    def getpeercert(self, der: bool = False, /) -> Any: ...
+    def get_unverified_chain(self) -> list[Any] | None: ...
+
+
+_wrap_bio: Callable[..., _CSSLObject] = _ssl._SSLContext._wrap_bio  # type: ignore[attr-defined]
+_pending: Callable[[ssl.MemoryBIO], int] = operator.attrgetter("pending")
+
+
+class OpenSSLBuffer:
+    """A TLSBuffer over the C ``_ssl._SSLSocket`` that ``SSLContext._wrap_bio`` returns (the
+    object ``ssl.SSLObject`` wraps) and two ``ssl.MemoryBIO``s.
+
+    No Python layer sits between the caller and ``_ssl``: ``read``/``write``/``do_handshake``
+    are one Python frame each (``ssl.SSLObject``'s own methods are one too), and
+    ``process_outgoing``, ``outgoing_bytes_buffered`` and ``incoming_bytes_buffered`` are C
+    callables bound per connection (``MemoryBIO.read``, ``partial(attrgetter("pending"), bio)``).
+    """
+
+    __slots__ = (
+        "_context",
+        "_done",
+        "_first",
+        "_in",
+        "_obj",
+        "_out",
+        "incoming_bytes_buffered",
+        "outgoing_bytes_buffered",
+        "process_outgoing",
+    )
 
     #: process_incoming copies its argument at once (see ``unitls.extensions``).
     copies_incoming = True
+
+    #: Ciphertext bytes received and not yet consumed by OpenSSL.
+    incoming_bytes_buffered: Callable[[], int]
+    #: Ciphertext bytes waiting to be sent.
+    outgoing_bytes_buffered: Callable[[], int]
+    #: Up to ``amount_bytes_for_network`` bytes of ciphertext for the peer (``MemoryBIO.read``).
+    process_outgoing: Callable[[int], bytes]
 
     def __init__(
         self,
@@ -842,14 +889,20 @@ class OpenSSLBuffer:
         server_hostname: str | None,
     ) -> None:
         self._context = context
-        self._in = ssl.MemoryBIO()
-        self._out = ssl.MemoryBIO()
-        self._obj = ssl_context.wrap_bio(
-            self._in,
-            self._out,
-            server_side=server_hostname is None,
-            server_hostname=server_hostname,
+        self._in = incoming = ssl.MemoryBIO()
+        self._out = outgoing = ssl.MemoryBIO()
+        # What ssl.SSLObject._create does, minus the wrapper (no owner: the SNI callback gets
+        # this C object, whose ``context`` it may switch).
+        self._obj: _CSSLObject = _wrap_bio(
+            ssl_context,
+            incoming,
+            outgoing,
+            server_hostname is None,
+            ssl_context._encode_hostname(server_hostname),  # type: ignore[attr-defined]
         )
+        self.process_outgoing = outgoing.read
+        self.outgoing_bytes_buffered = functools.partial(_pending, outgoing)
+        self.incoming_bytes_buffered = functools.partial(_pending, incoming)
         self._done = False
         self._first: bytes | None = None  # the start of what the peer sent (see _error)
 
@@ -904,7 +957,7 @@ class OpenSSLBuffer:
         if self._obj.version() is None:
             return  # nothing to close before a handshake
         try:
-            self._obj.unwrap()
+            self._obj.shutdown()
         except (ssl.SSLWantReadError, ssl.SSLZeroReturnError):
             pass  # close_notify is queued; the peer's arrives later (or never)
         except (ssl.SSLError, OSError) as exc:
@@ -930,24 +983,16 @@ class OpenSSLBuffer:
         except ssl.SSLError as exc:
             raise TLSError("data received after the transport reported EOF") from exc
 
-    def incoming_bytes_buffered(self) -> int:
-        return self._in.pending
-
-    def process_outgoing(self, amount_bytes_for_network: int) -> bytes:
-        return self._out.read(amount_bytes_for_network)
-
-    def outgoing_bytes_buffered(self) -> int:
-        return self._out.pending
-
     def getpeercert(self) -> bytes | None:
         try:
-            return self._obj.getpeercert(binary_form=True)
+            der: bytes | None = self._obj.getpeercert(True)
+            return der
         except ValueError:
             return None
 
     def getpeercertchain(self) -> list[bytes]:
         """DER of every certificate the peer sent, leaf first (an extension to the PEP)."""
-        return _chain_of(getattr(self._obj, "_sslobj", None))
+        return _chain_of(self._obj)
 
     # OpenSSL knows the suite and the protocol before the handshake has finished; the PEP says
     # None until it has (version() is None until then).
@@ -972,7 +1017,7 @@ class OpenSSLBuffer:
     def negotiated_group(self) -> str | None:
         """IANA name of the key exchange group used (``"x25519"``, ``"secp256r1"``...); None
         before the handshake and where OpenSSL cannot be asked (see ``_negotiated_group_reader``)."""
-        return _group_of(getattr(self._obj, "_sslobj", None))
+        return _group_of(self._obj)
 
     @property
     def context(self) -> OpenSSLClientContext | OpenSSLServerContext:
@@ -1133,14 +1178,17 @@ class OpenSSLSocket(_SocketBase):
         self._call(deadline, False, self._ssl.do_handshake)
         self._done = True
 
-    # The fast path of each call is inline: one uncontended lock around one C call.
+    # The fast path of each call is inline: one uncontended lock around one C call, made on the
+    # C ``_ssl._SSLSocket`` behind the ``ssl.SSLSocket`` (its ``_sslobj``), skipping ssl.py's
+    # Python frames (None: its TLS layer is gone, after close()).
 
     def recv(self, bufsize: int) -> bytes:
         lock = self._lock
         failed = None
-        if not self._shared and not self._closed and lock.acquire(False):
+        c_obj = self._ssl._sslobj  # type: ignore[attr-defined]
+        if not self._shared and c_obj is not None and lock.acquire(False):
             try:
-                data: bytes = self._ssl.recv(bufsize)
+                data: bytes = c_obj.read(bufsize)
                 if not self._done:
                     self._done = True
                 return data
@@ -1159,9 +1207,12 @@ class OpenSSLSocket(_SocketBase):
     def recv_into(self, buffer: Buffer, nbytes: int = 0) -> int:
         lock = self._lock
         failed = None
-        if not self._shared and not self._closed and lock.acquire(False):
+        if nbytes < 0:
+            raise ValueError("negative buffersize in recv_into")
+        c_obj = self._ssl._sslobj  # type: ignore[attr-defined]
+        if not self._shared and c_obj is not None and lock.acquire(False):
             try:
-                n: int = self._ssl.recv_into(buffer, nbytes)
+                n: int = c_obj.read(nbytes, buffer)
                 if not self._done:
                     self._done = True
                 return n
@@ -1188,10 +1239,11 @@ class OpenSSLSocket(_SocketBase):
     def sendall(self, data: Buffer) -> None:
         if self._close_sent:
             raise _write_after_close()
-        send = self._ssl.send
+        c_obj = self._ssl._sslobj  # type: ignore[attr-defined]
+        send = self._ssl.send if c_obj is None else c_obj.write
         lock = self._lock
         failed = None
-        if not self._shared and not self._closed and lock.acquire(False):
+        if not self._shared and c_obj is not None and lock.acquire(False):
             try:
                 # OpenSSL writes it all (or raises): partial writes are not enabled.
                 send(data)

@@ -79,7 +79,8 @@ def _want_write() -> ssl.SSLWantWriteError:
 
 # Engine failures that OpenSSL reports with a reason of its own (text in the engines' messages).
 _PROTOCOL_REASONS = (
-    ("NoCipherSuitesInCommon", "NO_SHARED_CIPHER", "no shared cipher"),
+    ("NoCipherSuitesInCommon", "NO_SHARED_CIPHER", "no shared cipher"),  # rustls
+    ("SSL_ERROR_NO_CYPHER_OVERLAP", "NO_SHARED_CIPHER", "no shared cipher"),  # NSS
     ("is the peer speaking TLS?", "WRONG_VERSION_NUMBER", "wrong version number"),
 )
 _REJECTED_PREFIX = "peer rejected our certificate: "
@@ -163,9 +164,9 @@ class _LockedBuffer:
 
     __slots__ = ("_buf", "_lock")
 
-    def __init__(self, buf: TLSBuffer, lock: threading.Lock) -> None:
+    def __init__(self, buf: TLSBuffer, lock: threading.Lock | None = None) -> None:
         self._buf = buf
-        self._lock = lock  # the driver's engine lock
+        self._lock = lock or threading.Lock()  # the driver's engine lock, where there is one
 
     def read(self, amt: int, buffer: Buffer | None = None) -> bytes | int:
         with self._lock:
