@@ -416,14 +416,8 @@ def test_reader_and_writer_threads_share_a_socket(factory: Factory, stdlib_serve
 # -- deadlines -----------------------------------------------------------------------------------
 
 
-def test_recv_deadline_with_a_dripping_peer(
-    factory: Factory, stdlib_server_ctx: Any, request: pytest.FixtureRequest
-) -> None:
+def test_recv_deadline_with_a_dripping_peer(factory: Factory, stdlib_server_ctx: Any) -> None:
     """A peer sending one byte at a time cannot stretch a recv() past its timeout."""
-    if request.node.callspec.params["factory"] == "driver":
-        # The Python driver on this branch waits per receive, not per operation; issue 9's
-        # driver rewrite makes timeouts whole-operation deadlines (then this must pass).
-        request.applymarker(pytest.mark.xfail(strict=True, reason="issue 9: recv deadlines"))
 
     def handler(conn: socket.socket) -> None:
         incoming, outgoing = ssl.MemoryBIO(), ssl.MemoryBIO()

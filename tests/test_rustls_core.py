@@ -12,10 +12,12 @@ import random
 import re
 import ssl
 import threading
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pytest
+from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 from kit import CA, BufferPump, Issued, StdlibPeer, stdlib_context
 
@@ -72,7 +74,7 @@ def expired(ca: CA, *names: str) -> Issued:
 # configuration helpers
 
 
-def client_config(ca: CA | None, **kw: Any) -> Any:
+def client_config(ca: CA | Cert | None, **kw: Any) -> Any:
     args: dict[str, Any] = dict(
         ca_certs=[ca.cert_pem] if ca is not None else None,
         system_roots=False,
@@ -86,9 +88,10 @@ def client_config(ca: CA | None, **kw: Any) -> Any:
     return _native.RustlsClientConfig(**args)
 
 
-def server_config(cert: Issued, **kw: Any) -> Any:
+def server_config(cert: Issued | Cert, **kw: Any) -> Any:
+    issued = cert.issued() if isinstance(cert, Cert) else cert
     args: dict[str, Any] = dict(
-        chains=[([cert.cert_pem], cert.key_pem)],
+        chains=[([issued.cert_pem], issued.key_pem)],
         client_ca_certs=None,
         require_client_cert=False,
         cipher_suites=None,
@@ -120,20 +123,147 @@ def rustls_pair(
     return c, s
 
 
-def ssl_server_ctx(tmp_path: Path, cert: Issued, **kw: Any) -> ssl.SSLContext:
+def ssl_server_ctx(tmp_path: Path, cert: Issued | Cert, **kw: Any) -> ssl.SSLContext:
     return stdlib_context(
         True,
         tmp_path,
         kw.get("client_ca"),
-        cert,
+        cert.issued() if isinstance(cert, Cert) else cert,
         kw.get("version"),
         kw.get("alpn"),
         require_client_cert="client_ca" in kw,
     )
 
 
-def ssl_client_ctx(tmp_path: Path, ca: CA, **kw: Any) -> ssl.SSLContext:
-    return stdlib_context(False, tmp_path, ca, kw.get("client"), kw.get("version"), kw.get("alpn"))
+def ssl_client_ctx(tmp_path: Path, ca: CA | Cert, **kw: Any) -> ssl.SSLContext:
+    client = kw.get("client")
+    if isinstance(client, Cert):
+        client = client.issued()
+    return stdlib_context(False, tmp_path, ca, client, kw.get("version"), kw.get("alpn"))  # type: ignore[arg-type]
+
+
+# ---------------------------------------------------------------------------------------------
+# The earlier helper API of the Rust core tests, as adapters over the kit (test_nss_core uses
+# it; new tests use the kit's CA, BufferPump and StdlibPeer directly).
+
+
+@dataclass
+class Cert:
+    """A certificate with its private key, as ``cryptography`` objects."""
+
+    cert: x509.Certificate
+    key: Any
+
+    @property
+    def pem(self) -> bytes:
+        return self.cert.public_bytes(serialization.Encoding.PEM)
+
+    cert_pem = pem
+
+    @property
+    def der(self) -> bytes:
+        return self.cert.public_bytes(serialization.Encoding.DER)
+
+    def key_pem(self, fmt: str = "pkcs8") -> bytes:
+        return self._key(serialization.Encoding.PEM, fmt)
+
+    def key_der(self, fmt: str = "pkcs8") -> bytes:
+        return self._key(serialization.Encoding.DER, fmt)
+
+    def _key(self, encoding: Any, fmt: str) -> bytes:
+        form = {
+            "pkcs8": serialization.PrivateFormat.PKCS8,
+            "traditional": serialization.PrivateFormat.TraditionalOpenSSL,
+        }[fmt]
+        data: bytes = self.key.private_bytes(encoding, form, serialization.NoEncryption())
+        return data
+
+    def issued(self) -> Issued:
+        return Issued(self.pem, self.key_pem(), self.der, self.key_der())
+
+
+def make_ca(cn: str = "core test CA") -> Cert:
+    ca = CA.create(cn)
+    return Cert(ca.cert, ca.key)
+
+
+def issue(
+    ca: Cert, *names: str, key_type: Any = "ec", client: bool = False, expired: bool = False
+) -> Cert:
+    now = datetime.datetime.now(datetime.UTC)
+    dates: dict[str, Any] = {}
+    if expired:
+        dates = dict(not_before=now - datetime.timedelta(10), not_after=now - datetime.timedelta(5))
+    issued = CA(ca.cert, ca.key).issue(
+        *names, key_type=key_type, server=not client, client=client, **dates
+    )
+    return Cert(
+        x509.load_pem_x509_certificate(issued.cert_pem),
+        serialization.load_pem_private_key(issued.key_pem, password=None),
+    )
+
+
+class RustlsPeer:
+    """A ``_native.Connection`` with the earlier peer methods."""
+
+    def __init__(self, conn: Any) -> None:
+        self.conn = conn
+
+    def handshake(self) -> bool:
+        return step(self.conn)
+
+    def take(self) -> bytes:
+        return bytes(self.conn.process_outgoing(-1))
+
+    def give(self, data: bytes) -> None:
+        self.conn.process_incoming(data)
+
+    def write(self, data: bytes) -> None:
+        assert self.conn.write(data) == len(data)
+
+    def read_some(self) -> bytes:
+        return PUMP.drain(self.conn, 1 << 20)
+
+
+class SslPeer(RustlsPeer):
+    """The kit's ``StdlibPeer`` with the earlier peer methods (``obj``: its ``SSLObject``)."""
+
+    def __init__(self, ctx: ssl.SSLContext, server_side: bool, hostname: str | None = None):
+        super().__init__(StdlibPeer(ctx, server_side, hostname))
+        self.inc, self.out = self.conn.incoming, self.conn.outgoing
+
+    @property
+    def obj(self) -> Any:
+        return self.conn.obj
+
+    @obj.setter
+    def obj(self, value: Any) -> None:  # a test may rewrap the BIOs (session resumption)
+        self.conn.obj = value
+
+    def handshake(self) -> bool:
+        try:
+            self.obj.do_handshake()
+        except ssl.SSLWantReadError:
+            return False
+        return True
+
+    def write(self, data: bytes) -> None:
+        self.obj.write(data)
+
+
+def handshake(client: RustlsPeer, server: RustlsPeer) -> None:
+    """Run the handshake in memory; exceptions of either side propagate (``ssl``'s as such)."""
+    try:
+        PUMP.handshake(client.conn, server.conn)
+    except TLSError as exc:
+        if isinstance(exc.__cause__, ssl.SSLError) and type(exc) is TLSError:
+            raise exc.__cause__ from None  # the stdlib peer's own error
+        raise
+
+
+def transfer(src: RustlsPeer, dst: RustlsPeer, payload: bytes) -> bytes:
+    """Send ``payload`` from ``src`` to ``dst`` in 7000-byte pieces; what ``dst`` read."""
+    return PUMP.send(src.conn, dst.conn, payload, chunk=7000)
 
 
 # ---------------------------------------------------------------------------------------------

@@ -25,10 +25,10 @@ import time
 from typing import TYPE_CHECKING, Any
 
 from . import _native
+from ._drive._linger import drain as _discard_unread
 from ._engine import check_server_hostname
 from ._errors import TLSError, WantReadError, WantWriteError
 from ._extensions import SupportsNativeIO
-from ._drive._linger import drain as _discard_unread
 from ._socket import (
     DEFAULT_TIMEOUT,
     _check_address,
