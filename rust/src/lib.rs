@@ -11,6 +11,8 @@ mod config;
 mod conn;
 mod errors;
 mod keyinfo;
+mod keylog;
+mod resumption;
 mod rustls_session;
 mod session;
 
@@ -22,6 +24,7 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<config::ClientConfig>()?;
     m.add_class::<config::ServerConfig>()?;
     m.add_class::<conn::Connection>()?;
+    m.add_class::<resumption::ClientSession>()?;
     m.add_function(wrap_pyfunction!(config::supported_cipher_suites, m)?)?;
     m.add("RUSTLS_VERSION", RUSTLS_VERSION)?;
     Ok(())

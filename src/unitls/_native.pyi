@@ -20,6 +20,7 @@ from typing_extensions import Buffer
 
 __all__ = [
     "RUSTLS_VERSION",
+    "ClientSession",
     "Connection",
     "RustlsClientConfig",
     "RustlsServerConfig",
@@ -44,7 +45,9 @@ class RustlsClientConfig:
     nothing usable left is a ``ConfigurationError``. ``versions``: a subset of
     ``[0x0303, 0x0304]``. ``verify_certificates=False`` accepts any server certificate;
     ``verify_hostname=False`` verifies the chain but not the name. ``resumption=False``
-    disables the client session cache and tickets.
+    disables the client session cache (sessions offered to ``new_connection`` still resume).
+    ``keylog_path``: append every connection's secrets to this file (NSS key log format; a
+    file that cannot be opened is a ``ConfigurationError``).
     """
 
     def __new__(
@@ -60,10 +63,31 @@ class RustlsClientConfig:
         verify_certificates: bool = True,
         verify_hostname: bool = True,
         resumption: bool = True,
+        keylog_path: str | None = None,
     ) -> Self: ...
-    def new_connection(self, server_name: str) -> Connection:
+    def new_connection(
+        self, server_name: str, port: int | None = None, session: ClientSession | None = None
+    ) -> Connection:
         """A client connection to ``server_name`` (DNS name or IP literal; SNI is sent for
-        DNS names). An invalid name raises ``ConfigurationError``."""
+        DNS names). An invalid name raises ``ConfigurationError``. Sessions are cached per
+        (lower-cased name, ``port``); ``session`` (another connection's ``client_session()``
+        from this configuration and name, else ``ValueError``) resumes that one instead."""
+
+    def clear_session_cache(self) -> None:
+        """Forget every cached session."""
+
+@final
+class ClientSession:
+    """The sessions one client connection received (opaque; offer it to ``new_connection``).
+    Each TLS 1.3 ticket is used once; a TLS 1.2 session until the server refuses it."""
+
+    @property
+    def server_name(self) -> str: ...
+    @property
+    def port(self) -> int | None: ...
+    @property
+    def resumable(self) -> bool:
+        """Whether it still holds a TLS 1.2 session or a TLS 1.3 ticket."""
 
 @final
 class RustlsServerConfig:
@@ -90,6 +114,7 @@ class RustlsServerConfig:
         versions: Sequence[int],
         alpn: Sequence[bytes],
         session_tickets: bool = True,
+        keylog_path: str | None = None,
     ) -> Self: ...
     def new_connection(self, local_address: str | None = None) -> Connection:
         """A server connection. ``local_address``: the IP the client connected to; with
@@ -161,6 +186,9 @@ class Connection:
 
     def session_resumed(self) -> bool:
         """Whether the handshake resumed an earlier session."""
+
+    def client_session(self) -> ClientSession | None:
+        """Client side: the sessions this connection received (None on servers)."""
 
     def negotiated_group(self) -> str | None:
         """The key exchange group's IANA name (``"x25519"``...), ``None`` before the handshake."""

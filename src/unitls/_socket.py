@@ -56,6 +56,7 @@ __all__ = [
     "BufferListener",
     "BufferSocket",
     "StartTLSMixin",
+    "client_buffer",
     "connect_with_buffer",
     "listen_with_buffers",
     "map_os_error",
@@ -445,6 +446,12 @@ class BufferSocket(_SocketBase):
     def negotiated_tls_version(self) -> TLSVersion | None:
         return self._buffer.negotiated_tls_version
 
+    @property
+    def session_resumed(self) -> bool:
+        """Whether the handshake resumed an earlier session, if the engine's buffer tells
+        (an extension to the PEP; False otherwise and before the handshake)."""
+        return bool(getattr(self._buffer, "session_resumed", False))
+
     def getpeercert(self) -> bytes | None:
         return self._buffer.getpeercert()
 
@@ -547,6 +554,10 @@ class BufferListener(_SocketBase, Generic[_T]):
     def negotiated_tls_version(self) -> TLSVersion | None:
         return None
 
+    @property
+    def session_resumed(self) -> bool:
+        return False
+
     def __repr__(self) -> str:
         state = "closed" if self._closed else f"listening on {self._sock.getsockname()}"
         return f"<{type(self).__name__} {state}>"
@@ -564,6 +575,24 @@ def server_buffer(context: ServerContext, sock: socket.socket) -> TLSBuffer:
     except (OSError, IndexError):
         local = None
     return context.create_buffer_for(local)
+
+
+def client_buffer(context: ClientContext, server_hostname: str, port: int | None) -> TLSBuffer:
+    """A client buffer to ``server_hostname``: unitls engines also get the port, which keys
+    their session cache (``SupportsSessionCache``); others get ``create_buffer``."""
+    from ._extensions import SupportsSessionCache
+
+    if port is not None and isinstance(context, SupportsSessionCache):
+        return context.create_buffer(server_hostname, port=port)
+    return context.create_buffer(server_hostname)
+
+
+def _peer_port(sock: socket.socket) -> int | None:
+    try:
+        port = sock.getpeername()[1]
+    except (OSError, IndexError, TypeError):
+        return None  # e.g. a Unix socket: no port
+    return port if isinstance(port, int) else None
 
 
 def listen_with_buffers(
@@ -588,7 +617,7 @@ def connect_with_buffer(
     host = _check_address(address)[0]
     if not host:
         raise ValueError("a client needs a host name or address to connect to")
-    buffer = context.create_buffer(host)
+    buffer = client_buffer(context, host, address[1])
     sock = open_connection(address, timeout)
     tls = BufferSocket(sock, buffer, context)
     try:
@@ -634,7 +663,7 @@ def upgrade_socket(
     if isinstance(context.configuration, TLSClientConfiguration):
         if not server_hostname:
             raise ValueError("upgrading a client connection needs server_hostname")
-        buffer = context.create_buffer(server_hostname)
+        buffer = client_buffer(context, server_hostname, _peer_port(sock))
     else:
         if server_hostname is not None:
             raise ValueError("a server context takes no server_hostname")

@@ -39,7 +39,8 @@ Semantics (the choices this module makes):
 
 ``get_extra_info`` keys: ``peername``, ``sockname``, ``socket`` (and any other key of the socket
 transport), ``peercert`` (DER bytes or None), ``cipher`` (``CipherSuite`` or int), ``tls_version``
-(``TLSVersion``), ``alpn_protocol`` (``NextProtocol``, bytes or None), ``tls_buffer``,
+(``TLSVersion``), ``alpn_protocol`` (``NextProtocol``, bytes or None), ``session_resumed``
+(whether the handshake resumed a session; False if the engine does not tell), ``tls_buffer``,
 ``tls_context``, ``server_hostname``, ``ragged_eof``.
 """
 
@@ -67,7 +68,7 @@ from ._errors import (
 )
 from ._extensions import SupportsIncomingViews
 from ._protocols import ClientContext, ServerContext, TLSBuffer
-from ._socket import map_os_error, server_buffer
+from ._socket import client_buffer, map_os_error, server_buffer
 
 __all__ = [
     "TLSProtocol",
@@ -93,7 +94,9 @@ _OPEN: Final = 1
 _CLOSING: Final = 2
 _CLOSED: Final = 3
 
-_LAZY_KEYS: Final = frozenset({"peercert", "cipher", "tls_version", "alpn_protocol"})
+_LAZY_KEYS: Final = frozenset(
+    {"peercert", "cipher", "tls_version", "alpn_protocol", "session_resumed"}
+)
 
 
 class _Scratch(threading.local):
@@ -301,6 +304,8 @@ class TLSProtocol(asyncio.BufferedProtocol):
                 value = buffer.cipher()
             elif name == "tls_version":
                 value = buffer.negotiated_tls_version
+            elif name == "session_resumed":
+                value = bool(getattr(buffer, "session_resumed", False))
             else:
                 value = buffer.negotiated_protocol()
             self._extra[name] = value
@@ -809,15 +814,17 @@ def _check_kwargs(kwargs: dict[str, Any]) -> None:
 
 
 def _client_buffer(
-    context: ClientContext | ServerContext, server_hostname: str | None
+    context: ClientContext | ServerContext, server_hostname: str | None, port: object
 ) -> TLSBuffer:
+    """``port`` (the server's, when it is a number) keys the engine's session cache."""
     if _is_server_context(context):
         raise TypeError("a client connection needs a ClientContext, not a ServerContext")
     if not server_hostname:
         raise ValueError(
             "server_hostname is needed (for SNI and the certificate check) when host is not given"
         )
-    return context.create_buffer(server_hostname)  # type: ignore[call-arg]
+    number = port if isinstance(port, int) and not isinstance(port, bool) else None
+    return client_buffer(context, server_hostname, number)  # type: ignore[arg-type]
 
 
 async def create_connection(
@@ -846,7 +853,7 @@ async def create_connection(
     _check_timeout("shutdown_timeout", shutdown_timeout)
     if server_hostname is None:
         server_hostname = host
-    buffer = _client_buffer(context, server_hostname)
+    buffer = _client_buffer(context, server_hostname, port)
     waiter: asyncio.Future[None] = loop.create_future()
     app_protocol = protocol_factory()
     tls = TLSProtocol(
@@ -1012,7 +1019,9 @@ async def _start_tls_transport(
         else:
             buffer = context.create_buffer()  # type: ignore[call-arg]
     else:
-        buffer = _client_buffer(context, server_hostname)
+        peer = transport.get_extra_info("peername")
+        port = peer[1] if isinstance(peer, tuple) and len(peer) >= 2 else None
+        buffer = _client_buffer(context, server_hostname, port)
     loop = asyncio.get_running_loop()
     waiter: asyncio.Future[None] = loop.create_future()
     tls = TLSProtocol(

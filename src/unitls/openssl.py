@@ -11,6 +11,20 @@ ignored. Python 3.11 has no call for TLS 1.3 cipher suites: the engine calls Ope
 ``SSL_CTX_set_ciphersuites`` on the context through ``ctypes`` after checking that it holds the
 right ``SSL_CTX`` (and that the suites took effect); where that is impossible, a list naming only
 some TLS 1.3 suites is refused.
+
+Session resumption (see ``unitls._engine`` for the behaviour every engine shares) also goes
+through ``ctypes`` (``unitls._openssl_ffi``): clients receive each session from an OpenSSL
+callback into the context's ``SessionCache`` (``unitls._sessions``) and offer one with
+``SSL_set_session``, never paying for ``SSLObject.session``'s re-serialisation; servers encrypt
+tickets under keys that rotate every 6 hours (the previous key still accepted), and
+``session_tickets=False`` also turns off OpenSSL's server session cache. Tickets are accepted
+for OpenSSL's session timeout (2 hours) at most. Where ``ctypes`` cannot reach OpenSSL
+(``_openssl_ffi.AVAILABLE`` is False: not CPython, or not OpenSSL 3), clients do not resume,
+servers keep OpenSSL's own fixed ticket key, and ``session_tickets=False`` is refused. Server
+``SSLContext``s are therefore never shared between server contexts (each server has its own
+keys and cache); client ones are, per configuration. Key logging uses the stdlib's
+``SSLContext.keylog_filename`` (a ``FILE`` opened in append mode, each line flushed by itself
+under a process-wide lock).
 """
 
 from __future__ import annotations
@@ -24,6 +38,7 @@ import ssl
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
+from . import _openssl_ffi
 from ._config import TLSClientConfiguration, TLSServerConfiguration
 from ._engine import (
     TLS12,
@@ -50,6 +65,7 @@ from ._errors import (
 )
 from ._objects import Certificate, PrivateKey, SigningChain, TrustStore
 from ._protocols import TLSImplementation
+from ._sessions import ClientSession, SessionCache
 from ._socket import (
     DEFAULT_TIMEOUT,
     _SocketBase,
@@ -182,8 +198,17 @@ def _cipher_plan(
 
 
 def _apply_common(
-    ctx: ssl.SSLContext, config: TLSClientConfiguration | TLSServerConfiguration
+    ctx: ssl.SSLContext,
+    config: TLSClientConfiguration | TLSServerConfiguration,
+    keylog: str | None,
 ) -> None:
+    if keylog is not None:
+        try:
+            ctx.keylog_filename = keylog
+        except OSError as exc:
+            raise ConfigurationError(
+                f"cannot open the TLS key log file {keylog!r}: {exc.strerror or exc}"
+            ) from exc
     cipher_string, suites13, low, high = _cipher_plan(config)
     if suites13 is not None:
         assert _set_tls13_suites is not None
@@ -383,10 +408,15 @@ def _local_ip(sock: socket.socket) -> str | None:
 
 
 def _client_context(
-    config: TLSClientConfiguration, verify: bool, check_hostname: bool, _env: object = None
+    config: TLSClientConfiguration,
+    verify: bool,
+    check_hostname: bool,
+    _env: object = None,
+    keylog: str | None = None,
 ) -> ssl.SSLContext:
     ctx = _SSLContext(ssl.PROTOCOL_TLS_CLIENT)
-    _apply_common(ctx, config)
+    _apply_common(ctx, config, keylog)
+    _openssl_ffi.install_client_sessions(ctx)
     ctx.hostname_checks_common_name = False  # names come from the SAN only (RFC 6125)
     ctx.check_hostname = check_hostname and verify
     ctx.verify_mode = ssl.CERT_REQUIRED if verify else ssl.CERT_NONE
@@ -398,15 +428,25 @@ def _client_context(
 
 
 def _server_contexts(
-    config: TLSServerConfiguration, session_tickets: bool = True, _env: object = None
+    config: TLSServerConfiguration, session_tickets: bool = True, keylog: str | None = None
 ) -> list[ssl.SSLContext]:
+    """The contexts of one server (never shared: they hold its ticket keys and session cache)."""
     contexts = []
+    keys = _openssl_ffi.TicketKeys() if session_tickets else None
     for chain in config.certificate_chain:
         ctx = _SSLContext(ssl.PROTOCOL_TLS_SERVER)
-        _apply_common(ctx, config)
-        if not session_tickets:
+        _apply_common(ctx, config, keylog)
+        if keys is not None:
+            _openssl_ffi.install_ticket_keys(ctx, keys)
+        else:
             ctx.num_tickets = 0
             ctx.options |= ssl.OP_NO_TICKET
+            if not _openssl_ffi.disable_session_cache(ctx):
+                raise ConfigurationError(
+                    "session_tickets=False: the openssl engine cannot turn off OpenSSL's server "
+                    "session cache on this Python (no ctypes access to OpenSSL 3), so TLS 1.2 "
+                    "clients could still resume; use the rustls engine"
+                )
         if config.trust_store is not None:
             _load_trust(ctx, config.trust_store)
             ctx.verify_mode = ssl.CERT_REQUIRED
@@ -430,12 +470,13 @@ def _has_paths(config: TLSClientConfiguration | TLSServerConfiguration) -> bool:
     return any(o is not None and o.path is not None for o in objs)
 
 
-# Equal configurations share their ssl contexts (loading the system store alone takes ~40 ms).
-# Configurations naming files are not cached, so rotated files are read again; where OpenSSL
-# finds the system store (SSL_CERT_FILE / SSL_CERT_DIR) is part of the key (the ``_env``
-# argument, unused by the builders themselves).
+# Equal client configurations share their ssl contexts (loading the system store alone takes
+# ~40 ms; sessions are kept per unitls context, not in the SSL_CTX). Configurations naming files
+# are not cached, so rotated files are read again; where OpenSSL finds the system store
+# (SSL_CERT_FILE / SSL_CERT_DIR) is part of the key (the ``_env`` argument, unused by the
+# builders themselves), and so is the key log file. Server contexts are never shared: each
+# server has its own ticket keys and session cache.
 _cached_client_context = functools.lru_cache(maxsize=64)(_client_context)
-_cached_server_contexts = functools.lru_cache(maxsize=64)(_server_contexts)
 
 
 def _trust_env() -> tuple[str | None, str | None]:
@@ -443,19 +484,11 @@ def _trust_env() -> tuple[str | None, str | None]:
 
 
 def _shared_client_context(
-    config: TLSClientConfiguration, verify: bool, check_hostname: bool
+    config: TLSClientConfiguration, verify: bool, check_hostname: bool, keylog: str | None
 ) -> ssl.SSLContext:
     if _has_paths(config):
-        return _client_context(config, verify, check_hostname)
-    return _cached_client_context(config, verify, check_hostname, _trust_env())
-
-
-def _shared_server_contexts(
-    config: TLSServerConfiguration, session_tickets: bool
-) -> list[ssl.SSLContext]:
-    if _has_paths(config):
-        return _server_contexts(config, session_tickets)
-    return _cached_server_contexts(config, session_tickets, _trust_env())
+        return _client_context(config, verify, check_hostname, None, keylog)
+    return _cached_client_context(config, verify, check_hostname, _trust_env(), keylog)
 
 
 def validate_config(config: TLSClientConfiguration | TLSServerConfiguration) -> None:
@@ -545,10 +578,27 @@ def _protocol_of(name: str | None) -> NextProtocol | bytes | None:
     return protocol_from_bytes(name.encode("latin-1")) if name else None
 
 
+def _attach_sessions(
+    cache: SessionCache,
+    owner: ssl.SSLObject | ssl.SSLSocket,
+    server_hostname: str,
+    port: int | None,
+    offered: ClientSession | None,
+) -> ClientSession:
+    """Before a client handshake: collect the connection's sessions (OpenSSL's callback finds
+    the sink on ``owner``) and offer one from ``offered`` or the cache."""
+    bag = cache.new_session(server_hostname, port)
+    setattr(owner, _openssl_ffi.SESSION_SINK, functools.partial(cache.received, bag))
+    value = cache.take(bag._key, offered)
+    if value is not None:
+        _openssl_ffi.set_session(owner._sslobj, value)  # type: ignore[union-attr]
+    return bag
+
+
 class OpenSSLBuffer:
     """A TLSBuffer over ``ssl.SSLObject`` and two ``ssl.MemoryBIO``s."""
 
-    __slots__ = ("_context", "_done", "_in", "_obj", "_out")
+    __slots__ = ("_context", "_done", "_in", "_obj", "_out", "_session")
 
     #: process_incoming copies its argument at once (see ``unitls.extensions``).
     copies_incoming = True
@@ -558,6 +608,7 @@ class OpenSSLBuffer:
         context: OpenSSLClientContext | OpenSSLServerContext,
         ssl_context: ssl.SSLContext,
         server_hostname: str | None,
+        sessions: tuple[SessionCache, int | None, ClientSession | None] | None = None,
     ) -> None:
         self._context = context
         self._in = ssl.MemoryBIO()
@@ -569,6 +620,10 @@ class OpenSSLBuffer:
             server_hostname=server_hostname,
         )
         self._done = False
+        self._session: ClientSession | None = None
+        if sessions is not None and server_hostname is not None:
+            cache, port, offered = sessions
+            self._session = _attach_sessions(cache, self._obj, server_hostname, port, offered)
 
     def read(self, amt: int, buffer: Buffer | None = None) -> bytes | int:
         try:
@@ -662,6 +717,16 @@ class OpenSSLBuffer:
     def server_name(self) -> str | None:
         """Client side: the name used for SNI and verification."""
         return self._obj.server_hostname
+
+    @property
+    def session_resumed(self) -> bool:
+        """Whether the handshake resumed an earlier session (False before it completes)."""
+        return self._obj.session_reused
+
+    @property
+    def session(self) -> ClientSession | None:
+        """Client side: what the server sent for resuming (see ``unitls.extensions``)."""
+        return self._session
 
     def __repr__(self) -> str:
         side = "server" if self._obj.server_side else f"client to {self._obj.server_hostname!r}"
@@ -784,6 +849,11 @@ class OpenSSLSocket(_SocketBase):
     def negotiated_tls_version(self) -> TLSVersion | None:
         return _version_of(self._ssl.version())
 
+    @property
+    def session_resumed(self) -> bool:
+        """Whether the handshake resumed an earlier session (False before it completes)."""
+        return bool(self._ssl.session_reused)
+
     def pending(self) -> int:
         """Decrypted bytes ready to be read without touching the network."""
         return self._ssl.pending()
@@ -797,18 +867,30 @@ class OpenSSLSocket(_SocketBase):
 
 
 class OpenSSLClientContext(ClientContextBase[ssl.SSLContext]):
-    """A client context: ``connect`` for sockets, ``create_buffer`` for in-memory use."""
+    """A client context: ``connect`` for sockets, ``create_buffer`` for in-memory use.
 
-    __slots__ = ()
+    Connections resume earlier sessions from this context's cache, keyed by server name and
+    port, unless ``resumption=False`` (see the module docstring).
+    """
+
+    __slots__ = ("_sessions",)
     engine_name = "openssl"
     validate = staticmethod(validate_config)
 
     def _compile(self, configuration: TLSClientConfiguration) -> ssl.SSLContext:
         verify, check_hostname = self._verification()
-        return _shared_client_context(configuration, verify, check_hostname)
+        self._sessions = SessionCache(self._resumption and _openssl_ffi.AVAILABLE)
+        return _shared_client_context(configuration, verify, check_hostname, self._keylog)
 
-    def _new_buffer(self, server_hostname: str) -> OpenSSLBuffer:
-        return OpenSSLBuffer(self, self._native, server_hostname)
+    def _new_buffer(self, server_hostname: str, port: int | None, session: object) -> OpenSSLBuffer:
+        offered = None
+        if session is not None:
+            offered = self._sessions.check_offered(session, server_hostname)
+        return OpenSSLBuffer(self, self._native, server_hostname, (self._sessions, port, offered))
+
+    def clear_session_cache(self) -> None:
+        """Forget every cached session: the next connections make full handshakes."""
+        self._sessions.clear()
 
     def stdlib_context(self) -> ssl.SSLContext:
         """The ``ssl.SSLContext`` this context's connections run on (for the ``ssl`` bridge)."""
@@ -835,6 +917,11 @@ class OpenSSLClientContext(ClientContextBase[ssl.SSLContext]):
             )
         except BaseException:
             sock.close()
+            raise
+        try:
+            _attach_sessions(self._sessions, ssl_sock, host, address[1], None)
+        except BaseException:
+            ssl_sock.close()
             raise
         tls = OpenSSLSocket(ssl_sock, self)
         try:
@@ -871,7 +958,9 @@ class _ServerContexts:
 class OpenSSLServerContext(ServerContextBase[_ServerContexts]):
     """A server context: ``connect`` binds and listens, ``create_buffer`` for in-memory use.
 
-    ``session_tickets=False`` stops issuing resumption tickets (every handshake is full).
+    Tickets are encrypted under this context's own keys, which rotate every 6 hours;
+    ``session_tickets=False`` stops issuing tickets and caching sessions (every handshake is
+    full). See the module docstring.
     """
 
     __slots__ = ()
@@ -879,7 +968,7 @@ class OpenSSLServerContext(ServerContextBase[_ServerContexts]):
     validate = staticmethod(validate_config)
 
     def _compile(self, configuration: TLSServerConfiguration) -> _ServerContexts:
-        contexts = _shared_server_contexts(configuration, self._session_tickets)
+        contexts = _server_contexts(configuration, self._session_tickets, self._keylog)
         return _ServerContexts(contexts, configuration.certificate_chain)
 
     def _new_buffer(self, local_address: str | None) -> OpenSSLBuffer:

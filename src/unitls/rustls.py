@@ -108,6 +108,7 @@ def _client_config(
     verify: bool,
     check_hostname: bool,
     resumption: bool,
+    keylog: str | None,
 ) -> _native.RustlsClientConfig:
     ca_certs, system = _trust(config.trust_store)
     chain_certs: list[bytes] | None = None
@@ -125,11 +126,12 @@ def _client_config(
         verify_certificates=verify,
         verify_hostname=check_hostname and verify,
         resumption=resumption,
+        keylog_path=keylog,
     )
 
 
 def _server_config(
-    config: TLSServerConfiguration, session_tickets: bool
+    config: TLSServerConfiguration, session_tickets: bool, keylog: str | None
 ) -> _native.RustlsServerConfig:
     client_cas = None
     if config.trust_store is not None:
@@ -142,6 +144,7 @@ def _server_config(
         versions=versions(config),
         alpn=_alpn(config),
         session_tickets=session_tickets,
+        keylog_path=keylog,
     )
 
 
@@ -220,6 +223,11 @@ class RustlsBuffer:
         return self._conn.session_resumed()
 
     @property
+    def session(self) -> _native.ClientSession | None:
+        """Client side: what the server sent for resuming (see ``unitls.extensions``)."""
+        return self._conn.client_session()
+
+    @property
     def negotiated_group(self) -> str | None:
         """The key exchange group's IANA name; None before the handshake."""
         return self._conn.negotiated_group()
@@ -231,8 +239,10 @@ class RustlsBuffer:
 class RustlsClientContext(ClientContextBase[_native.RustlsClientConfig]):
     """A client context: ``connect`` for sockets, ``create_buffer`` for in-memory use.
 
-    Connections from one context resume earlier sessions (TLS 1.3 tickets, TLS 1.2 ids)
-    unless ``resumption=False``.
+    Connections from one context resume earlier sessions (TLS 1.3 tickets, TLS 1.2 tickets or
+    ids) from a cache keyed by server name and port, unless ``resumption=False`` (rustls' own
+    cache knows names only: each connection gets a store that knows its port, see
+    ``rust/src/resumption.rs``).
     """
 
     __slots__ = ()
@@ -241,16 +251,27 @@ class RustlsClientContext(ClientContextBase[_native.RustlsClientConfig]):
 
     def _compile(self, configuration: TLSClientConfiguration) -> _native.RustlsClientConfig:
         verify, check_hostname = self._verification()
-        return _client_config(configuration, verify, check_hostname, self._resumption)
+        return _client_config(configuration, verify, check_hostname, self._resumption, self._keylog)
 
-    def _new_buffer(self, server_hostname: str) -> RustlsBuffer:
-        return RustlsBuffer(self, self._native.new_connection(server_hostname))
+    def _new_buffer(self, server_hostname: str, port: int | None, session: object) -> RustlsBuffer:
+        if session is not None and not isinstance(session, _native.ClientSession):
+            raise TypeError(
+                f"session must come from a rustls buffer's .session, not {type(session).__name__}"
+            )
+        return RustlsBuffer(self, self._native.new_connection(server_hostname, port, session))
+
+    def clear_session_cache(self) -> None:
+        """Forget every cached session: the next connections make full handshakes."""
+        self._native.clear_session_cache()
 
 
 class RustlsServerContext(ServerContextBase[_native.RustlsServerConfig]):
     """A server context: ``connect`` binds and listens, ``create_buffer`` for in-memory use.
 
-    ``session_tickets=False`` stops issuing resumption tickets (every handshake is full).
+    Tickets come from rustls' ``Ticketer``: a new ChaCha20-Poly1305 key every 6 hours, the
+    previous one still accepted (tickets live 6 to 12 hours); TLS 1.2 clients without tickets
+    resume from a cache of 256 sessions. ``session_tickets=False`` turns both off (every
+    handshake is full).
     """
 
     __slots__ = ()
@@ -258,7 +279,7 @@ class RustlsServerContext(ServerContextBase[_native.RustlsServerConfig]):
     validate = staticmethod(validate_config)
 
     def _compile(self, configuration: TLSServerConfiguration) -> _native.RustlsServerConfig:
-        return _server_config(configuration, self._session_tickets)
+        return _server_config(configuration, self._session_tickets, self._keylog)
 
     def _new_buffer(self, local_address: str | None) -> RustlsBuffer:
         return RustlsBuffer(self, self._native.new_connection(local_address))

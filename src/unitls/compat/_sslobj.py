@@ -299,7 +299,10 @@ class _TLSBase:
 
     @property
     def session_reused(self) -> bool:
-        return False
+        # The engine buffer tells (unitls.extensions.SupportsSessionInfo); False before the
+        # handshake and for engines that do not say.
+        buf = self._buf
+        return buf is not None and bool(getattr(buf._buf, "session_resumed", False))
 
     def do_handshake(self) -> None:
         if self._handshaked:
