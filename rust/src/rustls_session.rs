@@ -86,6 +86,8 @@ pub struct RustlsSession {
     eof_fed: bool,
     close_notify_received: bool,
     shut_down: bool,
+    /// Ciphertext (or EOF) reached rustls since the last `process_new_packets`.
+    unprocessed: bool,
 }
 
 impl RustlsSession {
@@ -109,6 +111,7 @@ impl RustlsSession {
             eof_fed: false,
             close_notify_received: false,
             shut_down: false,
+            unprocessed: false,
         }
     }
 
@@ -190,6 +193,18 @@ impl RustlsSession {
         Ok(())
     }
 
+    /// `process_new_packets`, unless nothing was fed during the handshake (`None`).
+    ///
+    /// While a server rejects 0-RTT data, every `process_new_packets` call trial-decrypts
+    /// again the early-data records still in rustls' buffer, spending its 16 KiB skip budget
+    /// each time: calling it only when new ciphertext arrived keeps that budget rustls' own.
+    fn refresh(&mut self) -> Result<Option<rustls::IoState>, Failure> {
+        if !self.unprocessed && self.is_handshaking() {
+            return Ok(None);
+        }
+        self.process().map(Some)
+    }
+
     /// Feed queued ciphertext, then `fresh`, to rustls as far as it takes it; queue the rest.
     fn pump(&mut self, fresh: &[u8]) -> Result<(), Failure> {
         let mut fresh = fresh;
@@ -201,42 +216,54 @@ impl RustlsSession {
         let Stage::Running(_) = self.stage else {
             return Ok(());
         };
-        let mut fed_any = false;
         loop {
-            let from_queue = !self.incoming.is_empty();
-            let src: &[u8] = if from_queue {
-                self.incoming.data()
-            } else {
-                fresh
-            };
-            if src.is_empty() {
-                break;
-            }
-            let Stage::Running(conn) = &mut self.stage else {
-                unreachable!()
-            };
-            let mut reader = src;
-            match conn.read_tls(&mut reader) {
-                Ok(0) => {
-                    // rustls saw close_notify: whatever follows is not for us.
-                    self.incoming.clear();
-                    fresh = &[];
+            // Give rustls all it takes, then process once (see `refresh`).
+            let mut fed = false;
+            loop {
+                let from_queue = !self.incoming.is_empty();
+                let src: &[u8] = if from_queue {
+                    self.incoming.data()
+                } else {
+                    fresh
+                };
+                if src.is_empty() {
                     break;
                 }
-                Ok(n) => {
-                    fed_any = true;
-                    if from_queue {
-                        self.incoming.consume(n);
-                    } else {
-                        fresh = &fresh[n..];
+                let Stage::Running(conn) = &mut self.stage else {
+                    unreachable!()
+                };
+                let mut reader = src;
+                match conn.read_tls(&mut reader) {
+                    Ok(0) => {
+                        // rustls saw close_notify: whatever follows is not for us.
+                        self.incoming.clear();
+                        fresh = &[];
+                        break;
                     }
+                    Ok(n) => {
+                        fed = true;
+                        if from_queue {
+                            self.incoming.consume(n);
+                        } else {
+                            fresh = &fresh[n..];
+                        }
+                    }
+                    // "message buffer full": process what it holds, then go on. Full right
+                    // after processing means a message larger than rustls accepts.
+                    Err(e) if e.kind() == ErrorKind::InvalidData => {
+                        if fed {
+                            break;
+                        }
+                        return Err(Failure::protocol(format!("TLS protocol error: {e}")));
+                    }
+                    // "received plaintext buffer full": wait for the application to read.
+                    Err(_) => break,
                 }
-                Err(e) if e.kind() == ErrorKind::InvalidData => {
-                    return Err(Failure::protocol(format!("TLS protocol error: {e}")));
-                }
-                // "received plaintext buffer full": wait for the application to read.
-                Err(_) => break,
             }
+            if !fed {
+                break;
+            }
+            self.unprocessed = true;
             self.process()?;
             if self.close_notify_received {
                 self.incoming.clear();
@@ -253,9 +280,6 @@ impl RustlsSession {
                 let mut empty: &[u8] = &[];
                 let _ = conn.read_tls(&mut empty);
             }
-            fed_any = true;
-        }
-        if fed_any {
             self.process()?;
         }
         Ok(())
@@ -277,7 +301,7 @@ impl RustlsSession {
         if !matches!(self.stage, Stage::Running(_)) {
             return Ok(0);
         }
-        Ok(self.process()?.plaintext_bytes_to_read())
+        Ok(self.refresh()?.map_or(0, |st| st.plaintext_bytes_to_read()))
     }
 
     /// Why nothing could be read: `Ok(())` means clean EOF.
@@ -340,7 +364,11 @@ impl TlsSession for RustlsSession {
             return None;
         }
         match self.stage {
-            Stage::Running(_) => self.process().ok().map(|st| st.tls_bytes_to_write()),
+            Stage::Running(_) => self
+                .refresh()
+                .ok()
+                .flatten()
+                .map(|st| st.tls_bytes_to_write()),
             _ => Some(0),
         }
     }
