@@ -10,6 +10,12 @@ result is reported as a ratio (engine / stdlib):
 3. ``handshake-memory``: full TLS 1.3 handshakes per second in memory, ECDSA P-256, no
    resumption (stdlib server ``num_tickets = 0``; engines that allow it get tickets/resumption off).
 4. ``roundtrip-socket``: 100-byte request/response round trips per second over loopback.
+5. ``handshake-resumed-memory``: resumed TLS 1.3 handshakes per second in memory, both sides
+   resuming: the engine's client from its session cache against a server issuing tickets; the
+   stdlib client with ``session=`` set to the previous connection's ``SSLObject.session`` (the
+   stdlib's way to resume: a TLS 1.3 ticket is meant for one use, so a client takes the newest
+   session from each connection) against a stdlib server with its default two tickets. The
+   client reads once after each handshake so that the tickets are processed, on both sides.
 
 Both sides use TLS 1.3 and the same certificate. Python 3.11's ``ssl`` cannot choose TLS 1.3
 suites, so the engine is asked for TLS_AES_256_GCM_SHA384 (what OpenSSL prefers by default)
@@ -49,12 +55,19 @@ SLICE = 0.1
 MAX_ROUNDS = 10
 _IO_TIMEOUT = 30.0
 
-BENCHMARKS = ("bulk-socket", "bulk-memory", "handshake-memory", "roundtrip-socket")
+BENCHMARKS = (
+    "bulk-socket",
+    "bulk-memory",
+    "handshake-memory",
+    "roundtrip-socket",
+    "handshake-resumed-memory",
+)
 UNITS = {
     "bulk-socket": "MiB/s",
     "bulk-memory": "MiB/s",
     "handshake-memory": "handshakes/s",
     "roundtrip-socket": "round trips/s",
+    "handshake-resumed-memory": "handshakes/s",
 }
 #: The lowest acceptable ratio (engine / stdlib) per engine and benchmark (None: no target).
 TARGETS: dict[str, dict[str, float]] = {
@@ -90,6 +103,11 @@ class _Stdlib:
         self.client = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
         self.client.load_verify_locations(cadata=ca.cert_pem.decode())
         self.client.minimum_version = ssl.TLSVersion.TLSv1_3
+        # Resumption: a server issuing tickets (OpenSSL's default two) and the last session.
+        self.ticket_server = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        self.ticket_server.load_cert_chain(cert, key)
+        self.ticket_server.minimum_version = ssl.TLSVersion.TLSv1_3
+        self.session: ssl.SSLSession | None = None
         self.suite = "?"
 
     # sockets
@@ -145,6 +163,29 @@ class _Stdlib:
             s2c()
         c2s()
 
+    def resumed_handshake(self) -> bool:
+        """One handshake offering the last session; keeps the new one. Returns resumed."""
+        c_in, c_out, s_in, s_out = (ssl.MemoryBIO() for _ in range(4))
+        c = self.client.wrap_bio(c_in, c_out, server_hostname="localhost", session=self.session)
+        s = self.ticket_server.wrap_bio(s_in, s_out, server_side=True)
+
+        def c2s() -> None:
+            if c_out.pending:
+                s_in.write(c_out.read())
+
+        def s2c() -> None:
+            if s_out.pending:
+                c_in.write(s_out.read())
+
+        self.handshake(c, s, c2s, s2c)
+        s2c()
+        try:
+            c.read(1)  # processes the tickets
+        except ssl.SSLWantReadError:
+            pass
+        self.session = c.session
+        return bool(c.session_reused)
+
 
 class _Engine:
     """A PEP 748 engine, used only through the PEP API."""
@@ -170,6 +211,9 @@ class _Engine:
             )
         self.server = _with_options(impl.server_context, server, session_tickets=False)
         self.client = _with_options(impl.client_context, client, resumption=False)
+        # Resumption: the engine's defaults (tickets on, a session cache on).
+        self.ticket_server = impl.server_context(server)
+        self.resuming_client = impl.client_context(client)
         self.suite = "?"
 
     def listen(self) -> tuple[Any, int]:
@@ -223,6 +267,29 @@ class _Engine:
                     pass
             s2c()
         c2s()
+
+    def resumed_handshake(self) -> bool:
+        """One handshake from the context's session cache. Returns resumed."""
+        c = self.resuming_client.create_buffer("localhost")
+        s = self.ticket_server.create_buffer()
+
+        def c2s() -> None:
+            n = c.outgoing_bytes_buffered()
+            if n:
+                s.process_incoming(c.process_outgoing(n))
+
+        def s2c() -> None:
+            n = s.outgoing_bytes_buffered()
+            if n:
+                c.process_incoming(s.process_outgoing(n))
+
+        self.handshake(c, s, c2s, s2c)
+        s2c()
+        try:
+            c.read(1)  # processes the tickets
+        except WantReadError:
+            pass
+        return bool(getattr(c, "session_resumed", False))
 
 
 _Side = _Stdlib | _Engine
@@ -352,6 +419,20 @@ def handshake_memory(side: _Side, seconds: float) -> float:
     return count / (time.perf_counter() - start)
 
 
+def resumed_handshake_memory(side: _Side, seconds: float) -> float:
+    """Resumed handshakes per second, both ends in memory in one thread (one full handshake
+    first, untimed, to get a session)."""
+    side.resumed_handshake()
+    count = 0
+    start = time.perf_counter()
+    deadline = start + seconds
+    while time.perf_counter() < deadline:
+        if not side.resumed_handshake():
+            raise RuntimeError(f"{side.name}: a handshake that should resume did not")
+        count += 1
+    return count / (time.perf_counter() - start)
+
+
 def roundtrip_socket(side: _Side, seconds: float) -> float:
     """100-byte request/response round trips per second over loopback."""
     listener, port = side.listen()
@@ -417,6 +498,7 @@ _FUNCS: dict[str, Callable[[_Side, float], float]] = {
     "bulk-memory": bulk_memory,
     "handshake-memory": handshake_memory,
     "roundtrip-socket": roundtrip_socket,
+    "handshake-resumed-memory": resumed_handshake_memory,
 }
 
 

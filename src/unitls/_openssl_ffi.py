@@ -10,7 +10,7 @@ OpenSSL that ``_ssl`` is linked with (for the OpenSSL engine, ``unitls.openssl``
   the stdlib has no ticket-key callback. ``install_ticket_keys`` sets OpenSSL's
   ``SSL_CTX_set_tlsext_ticket_key_evp_cb`` to a callback using ``TicketKeys``: tickets in
   OpenSSL's format (AES-256-CBC, HMAC-SHA256), a new key every 6 hours, the previous key still
-  accepted (its tickets are renewed), as rustls' ``Ticketer`` does.
+  accepted, as rustls' ``Ticketer`` does; every resumed handshake gets a new ticket.
 - Turning a server's session cache off (``session_tickets=False`` means full handshakes only,
   but OpenSSL would still resume TLS 1.2 session ids from its cache).
 
@@ -246,7 +246,10 @@ def set_session(c_obj: Any, session: Session) -> bool:
     ptr = _ssl_pointer(c_obj)
     if ptr is None:
         return False
-    copy = _lib.SSL_SESSION_dup(session._ptr)  # see Session: the connection gets its own
+    if session.tls13:
+        # A ticket is offered once and then dropped: the connection may have it.
+        return bool(_lib.SSL_set_session(ptr, session._ptr) == 1)
+    copy = _lib.SSL_SESSION_dup(session._ptr)  # see Session: reused, so never shared
     if not copy:
         return False
     try:
@@ -311,7 +314,7 @@ class _TicketKey:
 
 class TicketKeys:
     """The ticket keys of one server context: a new key every ``TICKET_KEY_ROTATION``
-    seconds, the previous one still accepted (tickets it made are renewed)."""
+    seconds, the previous one still accepted."""
 
     __slots__ = ("_current", "_lock", "_next", "_previous", "_rotation")
 
@@ -353,6 +356,9 @@ def _on_ticket_key(
 ) -> int:
     # Return values (SSL_CTX_set_tlsext_ticket_key_evp_cb(3)): 1 done, 2 (decrypting) accepted
     # but renew the ticket, 0 no ticket / ticket not accepted (a full handshake), <0 error.
+    # Decrypting always answers 2: OpenSSL sends a TLS 1.3 server's ticket after a resumed
+    # handshake only for a ticket to renew (with its own keys it sends one), and clients use
+    # each ticket once, so they need a new one every time.
     try:
         assert _lib is not None
         # The context the connection runs on now (the SNI callback may have switched it; the
@@ -368,11 +374,12 @@ def _on_ticket_key(
             init: Callable[..., int] = _lib.EVP_EncryptInit_ex
             current = True
         else:
-            found, current = keys.for_decryption(ctypes.string_at(key_name, 16))
+            found, _ = keys.for_decryption(ctypes.string_at(key_name, 16))
             if found is None:
                 return 0
             key = found
             init = _lib.EVP_DecryptInit_ex
+            current = False  # renew (see above)
         if init(cipher_ctx, _aes_256_cbc, None, ctypes.addressof(key.aes), iv) != 1:
             return 0
         if _lib.EVP_MAC_CTX_set_params(mac_ctx, key.params) != 1:

@@ -17,7 +17,7 @@ connections each, forgetting the least recently used. One lock per context guard
 from __future__ import annotations
 
 import threading
-from collections import OrderedDict, deque
+from collections import OrderedDict
 from typing import Any, Protocol
 
 __all__ = ["MAX_SERVERS", "ClientSession", "SessionCache"]
@@ -45,7 +45,7 @@ class ClientSession:
         self._cache = cache
         self._key = key
         self._tls12: Any = None
-        self._tls13: deque[Any] = deque(maxlen=MAX_TICKETS)
+        self._tls13: list[Any] = []
 
     @property
     def server_name(self) -> str:
@@ -108,6 +108,7 @@ class SessionCache:
         with self._lock:
             if value.tls13:
                 bag._tls13.append(value)
+                del bag._tls13[:-MAX_TICKETS]
             else:
                 bag._tls12 = value
             if not self._enabled:
@@ -126,13 +127,13 @@ class SessionCache:
     def take(self, key: Key, offered: ClientSession | None) -> Any:
         """A session to offer on a new connection to ``key``: from ``offered`` if given, else
         the newest in the cache (a TLS 1.3 ticket first, then a TLS 1.2 session); or None."""
+        if offered is None and (not self._enabled or key not in self._servers):
+            return None  # the common miss, without the lock (a dict lookup is atomic)
         with self._lock:
             if offered is not None:
                 bags = [offered]
-            elif self._enabled:
-                bags = self._servers.get(key, [])
             else:
-                return None
+                bags = self._servers.get(key, [])
             for bag in reversed(bags):
                 if bag._tls13:
                     value = bag._tls13.pop()
