@@ -3,7 +3,7 @@
 Sockets wrap ``ssl.SSLSocket`` (its I/O loop runs in C: the fast path); buffers wrap
 ``ssl.SSLObject`` with two ``MemoryBIO``s. Each configuration is translated once, when the context
 is made, into ``ssl.SSLContext`` objects (one per server signing chain, picked by SNI); equal
-configurations without file paths share them. Every ``ssl.SSLError``/``OSError`` is turned into
+client configurations without file paths share them (servers never do: see below). Every ``ssl.SSLError``/``OSError`` is turned into
 the matching ``TLSError`` subclass with the original chained as ``__cause__``.
 
 What the stdlib cannot do is done another way or refused with ``ConfigurationError``, never
