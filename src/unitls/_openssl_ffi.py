@@ -2,7 +2,7 @@
 OpenSSL that ``_ssl`` is linked with (for the OpenSSL engine, ``unitls.openssl``).
 
 - Client sessions without serialisation. ``SSLObject.session`` copies a session through DER
-  both ways (0.2-1 ms per read or offer, see docs/architecture.md); instead a new-session
+  both ways (0.2-0.3 ms per read or offer on an idle machine); instead a new-session
   callback on the client ``SSL_CTX`` hands every session OpenSSL makes (TLS 1.2: after the
   handshake; TLS 1.3: each ticket, as it arrives after the handshake) to the connection that
   received it, and ``SSL_set_session`` offers one to a new connection.
@@ -87,7 +87,6 @@ class _Lib:
         self.SSL_SESSION_free = fn("SSL_SESSION_free", None, _P)
         self.SSL_SESSION_dup = fn("SSL_SESSION_dup", _P, _P)
         self.SSL_SESSION_get_protocol_version = fn("SSL_SESSION_get_protocol_version", c_int, _P)
-        self.SSL_SESSION_is_resumable = fn("SSL_SESSION_is_resumable", c_int, _P)
         self.EVP_aes_256_cbc = fn("EVP_aes_256_cbc", _P)
         self.EVP_EncryptInit_ex = fn("EVP_EncryptInit_ex", c_int, _P, _P, _P, _P, _P)
         self.EVP_DecryptInit_ex = fn("EVP_DecryptInit_ex", c_int, _P, _P, _P, _P, _P)
@@ -177,17 +176,12 @@ class Session:
     (``SSL_SESSION_dup``, no serialisation) when received and again when offered.
     """
 
-    __slots__ = ("__weakref__", "_ptr", "tls13")
+    __slots__ = ("_ptr", "tls13")
 
     def __init__(self, ptr: int) -> None:
         assert _lib is not None
         self._ptr = ptr
         self.tls13 = _lib.SSL_SESSION_get_protocol_version(ptr) == _TLS1_3_VERSION
-
-    @property
-    def resumable(self) -> bool:
-        assert _lib is not None
-        return bool(_lib.SSL_SESSION_is_resumable(self._ptr))
 
     def __del__(self) -> None:
         ptr, self._ptr = self._ptr, 0
@@ -200,24 +194,17 @@ SESSION_SINK = "_unitls_session_sink"
 
 
 def _on_new_session(ssl_ptr: int, session_ptr: int) -> int:
-    # Returning 0: OpenSSL drops the reference it took for us (we keep a copy).
+    # Always 0: OpenSSL then drops the reference it took for us (the sink gets a copy).
     try:
         c_obj = _c_obj_of(ssl_ptr)
         sink = getattr(c_obj.owner, SESSION_SINK, None) if c_obj is not None else None
-        if sink is None:
-            return 0
+        if sink is not None and _lib is not None:
+            copy = _lib.SSL_SESSION_dup(session_ptr)
+            if copy:
+                sink(Session(copy))
     except BaseException:
-        return 0
-    assert _lib is not None
-    copy = _lib.SSL_SESSION_dup(session_ptr)
-    if not copy:
-        return 0
-    session = Session(copy)
-    try:
-        sink(session)
-    except BaseException:
-        pass
-    return 0  # OpenSSL drops its extra reference to the original
+        pass  # no session kept: the next connection makes a full handshake
+    return 0
 
 
 _NEW_SESSION_CB = ctypes.CFUNCTYPE(ctypes.c_int, _P, _P)(_on_new_session)
