@@ -226,6 +226,23 @@ def test_stdlib_client_resumes_with_engine_server(
     assert srv.resumed == [False, True, True, True, True]
 
 
+def test_starttls_upgrade_resumes(
+    client_engine: Impl, server_engine: Impl, ca: CA, server_cert: Issued
+) -> None:
+    """``upgrade(sock, name)`` takes the port from the connected socket."""
+    client = client_engine.client_context(client_cfg(ca))
+
+    def connect(host: str, port: int) -> bool:
+        raw = socket.create_connection((host, port), timeout=TIMEOUT)
+        with client.upgrade(raw, host) as conn:
+            exchange(conn)
+            return bool(conn.session_resumed)
+
+    with running(engine_server(server_engine.server_context(server_cfg(server_cert)))) as srv:
+        seen = [connect("localhost", srv.port) for _ in range(3)]
+    assert seen == [False, True, True]
+
+
 # -- what must not resume ----------------------------------------------------------------------
 
 
