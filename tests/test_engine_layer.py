@@ -160,3 +160,15 @@ def test_an_engine_in_a_page_gets_sockets_starttls_and_insecure_variants(
             if data:
                 dst.process_incoming(data)
     assert buf_c.negotiated_tls_version is not None
+
+
+@pytest.mark.parametrize("suite", [0x002F, 0x0035, 0x009C, 0xC013, 0x000A])
+def test_weak_suites_are_refused_on_every_engine(engine: Any, suite: int) -> None:
+    """CBC, static-RSA and 3DES suites by raw id: refused at configuration (AEAD+FS only)."""
+    config = unitls.TLSClientConfiguration(
+        ciphers=[unitls.CipherSuite.TLS_AES_128_GCM_SHA256, suite]
+    )
+    with pytest.raises(unitls.ConfigurationError, match="not AEAD suites with forward secrecy"):
+        engine.validate_config(config)
+    with pytest.raises(unitls.ConfigurationError, match="not AEAD suites with forward secrecy"):
+        engine.client_context(config)

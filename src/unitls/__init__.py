@@ -1,6 +1,6 @@
 """unitls: PEP 748, "A Unified TLS API for Python", on several TLS engines.
 
-Code written once against these types runs on any engine::
+Code written once against these types runs on any engine:
 
     import unitls
     impl = unitls.get_implementation("rustls")      # or "openssl", or None for the default

@@ -121,6 +121,26 @@ def read_source(obj: Certificate | PrivateKey | TrustStore, what: str) -> bytes:
     raise ConfigurationError(f"{what} {obj!r} has no buffer or file to read")
 
 
+def validate_common(config: TLSClientConfiguration | TLSServerConfiguration) -> None:
+    """What no engine may do, whatever its library allows: secure by default and on request.
+
+    Cipher suites must be AEAD suites with forward secrecy (the members of ``CipherSuite``); a
+    raw id naming anything else (CBC, RC4, static RSA key exchange, ...) is refused.
+    """
+    if not isinstance(config, (TLSClientConfiguration, TLSServerConfiguration)):
+        raise TypeError(f"expected a TLS configuration, not {type(config).__name__}")
+    if config.ciphers is None:
+        return
+    known = {int(s) for s in CipherSuite}
+    weak = [int(c) for c in config.ciphers if int(c) not in known]
+    if weak:
+        raise ConfigurationError(
+            f"cipher suite(s) {', '.join(f'{c:#06x}' for c in weak)} are not AEAD suites with "
+            "forward secrecy, the only ones unitls negotiates: choose among unitls.CipherSuite "
+            "(or pass ciphers=None for the secure defaults)"
+        )
+
+
 def reject_ids(config: TLSClientConfiguration | TLSServerConfiguration, engine: str) -> None:
     """Raise ConfigurationError if any certificate, key or trust store is ``from_id``."""
     from ._objects import SigningChain
@@ -232,6 +252,7 @@ class ClientContextBase(StartTLSMixin, Generic[_Native]):
             )
         if not isinstance(resumption, bool):
             raise TypeError("resumption must be a bool")
+        validate_common(configuration)
         type(self).validate(configuration)
         self._configuration = configuration
         self._resumption = resumption
@@ -310,6 +331,7 @@ class ServerContextBase(StartTLSMixin, Generic[_Native]):
             )
         if not isinstance(session_tickets, bool):
             raise TypeError("session_tickets must be a bool")
+        validate_common(configuration)
         type(self).validate(configuration)
         self._configuration = configuration
         self._session_tickets = session_tickets
@@ -365,9 +387,16 @@ def engine_implementation(client: type[_C], server: type[_S]) -> TLSImplementati
     """The ``TLSImplementation`` of an engine built on the base classes."""
     if client.validate is not server.validate:
         raise TypeError("an engine's client and server contexts must share one validate()")
+    engine_validate = client.validate
+
+    def validate_config(config: TLSClientConfiguration | TLSServerConfiguration) -> None:
+        validate_common(config)
+        engine_validate(config)
+
+    validate_config.__doc__ = engine_validate.__doc__
     return TLSImplementation(
         client_context=client,
         server_context=server,
-        validate_config=client.validate,
+        validate_config=validate_config,
         name=client.engine_name,
     )

@@ -1,6 +1,6 @@
 """Native asyncio TLS on any engine, built on the PEP's ``TLSBuffer`` (never on ``ssl``).
 
-Streams::
+Streams:
 
     ctx = unitls.get_implementation("rustls").client_context(config)
     reader, writer = await unitls.asyncio.open_connection("example.org", 443, context=ctx)

@@ -1,6 +1,6 @@
 """What unitls engines offer beyond PEP 748, as typed protocols to check with ``isinstance``.
 
-::
+For example:
 
     from unitls.extensions import SupportsPeerCertChain
     if isinstance(sock, SupportsPeerCertChain):

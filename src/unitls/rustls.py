@@ -61,9 +61,10 @@ def _cipher_ids(config: TLSClientConfiguration | TLSServerConfiguration) -> list
     tls13, tls12 = split_ciphers(usable)
     if not ((TLS13 in enabled and tls13) or (TLS12 in enabled and tls12)):
         names = ", ".join(suite_name(c) for c in ids)
+        ccm = " (rustls has no CCM suites)" if any(c not in _SUPPORTED for c in ids) else ""
         raise ConfigurationError(
             f"none of the cipher suites ({names}) can be used by the rustls engine with the TLS "
-            "versions allowed (rustls has no CCM suites); add a GCM or ChaCha20-Poly1305 suite"
+            f"versions allowed{ccm}: add a GCM or ChaCha20-Poly1305 suite of an allowed version"
         )
     return usable
 

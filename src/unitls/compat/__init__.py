@@ -1,14 +1,12 @@
-"""The ``ssl.SSLContext`` bridge: run code written for the ``ssl`` module on any PEP 748 engine.
+"""The ``ssl.SSLContext`` bridge: run code written for the ``ssl`` module on any PEP 748 engine:
 
-::
-
-    import unitls.compat
+    import ssl, urllib.request, unitls.compat
     ctx = unitls.compat.SSLContext(ssl.PROTOCOL_TLS_CLIENT, implementation="rustls")
     ctx.load_default_certs()
     urllib.request.urlopen("https://example.org", context=ctx)
 
 or, process-wide (every ``ssl.SSLContext``, ``ssl.create_default_context()``, the stdlib's mail and
-FTP clients, urllib3 and requests)::
+FTP clients, urllib3 and requests):
 
     unitls.compat.inject_into_ssl("rustls")
     ...
