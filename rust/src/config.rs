@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 
 use pyo3::buffer::PyBuffer;
-use pyo3::exceptions::{PyTypeError, PyValueError};
+use pyo3::exceptions::PyTypeError;
 use pyo3::prelude::*;
 use pyo3::types::PyBytes;
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
@@ -29,7 +29,7 @@ use crate::conn::Connection;
 use crate::errors::config_err;
 use crate::keyinfo::{pem_problem, why_unusable};
 use crate::keylog;
-use crate::resumption::{self, ClientSession, ConnStore, SessionCache};
+use crate::resumption::{self, ClientSession, ConnStore, RustlsBag, RustlsCache};
 use crate::rustls_session::{ConfigChooser, RustlsSession};
 
 /// The ECDSA curves ring signs with.
@@ -450,7 +450,7 @@ impl ServerCertVerifier for AcceptAnyServerCert {
 pub struct ClientConfig {
     inner: Arc<rustls::ClientConfig>,
     /// The session cache (None: resumption off; an offered session still resumes).
-    cache: Option<Arc<SessionCache>>,
+    cache: Option<Arc<RustlsCache>>,
     /// Identifies this configuration's sessions.
     origin: u64,
 }
@@ -552,7 +552,7 @@ impl ClientConfig {
         }
         Ok(Self {
             inner: Arc::new(config),
-            cache: resumption.then(|| Arc::new(SessionCache::default())),
+            cache: resumption.then(|| Arc::new(RustlsCache::default())),
             origin: resumption::new_origin(),
         })
     }
@@ -574,27 +574,9 @@ impl ClientConfig {
             ))
         })?;
         let key = (server_name.to_ascii_lowercase(), port);
-        let offered = match session {
-            Some(s) => {
-                let s = s.get();
-                if s.origin() != self.origin {
-                    return Err(PyValueError::new_err(
-                        "the session belongs to another client context: sessions resume only \
-                         with the context that made them",
-                    ));
-                }
-                if s.server_name() != key.0 {
-                    return Err(PyValueError::new_err(format!(
-                        "the session was made with server {:?}, not {:?}: a session resumes \
-                         only with the server name it was verified for",
-                        s.server_name(),
-                        key.0
-                    )));
-                }
-                Some(s.bag.clone())
-            }
-            None => None,
-        };
+        let offered = session
+            .map(|s| s.get().offered::<RustlsBag>(self.origin, &key.0))
+            .transpose()?;
         // rustls' store sees only the server name: each connection gets a store that knows
         // its whole key (a copy of the configuration costs a few reference counts).
         let store = ConnStore::new(key, self.origin, self.cache.clone(), offered);
@@ -603,7 +585,7 @@ impl ClientConfig {
         config.resumption = rustls::client::Resumption::store(Arc::new(store));
         let conn = rustls::ClientConnection::new(Arc::new(config), name)
             .map_err(|e| config_err(format!("cannot start a client connection: {e}")))?;
-        let exported = Py::new(py, ClientSession { bag })?.into_any();
+        let exported = Py::new(py, ClientSession::new(bag))?.into_any();
         Ok(
             rustls_connection(RustlsSession::new(rustls::Connection::Client(conn)))
                 .with_client_session(exported),

@@ -1,18 +1,23 @@
-//! Client session resumption for the rustls engine: one bounded cache per client context, keyed
+//! Client session resumption for the Rust engines: one bounded cache per client context, keyed
 //! by (server name, port), and the sessions a connection received as an opaque Python object.
 //!
-//! rustls keys its own cache by server name only and calls the store with nothing else, so every
-//! connection gets its own store (`ConnStore`, in a per-connection copy of the `ClientConfig`:
-//! a few reference counts) that knows the connection's key. What the connection receives goes
-//! into its `SessionBag`; the context's cache lists the bags per key (newest last) and takes from
-//! them. The bag is also what `Connection`s hand to Python (`ClientSession`): offering it to a new
-//! connection resumes exactly that session (the `ssl` bridge's `session=`), cache or not.
+//! The cache is generic over an engine's two kinds of value: a TLS 1.2 session (`A`, reused, so
+//! `Clone`) and a TLS 1.3 ticket (`B`, used once). What a connection receives goes into its
+//! `SessionBag`; the context's `SessionCache` lists the bags per key (newest last) and takes from
+//! them. The bag is also what a `Connection` hands to Python (`ClientSession`): offering it to a
+//! new connection resumes exactly that session (the `ssl` bridge's `session=`), cache or not.
+//!
+//! rustls keys its own cache by server name only and calls its store with nothing else, so every
+//! rustls connection gets its own store (`ConnStore`, in a per-connection copy of the
+//! `ClientConfig`: a few reference counts) that knows the connection's key.
 //!
 //! Rules kept from rustls' `ClientSessionMemoryCache`: a TLS 1.3 ticket is used at most once
 //! (rustls' values cannot be copied, and single use keeps connections unlinkable); a TLS 1.2
 //! session may be reused until the server refuses it; at most 8 tickets per bag. The cache holds
-//! `MAX_SERVERS` keys and `MAX_BAGS` bags per key, forgetting the least recently used.
+//! `MAX_SERVERS` keys and `MAX_BAGS` bags per key, forgetting the least recently used. Lock
+//! order: the cache's servers, then a bag (never the other way round).
 
+use std::any::Any;
 use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -40,64 +45,105 @@ pub fn new_origin() -> u64 {
     NEXT_ORIGIN.fetch_add(1, Ordering::Relaxed)
 }
 
-#[derive(Default)]
-struct BagInner {
-    tls12: Option<Tls12ClientSessionValue>,
-    tls13: VecDeque<Tls13ClientSessionValue>,
+struct BagInner<A, B> {
+    tls12: Option<A>,
+    tls13: VecDeque<B>,
 }
 
 /// What one connection received from its server: the TLS 1.2 session and TLS 1.3 tickets.
-pub struct SessionBag {
+pub struct SessionBag<A, B> {
     key: Key,
     origin: u64,
-    inner: Mutex<BagInner>,
+    inner: Mutex<BagInner<A, B>>,
 }
 
-impl SessionBag {
+impl<A: Clone, B> SessionBag<A, B> {
     pub fn new(key: Key, origin: u64) -> Self {
         SessionBag {
             key,
             origin,
-            inner: Mutex::new(BagInner::default()),
+            inner: Mutex::new(BagInner {
+                tls12: None,
+                tls13: VecDeque::new(),
+            }),
         }
     }
 
-    fn is_empty(&self) -> bool {
+    fn empty(&self) -> bool {
         let inner = self.inner.lock();
         inner.tls12.is_none() && inner.tls13.is_empty()
     }
 
-    fn take_tls13(&self) -> Option<Tls13ClientSessionValue> {
+    pub fn take_tls13(&self) -> Option<B> {
         self.inner.lock().tls13.pop_back()
     }
 
-    fn tls12(&self) -> Option<Tls12ClientSessionValue> {
+    pub fn tls12(&self) -> Option<A> {
         self.inner.lock().tls12.clone()
     }
 
-    fn remove_tls12(&self) {
+    pub fn remove_tls12(&self) {
         self.inner.lock().tls12 = None;
+    }
+
+    pub fn set_tls12(&self, value: A) {
+        self.inner.lock().tls12 = Some(value);
+    }
+
+    pub fn push_tls13(&self, value: B) {
+        let mut inner = self.inner.lock();
+        if inner.tls13.len() >= MAX_TICKETS {
+            inner.tls13.pop_front();
+        }
+        inner.tls13.push_back(value);
+    }
+}
+
+/// What Python's `ClientSession` sees of a bag, whatever the engine's values.
+pub trait AnyBag: Send + Sync {
+    fn key(&self) -> &Key;
+    fn origin(&self) -> u64;
+    fn is_empty(&self) -> bool;
+    /// (holds a TLS 1.2 session, TLS 1.3 tickets held)
+    fn counts(&self) -> (bool, usize);
+    fn as_any(self: Arc<Self>) -> Arc<dyn Any + Send + Sync>;
+}
+
+impl<A: Clone + Send + 'static, B: Send + 'static> AnyBag for SessionBag<A, B> {
+    fn key(&self) -> &Key {
+        &self.key
+    }
+
+    fn origin(&self) -> u64 {
+        self.origin
+    }
+
+    fn is_empty(&self) -> bool {
+        self.empty()
     }
 
     fn counts(&self) -> (bool, usize) {
         let inner = self.inner.lock();
         (inner.tls12.is_some(), inner.tls13.len())
     }
+
+    fn as_any(self: Arc<Self>) -> Arc<dyn Any + Send + Sync> {
+        self
+    }
 }
 
-struct Entry {
+struct Entry<A, B> {
     kx_hint: Option<NamedGroup>,
-    bags: VecDeque<Arc<SessionBag>>,
+    bags: VecDeque<Arc<SessionBag<A, B>>>,
 }
 
-#[derive(Default)]
-struct Servers {
-    map: HashMap<Key, Entry>,
+struct Servers<A, B> {
+    map: HashMap<Key, Entry<A, B>>,
     /// Keys, least recently used first.
     order: VecDeque<Key>,
 }
 
-impl Servers {
+impl<A: Clone, B> Servers<A, B> {
     fn touch(&mut self, key: &Key) {
         if let Some(pos) = self.order.iter().position(|k| k == key) {
             if let Some(k) = self.order.remove(pos) {
@@ -106,7 +152,7 @@ impl Servers {
         }
     }
 
-    fn entry(&mut self, key: &Key) -> &mut Entry {
+    fn entry(&mut self, key: &Key) -> &mut Entry<A, B> {
         if self.map.contains_key(key) {
             self.touch(key);
         } else {
@@ -132,12 +178,22 @@ impl Servers {
 }
 
 /// A client context's session cache.
-#[derive(Default)]
-pub struct SessionCache {
-    servers: Mutex<Servers>,
+pub struct SessionCache<A, B> {
+    servers: Mutex<Servers<A, B>>,
 }
 
-impl SessionCache {
+impl<A: Clone, B> Default for SessionCache<A, B> {
+    fn default() -> Self {
+        SessionCache {
+            servers: Mutex::new(Servers {
+                map: HashMap::new(),
+                order: VecDeque::new(),
+            }),
+        }
+    }
+}
+
+impl<A: Clone, B> SessionCache<A, B> {
     fn set_kx_hint(&self, key: &Key, group: NamedGroup) {
         self.servers.lock().entry(key).kx_hint = Some(group);
     }
@@ -146,12 +202,11 @@ impl SessionCache {
         self.servers.lock().map.get(key).and_then(|e| e.kx_hint)
     }
 
-    /// List `bag` under its key (newest last) when it received something. Lock order: the
-    /// servers, then a bag (never the other way round).
-    fn remember(&self, bag: &Arc<SessionBag>) {
+    /// List `bag` under its key (newest last) when it received something.
+    pub fn remember(&self, bag: &Arc<SessionBag<A, B>>) {
         let mut servers = self.servers.lock();
         let entry = servers.entry(&bag.key);
-        entry.bags.retain(|b| !b.is_empty());
+        entry.bags.retain(|b| !b.empty());
         if entry.bags.iter().any(|b| Arc::ptr_eq(b, bag)) {
             return;
         }
@@ -161,15 +216,15 @@ impl SessionCache {
         entry.bags.push_back(bag.clone());
     }
 
-    fn take_tls13(&self, key: &Key) -> Option<Tls13ClientSessionValue> {
+    pub fn take_tls13(&self, key: &Key) -> Option<B> {
         let mut servers = self.servers.lock();
         let entry = servers.map.get_mut(key)?;
         let found = entry.bags.iter().rev().find_map(|b| b.take_tls13());
-        entry.bags.retain(|b| !b.is_empty());
+        entry.bags.retain(|b| !b.empty());
         found
     }
 
-    fn tls12(&self, key: &Key) -> Option<Tls12ClientSessionValue> {
+    pub fn tls12(&self, key: &Key) -> Option<A> {
         let servers = self.servers.lock();
         servers
             .map
@@ -180,13 +235,13 @@ impl SessionCache {
             .find_map(|b| b.tls12())
     }
 
-    fn remove_tls12(&self, key: &Key) {
+    pub fn remove_tls12(&self, key: &Key) {
         let mut servers = self.servers.lock();
         if let Some(entry) = servers.map.get_mut(key) {
             for bag in &entry.bags {
                 bag.remove_tls12();
             }
-            entry.bags.retain(|b| !b.is_empty());
+            entry.bags.retain(|b| !b.empty());
         }
     }
 
@@ -197,23 +252,28 @@ impl SessionCache {
     }
 }
 
-/// The store of one client connection (see the module docs).
+// -- rustls ------------------------------------------------------------------------------------
+
+pub type RustlsBag = SessionBag<Tls12ClientSessionValue, Tls13ClientSessionValue>;
+pub type RustlsCache = SessionCache<Tls12ClientSessionValue, Tls13ClientSessionValue>;
+
+/// The store of one rustls client connection (see the module docs).
 pub struct ConnStore {
     key: Key,
     /// The context's cache; None when the context has resumption off.
-    cache: Option<Arc<SessionCache>>,
+    cache: Option<Arc<RustlsCache>>,
     /// What this connection receives.
-    bag: Arc<SessionBag>,
+    bag: Arc<RustlsBag>,
     /// A session the caller asked to resume (then the cache is not consulted).
-    offered: Option<Arc<SessionBag>>,
+    offered: Option<Arc<RustlsBag>>,
 }
 
 impl ConnStore {
     pub fn new(
         key: Key,
         origin: u64,
-        cache: Option<Arc<SessionCache>>,
-        offered: Option<Arc<SessionBag>>,
+        cache: Option<Arc<RustlsCache>>,
+        offered: Option<Arc<RustlsBag>>,
     ) -> Self {
         ConnStore {
             bag: Arc::new(SessionBag::new(key.clone(), origin)),
@@ -223,7 +283,7 @@ impl ConnStore {
         }
     }
 
-    pub fn bag(&self) -> Arc<SessionBag> {
+    pub fn bag(&self) -> Arc<RustlsBag> {
         self.bag.clone()
     }
 
@@ -255,7 +315,7 @@ impl ClientSessionStore for ConnStore {
     }
 
     fn set_tls12_session(&self, _: ServerName<'static>, value: Tls12ClientSessionValue) {
-        self.bag.inner.lock().tls12 = Some(value);
+        self.bag.set_tls12(value);
         self.received();
     }
 
@@ -277,13 +337,7 @@ impl ClientSessionStore for ConnStore {
     }
 
     fn insert_tls13_ticket(&self, _: ServerName<'static>, value: Tls13ClientSessionValue) {
-        {
-            let mut inner = self.bag.inner.lock();
-            if inner.tls13.len() >= MAX_TICKETS {
-                inner.tls13.pop_front();
-            }
-            inner.tls13.push_back(value);
-        }
+        self.bag.push_tls13(value);
         self.received();
     }
 
@@ -296,35 +350,58 @@ impl ClientSessionStore for ConnStore {
     }
 }
 
+// -- Python ------------------------------------------------------------------------------------
+
 /// The sessions one client connection received: offer it to a new connection of the same
 /// context to resume (TLS 1.3 tickets are used once each; a TLS 1.2 session until refused).
 #[pyclass(frozen, name = "ClientSession", module = "unitls._native")]
 pub struct ClientSession {
-    pub bag: Arc<SessionBag>,
+    bag: Arc<dyn AnyBag>,
 }
 
 impl ClientSession {
-    pub fn origin(&self) -> u64 {
-        self.bag.origin
+    pub fn new(bag: Arc<dyn AnyBag>) -> Self {
+        ClientSession { bag }
     }
 
-    pub fn server_name(&self) -> &str {
-        &self.bag.key.0
+    /// The engine's bag behind this session, if it is one of type `T` made by the client
+    /// configuration `origin` for `server_name` (else the ValueError/TypeError to raise).
+    pub fn offered<T: Send + Sync + 'static>(
+        &self,
+        origin: u64,
+        server_name: &str,
+    ) -> PyResult<Arc<T>> {
+        if self.bag.origin() != origin {
+            return Err(pyo3::exceptions::PyValueError::new_err(
+                "the session belongs to another client context: sessions resume only with the \
+                 context that made them",
+            ));
+        }
+        let name = &self.bag.key().0;
+        if name != server_name {
+            return Err(pyo3::exceptions::PyValueError::new_err(format!(
+                "the session was made with server {name:?}, not {server_name:?}: a session \
+                 resumes only with the server name it was verified for"
+            )));
+        }
+        self.bag.clone().as_any().downcast::<T>().map_err(|_| {
+            pyo3::exceptions::PyTypeError::new_err("the session comes from another engine")
+        })
     }
 }
 
 #[pymethods]
 impl ClientSession {
     /// The server name the session was made with.
-    #[getter(server_name)]
-    fn py_server_name(&self) -> &str {
-        &self.bag.key.0
+    #[getter]
+    fn server_name(&self) -> &str {
+        &self.bag.key().0
     }
 
     /// The server port the session was made with (None when the connection did not say).
     #[getter]
     fn port(&self) -> Option<u16> {
-        self.bag.key.1
+        self.bag.key().1
     }
 
     /// Whether the session can still be offered (it holds a TLS 1.2 session or a ticket).
@@ -335,10 +412,10 @@ impl ClientSession {
 
     fn __repr__(&self) -> String {
         let (tls12, tickets) = self.bag.counts();
-        let port = self.bag.key.1.map(|p| format!(":{p}")).unwrap_or_default();
+        let (name, port) = self.bag.key();
+        let port = port.map(|p| format!(":{p}")).unwrap_or_default();
         format!(
-            "<ClientSession {}{port} tls12={} tls13_tickets={tickets}>",
-            self.bag.key.0,
+            "<ClientSession {name}{port} tls12={} tls13_tickets={tickets}>",
             if tls12 { "yes" } else { "no" }
         )
     }
