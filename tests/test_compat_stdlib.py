@@ -108,7 +108,7 @@ def test_urllib_request(bridge_client: SSLContext, plain_https: int) -> None:
 
 
 def test_urllib_verification_error(engine: Engine, plain_https: int) -> None:
-    ctx = SSLContext(implementation=engine)
+    ctx = SSLContext(ssl.PROTOCOL_TLS_CLIENT, implementation=engine)
     ctx.load_default_certs()  # the test CA is not in the system store
     with pytest.raises(urllib.error.URLError) as info:
         urllib.request.urlopen(f"https://127.0.0.1:{plain_https}/", context=ctx, timeout=TIMEOUT)
@@ -231,7 +231,7 @@ def test_asyncio_start_tls(bridge_client: SSLContext, bridge_server: SSLContext)
 
 
 def test_asyncio_verification_error(engine: Engine, plain_server: ssl.SSLContext) -> None:
-    ctx = SSLContext(implementation=engine)
+    ctx = SSLContext(ssl.PROTOCOL_TLS_CLIENT, implementation=engine)
     ctx.load_default_certs()
 
     async def main() -> None:

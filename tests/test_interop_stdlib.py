@@ -455,3 +455,61 @@ def test_socket_stdlib_client_rejects_unitls_server(
     t.join(TIMEOUT)
     assert not errors, errors
     assert len(outcome) == 1 and isinstance(outcome[0], unitls.TLSError), outcome
+
+
+# -- a server with an RSA and an ECDSA chain for the same names ---------------------------------
+
+
+def _set_sigalgs(ctx: ssl.SSLContext, sigalgs: str) -> None:
+    """``SSL_CTX_set1_sigalgs_list`` (Python 3.11's ssl module has no call for it), through the
+    ``SSL_CTX *`` CPython keeps after the object header, checked against ``ctx.options``."""
+    import ctypes
+
+    lib = ctypes.CDLL(ssl._ssl.__file__)  # type: ignore[attr-defined]
+    ctrl, get_options = lib.SSL_CTX_ctrl, lib.SSL_CTX_get_options
+    ctrl.argtypes = [ctypes.c_void_p, ctypes.c_int, ctypes.c_long, ctypes.c_void_p]
+    ctrl.restype = ctypes.c_long
+    get_options.argtypes = [ctypes.c_void_p]
+    get_options.restype = ctypes.c_uint64
+    ptr = ctypes.c_void_p.from_address(id(ctx) + object.__basicsize__).value
+    assert ptr and get_options(ptr) == ctx.options
+    assert ctrl(ptr, 98, 0, ctypes.create_string_buffer(sigalgs.encode())) == 1  # SET_SIGALGS_LIST
+
+
+DUAL = [
+    pytest.param(TLSVersion.TLSv1_2, "ECDHE-ECDSA-AES128-GCM-SHA256", None, "ec", id="1.2-ecdsa"),
+    pytest.param(TLSVersion.TLSv1_2, "ECDHE-RSA-AES128-GCM-SHA256", None, "rsa", id="1.2-rsa"),
+    pytest.param(TLSVersion.TLSv1_3, None, "ECDSA+SHA256", "ec", id="1.3-ecdsa"),
+    pytest.param(TLSVersion.TLSv1_3, None, "rsa_pss_rsae_sha256", "rsa", id="1.3-rsa"),
+]
+
+
+@pytest.mark.parametrize("rsa_first", [False, True], ids=["ecdsa-first", "rsa-first"])
+@pytest.mark.parametrize(("version", "ciphers", "sigalgs", "expected"), DUAL)
+def test_server_picks_the_key_type_the_client_can_use(
+    engine: Impl,
+    ca: CA,
+    pump: Any,
+    version: TLSVersion,
+    ciphers: str | None,
+    sigalgs: str | None,
+    expected: str,
+    rsa_first: bool,
+) -> None:
+    """Like OpenSSL with one certificate per key type: a client offering only ECDSA (or only
+    RSA) signatures or suites gets the chain with that key, whatever the configured order."""
+    leaves = {kind: ca.issue("localhost", "127.0.0.1", key_type=kind) for kind in ("ec", "rsa")}
+    order = ["rsa", "ec"] if rsa_first else ["ec", "rsa"]
+    config = TLSServerConfiguration(certificate_chain=[leaves[k].signing_chain() for k in order])
+    server = engine.server_context(config).create_buffer()
+    cctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    cctx.load_verify_locations(cadata=ca.cert_pem.decode())
+    cctx.minimum_version = cctx.maximum_version = VERSIONS[version][0]
+    if ciphers:
+        cctx.set_ciphers(ciphers)
+    if sigalgs:
+        _set_sigalgs(cctx, sigalgs)
+    client = StdlibPeer(cctx, server_side=False, hostname="localhost")
+    pump.handshake(client, server)
+    assert client.getpeercert() == leaves[expected].cert_der
+    check_exchange(pump, server, client)

@@ -27,7 +27,7 @@ use rustls_pki_types::{
 
 use crate::conn::Connection;
 use crate::errors::config_err;
-use crate::keyinfo::{pem_problem, why_unusable};
+use crate::keyinfo::{names_der, pem_problem, why_unusable};
 use crate::keylog;
 use crate::resumption::{self, ClientSession, ConnStore, RustlsBag, RustlsCache};
 use crate::rustls_session::{ConfigChooser, RustlsSession};
@@ -617,6 +617,26 @@ fn check_alpn(alpn: Vec<Vec<u8>>) -> PyResult<Vec<Vec<u8>>> {
 struct SniResolver {
     keys: Vec<Arc<CertifiedKey>>,
     default: usize,
+    /// For each chain, the first chain valid for the same names (`keyinfo::names_der`).
+    groups: Vec<usize>,
+    /// The suites this configuration negotiates (to tell which key types a client can use).
+    suites: Vec<SupportedCipherSuite>,
+}
+
+impl SniResolver {
+    /// Whether the client can use `ck`: it accepts a signature scheme of its key, and offers a
+    /// suite usable with it (TLS 1.2 suites name the key type; TLS 1.3 suites do not).
+    fn usable(&self, ck: &CertifiedKey, hello: &ClientHello<'_>) -> bool {
+        if ck.key.choose_scheme(hello.signature_schemes()).is_none() {
+            return false;
+        }
+        let algorithm = ck.key.algorithm();
+        hello.cipher_suites().iter().any(|offered| {
+            self.suites
+                .iter()
+                .any(|s| s.suite() == *offered && s.usable_for_signature_algorithm(algorithm))
+        })
+    }
 }
 
 /// Whether a chain's leaf is valid for `name` (every DNS SAN, wildcards, IP SANs).
@@ -631,17 +651,28 @@ fn leaf_matches(ck: &CertifiedKey, name: &ServerName<'_>) -> bool {
 
 impl ResolvesServerCert for SniResolver {
     fn resolve(&self, client_hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
+        let mut chosen = self.default;
         if self.keys.len() > 1 {
             if let Some(sn) = client_hello
                 .server_name()
                 .and_then(|name| ServerName::try_from(name).ok())
             {
-                if let Some(ck) = self.keys.iter().find(|ck| leaf_matches(ck, &sn)) {
-                    return Some(ck.clone());
+                if let Some(i) = self.keys.iter().position(|ck| leaf_matches(ck, &sn)) {
+                    chosen = i;
+                }
+            }
+            // Chains for the same names (RSA and ECDSA, as OpenSSL keeps one per key type):
+            // the first the client can use.
+            if !self.usable(&self.keys[chosen], &client_hello) {
+                let group = self.groups[chosen];
+                if let Some(i) = (0..self.keys.len())
+                    .find(|&i| self.groups[i] == group && self.usable(&self.keys[i], &client_hello))
+                {
+                    chosen = i;
                 }
             }
         }
-        self.keys.get(self.default).cloned()
+        self.keys.get(chosen).cloned()
     }
 }
 
@@ -736,9 +767,29 @@ impl ServerConfig {
             }
             None => builder.with_no_client_auth(),
         };
+        let names: Vec<Option<Vec<u8>>> = keys
+            .iter()
+            .map(|ck| ck.cert.first().and_then(|leaf| names_der(leaf)))
+            .collect();
+        let groups: Vec<usize> = names
+            .iter()
+            .enumerate()
+            .map(|(i, n)| match n {
+                Some(_) => names.iter().position(|m| m == n).unwrap_or(i),
+                None => i,
+            })
+            .collect();
+        let suites: Vec<SupportedCipherSuite> = provider
+            .cipher_suites
+            .iter()
+            .filter(|s| versions.iter().any(|v| v.version == s.version().version))
+            .copied()
+            .collect();
         let mut config = builder.with_cert_resolver(Arc::new(SniResolver {
             keys: keys.clone(),
             default: 0,
+            groups: groups.clone(),
+            suites: suites.clone(),
         }));
         config.alpn_protocols = check_alpn(alpn)?;
         if let Some(path) = keylog_path {
@@ -758,6 +809,8 @@ impl ServerConfig {
             variant.cert_resolver = Arc::new(SniResolver {
                 keys: keys.clone(),
                 default,
+                groups: groups.clone(),
+                suites: suites.clone(),
             });
             by_default.push(Arc::new(variant));
         }

@@ -172,6 +172,42 @@ pub fn key_kind(der: &[u8]) -> Option<KeyKind> {
     }
 }
 
+/// What a certificate's names are, as raw DER: the value of its subjectAltName extension, or
+/// its subject name when it has none. Two leaves with equal values are valid for the same names
+/// (a server's RSA and ECDSA certificates for one site).
+pub fn names_der(cert: &[u8]) -> Option<Vec<u8>> {
+    let (_, certificate, _) = tlv(cert)?;
+    let (_, tbs, _) = tlv(certificate)?;
+    let mut rest = tbs;
+    if let Some((0xA0, _, after)) = tlv(rest) {
+        rest = after; // [0] version
+    }
+    // serialNumber, signature, issuer, validity
+    for _ in 0..4 {
+        rest = tlv(rest)?.2;
+    }
+    let (_, subject, after) = tlv(rest)?;
+    rest = tlv(after)?.2; // subjectPublicKeyInfo
+    while let Some((tag, contents, after)) = tlv(rest) {
+        rest = after;
+        if tag != 0xA3 {
+            continue; // issuerUniqueID, subjectUniqueID
+        }
+        let (_, mut extensions, _) = tlv(contents)?;
+        while let Some((_, extension, after)) = tlv(extensions) {
+            extensions = after;
+            let (_, oid, value) = tlv(extension)?;
+            if oid == [0x55, 0x1D, 0x11] {
+                // id-ce-subjectAltName: [critical BOOLEAN] OCTET STRING
+                let (tag, contents, after) = tlv(value)?;
+                let octets = if tag == 0x01 { tlv(after)?.1 } else { contents };
+                return Some(octets.to_vec());
+            }
+        }
+    }
+    Some(subject.to_vec())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

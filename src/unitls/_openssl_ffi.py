@@ -10,7 +10,7 @@ OpenSSL that ``_ssl`` is linked with (for the OpenSSL engine, ``unitls.openssl``
   the stdlib has no ticket-key callback. ``install_ticket_keys`` sets OpenSSL's
   ``SSL_CTX_set_tlsext_ticket_key_evp_cb`` to a callback using ``TicketKeys``: tickets in
   OpenSSL's format (AES-256-CBC, HMAC-SHA256), a new key every 6 hours, the previous key still
-  accepted, as rustls' ``Ticketer`` does; every resumed handshake gets a new ticket.
+  accepted, as rustls' ``Ticketer`` does; every resumed TLS 1.3 handshake gets a new ticket.
 - Turning a server's session cache off (``session_tickets=False`` means full handshakes only,
   but OpenSSL would still resume TLS 1.2 session ids from its cache).
 
@@ -83,6 +83,7 @@ class _Lib:
         )
         self.SSL_get_SSL_CTX = fn("SSL_get_SSL_CTX", _P, _P)
         self.SSL_get_ex_data = fn("SSL_get_ex_data", _P, _P, c_int)
+        self.SSL_version = fn("SSL_version", c_int, _P)
         self.SSL_set_session = fn("SSL_set_session", c_int, _P, _P)
         self.SSL_SESSION_free = fn("SSL_SESSION_free", None, _P)
         self.SSL_SESSION_dup = fn("SSL_SESSION_dup", _P, _P)
@@ -343,9 +344,11 @@ def _on_ticket_key(
 ) -> int:
     # Return values (SSL_CTX_set_tlsext_ticket_key_evp_cb(3)): 1 done, 2 (decrypting) accepted
     # but renew the ticket, 0 no ticket / ticket not accepted (a full handshake), <0 error.
-    # Decrypting always answers 2: OpenSSL sends a TLS 1.3 server's ticket after a resumed
-    # handshake only for a ticket to renew (with its own keys it sends one), and clients use
-    # each ticket once, so they need a new one every time.
+    # Decrypting answers 2 for a TLS 1.3 ticket: with a callback OpenSSL sends a new ticket
+    # after a resumed handshake only for a ticket to renew (with its own keys it sends one),
+    # and clients use each ticket once, so they need a new one every time. A TLS 1.2 ticket is
+    # renewed only when its key is the previous one (a renewed ticket changes the client's
+    # session, which ``ssl`` users compare).
     try:
         assert _lib is not None
         # The context the connection runs on now (the SNI callback may have switched it; the
@@ -361,12 +364,13 @@ def _on_ticket_key(
             init: Callable[..., int] = _lib.EVP_EncryptInit_ex
             current = True
         else:
-            found, _ = keys.for_decryption(ctypes.string_at(key_name, 16))
+            found, current = keys.for_decryption(ctypes.string_at(key_name, 16))
             if found is None:
                 return 0
             key = found
             init = _lib.EVP_DecryptInit_ex
-            current = False  # renew (see above)
+            if _lib.SSL_version(ssl_ptr) == _TLS1_3_VERSION:
+                current = False  # renew (see above)
         if init(cipher_ctx, _aes_256_cbc, None, ctypes.addressof(key.aes), iv) != 1:
             return 0
         if _lib.EVP_MAC_CTX_set_params(mac_ctx, key.params) != 1:

@@ -7,6 +7,7 @@ context, connection) emits a ``SecurityWarning``; importing it does not.
 
 from __future__ import annotations
 
+import contextvars
 import threading
 import warnings
 from abc import abstractmethod
@@ -34,9 +35,17 @@ class SecurityWarning(UserWarning):
     """Warns that TLS protection is being weakened on purpose."""
 
 
+# Set by a caller that has already warned for what it builds (unitls.compat warns once per
+# ssl.SSLContext, whatever the engine): the warnings below would repeat that one.
+_already_warned: contextvars.ContextVar[bool] = contextvars.ContextVar(
+    "unitls_insecure_already_warned", default=False
+)
+
+
 def warn(message: str, stacklevel: int = 3) -> None:
     """Emit a SecurityWarning (for engines implementing the insecure contexts)."""
-    warnings.warn(message, SecurityWarning, stacklevel=stacklevel)
+    if not _already_warned.get():
+        warnings.warn(message, SecurityWarning, stacklevel=stacklevel)
 
 
 class InsecureConfiguration:

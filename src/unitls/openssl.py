@@ -2,8 +2,10 @@
 
 Sockets wrap ``ssl.SSLSocket`` (its I/O loop runs in C: the fast path); buffers wrap
 ``ssl.SSLObject`` with two ``MemoryBIO``s. Each configuration is translated once, when the context
-is made, into ``ssl.SSLContext`` objects (one per server signing chain, picked by SNI); equal
-client configurations without file paths share them (servers never do: see below). Every ``ssl.SSLError``/``OSError`` is turned into
+is made, into ``ssl.SSLContext`` objects (servers: one per set of names their chains serve,
+picked by SNI; chains for the same names, such as RSA and ECDSA, share one and OpenSSL picks
+per client); equal client configurations without file paths share them (servers never do: see
+below). Every ``ssl.SSLError``/``OSError`` is turned into
 the matching ``TLSError`` subclass with the original chained as ``__cause__``.
 
 What the stdlib cannot do is done another way or refused with ``ConfigurationError``, never
@@ -271,11 +273,14 @@ def _key_pem(key: PrivateKey) -> bytes:
     from cryptography.hazmat.primitives import serialization
 
     data = read_source(key, "private key")
+    # Converted only (OpenSSL then loads it, as the stdlib would): cryptography's RSA key check
+    # would cost ~0.5 s per 3072-bit key and per context.
+    fast = {"unsafe_skip_rsa_key_validation": True}
     try:
         if _is_pem(data):
-            loaded = serialization.load_pem_private_key(data, password=None)
+            loaded = serialization.load_pem_private_key(data, password=None, **fast)
         else:
-            loaded = serialization.load_der_private_key(data, password=None)
+            loaded = serialization.load_der_private_key(data, password=None, **fast)
     except TypeError as exc:
         raise ConfigurationError(
             f"private key {key!r} is encrypted: PEP 748 has no password; decrypt it first"
@@ -336,20 +341,26 @@ def _load_chain(ctx: ssl.SSLContext, chain: SigningChain) -> None:
         os.close(key_fd)
 
 
-def _names_of(chain: SigningChain) -> tuple[tuple[str, ...], tuple[str, ...]]:
-    """(DNS names, IP addresses) a chain's leaf is valid for (SAN; CN only without SAN)."""
+def _leaf_of(chain: SigningChain) -> Any:
     from cryptography import x509
-    from cryptography.x509.oid import NameOID
 
     data = read_source(chain.leaf[0], "certificate")
     try:
-        leaf = (
+        return (
             x509.load_pem_x509_certificate(data)
             if _is_pem(data)
             else (x509.load_der_x509_certificate(data))
         )
     except ValueError as exc:
         raise ConfigurationError(f"cannot parse certificate {chain.leaf[0]!r}: {exc}") from exc
+
+
+def _names_of(chain: SigningChain) -> tuple[tuple[str, ...], tuple[str, ...]]:
+    """(DNS names, IP addresses) a chain's leaf is valid for (SAN; CN only without SAN)."""
+    from cryptography import x509
+    from cryptography.x509.oid import NameOID
+
+    leaf = _leaf_of(chain)
     try:
         san = leaf.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
     except x509.ExtensionNotFound:
@@ -358,6 +369,24 @@ def _names_of(chain: SigningChain) -> tuple[tuple[str, ...], tuple[str, ...]]:
     dns = tuple(n.lower() for n in san.get_values_for_type(x509.DNSName))
     ips = tuple(str(ip) for ip in san.get_values_for_type(x509.IPAddress))
     return dns, ips
+
+
+def _key_kind(chain: SigningChain) -> str:
+    """The slot OpenSSL keeps a certificate in: one per public key algorithm."""
+    return type(_leaf_of(chain).public_key()).__name__
+
+
+def _chain_groups(chains: Sequence[SigningChain]) -> list[list[SigningChain]]:
+    """Chains grouped by the names their leaves are valid for, in order. Chains for the same
+    names (an RSA and an ECDSA certificate for one site) share one ``ssl.SSLContext``: OpenSSL
+    keeps one chain per key type and picks the one the client's signature algorithms and cipher
+    suites allow. Of two chains with the same names and key type, the first is used."""
+    if len(chains) == 1:
+        return [list(chains)]
+    groups: dict[tuple[tuple[str, ...], tuple[str, ...]], list[SigningChain]] = {}
+    for chain in chains:
+        groups.setdefault(_names_of(chain), []).append(chain)
+    return list(groups.values())
 
 
 def name_matches(pattern: str, name: str) -> bool:
@@ -428,12 +457,21 @@ def _client_context(
 
 
 def _server_contexts(
-    config: TLSServerConfiguration, session_tickets: bool = True, keylog: str | None = None
+    config: TLSServerConfiguration,
+    session_tickets: bool = True,
+    keylog: str | None = None,
+    *,
+    session_cache: bool = True,
 ) -> list[ssl.SSLContext]:
-    """The contexts of one server (never shared: they hold its ticket keys and session cache)."""
+    """The contexts of one server (never shared: they hold its ticket keys and session cache).
+
+    ``session_cache=False`` also turns off OpenSSL's session-id cache (the engine's
+    ``session_tickets=False``; the ``ssl`` bridge keeps it, as ``OP_NO_TICKET`` does in ``ssl``).
+    """
     contexts = []
     keys = _openssl_ffi.TicketKeys() if session_tickets else None
-    for chain in config.certificate_chain:
+    groups = _chain_groups(config.certificate_chain)
+    for group in groups:
         ctx = _SSLContext(ssl.PROTOCOL_TLS_SERVER)
         _apply_common(ctx, config, keylog)
         if keys is not None:
@@ -441,6 +479,7 @@ def _server_contexts(
         else:
             ctx.num_tickets = 0
             ctx.options |= ssl.OP_NO_TICKET
+        if not session_cache:
             if not _openssl_ffi.disable_session_cache(ctx):
                 raise ConfigurationError(
                     "session_tickets=False: the openssl engine cannot turn off OpenSSL's server "
@@ -450,10 +489,15 @@ def _server_contexts(
         if config.trust_store is not None:
             _load_trust(ctx, config.trust_store)
             ctx.verify_mode = ssl.CERT_REQUIRED
-        _load_chain(ctx, chain)
+        kinds: set[str] = set()
+        for chain in group:
+            kind = _key_kind(chain) if len(group) > 1 else ""
+            if kind not in kinds:
+                kinds.add(kind)
+                _load_chain(ctx, chain)
         contexts.append(ctx)
     if len(contexts) > 1:
-        names = [_names_of(chain) for chain in config.certificate_chain]
+        names = [_names_of(group[0]) for group in groups]
         callback = _sni_selector(contexts, names)
         for ctx in contexts:  # any of them may start a connection (see create_buffer_for)
             ctx.sni_callback = callback
@@ -484,7 +528,7 @@ def _trust_env() -> tuple[str | None, str | None]:
 
 
 def _shared_client_context(
-    config: TLSClientConfiguration, verify: bool, check_hostname: bool, keylog: str | None
+    config: TLSClientConfiguration, verify: bool, check_hostname: bool, keylog: str | None = None
 ) -> ssl.SSLContext:
     if _has_paths(config):
         return _client_context(config, verify, check_hostname, None, keylog)
@@ -933,8 +977,9 @@ class OpenSSLClientContext(ClientContextBase[ssl.SSLContext]):
 
 
 class _ServerContexts:
-    """A server configuration as OpenSSL contexts: one per signing chain (the first is the
-    default), with the names and addresses each chain's leaf is valid for."""
+    """A server configuration as OpenSSL contexts: one per group of signing chains for the same
+    names (see ``_chain_groups``; the first is the default), with the names and addresses each
+    group's leaves are valid for."""
 
     __slots__ = ("chain_names", "contexts", "default")
 
@@ -968,8 +1013,10 @@ class OpenSSLServerContext(ServerContextBase[_ServerContexts]):
     validate = staticmethod(validate_config)
 
     def _compile(self, configuration: TLSServerConfiguration) -> _ServerContexts:
-        contexts = _server_contexts(configuration, self._session_tickets, self._keylog)
-        return _ServerContexts(contexts, configuration.certificate_chain)
+        tickets = self._session_tickets
+        contexts = _server_contexts(configuration, tickets, self._keylog, session_cache=tickets)
+        groups = _chain_groups(configuration.certificate_chain)
+        return _ServerContexts(contexts, [group[0] for group in groups])
 
     def _new_buffer(self, local_address: str | None) -> OpenSSLBuffer:
         return OpenSSLBuffer(self, self._native.for_address(local_address), None)

@@ -1,10 +1,32 @@
 """``unitls.compat.SSLContext``: a real ``ssl.SSLContext`` whose connections run on a PEP 748 engine.
 
 The object is an ordinary OpenSSL context as far as its settings go (so every setter, getter and
-``load_*`` call behaves and validates exactly like the stdlib's); the bridge only overrides the two
-private factories ``_wrap_socket``/``_wrap_bio``. At wrap time the current settings are turned into
-an immutable PEP configuration, and the PEP context made from it is cached under those settings:
-urllib3 and httpcore mutate contexts between connections, yet equal settings reuse one context.
+``load_*`` call behaves and validates exactly like the stdlib's, errors included); the bridge
+overrides the two private factories ``_wrap_socket``/``_wrap_bio`` and records what the engine
+needs. At wrap time the current settings become an immutable PEP configuration and a ``_Plan``
+made from it is cached under those settings: urllib3 and httpcore mutate contexts between
+connections, yet equal settings reuse one plan.
+
+Two ways to run a connection:
+
+- The OpenSSL engine (native): the engine translates the configuration into ``ssl.SSLContext``
+  objects and ssl.py gets the C object made from them, behind ``NativeTLS``, which reports the
+  bridge context as ``.context``. A server's are its own (sessions, session statistics and
+  ``sni_callback`` stay per context, as in the stdlib); clients share the engine's cached ones
+  (the system CAs load once) unless a hook that must not leak to other contexts is set (key log,
+  ``_msg_callback``, ECDH curve). Sessions remember their bridge context (``_native.py``).
+- Every other engine: ``SocketTLS``/``BioTLS`` run the engine's ``TLSBuffer`` (``_sslobj.py``).
+
+Decisions that make the bridge behave like the stdlib where the PEP is silent:
+
+- ``CERT_REQUIRED`` with no CA loaded is a trust store holding one throwaway certificate whose key
+  was discarded: nothing verifies against it, so the handshake fails with
+  ``SSLCertVerificationError`` and the peer gets the engine's alert, on every engine.
+- Key material is checked by OpenSSL first (``super().load_cert_chain``), so missing files and bad
+  PEM raise what the stdlib raises; the engine then gets the key decrypted, in memory.
+- One certificate chain per key type (RSA, ECDSA, ...), like OpenSSL: the engine picks by the
+  client's signature algorithms.
+- ``SecurityWarning`` for an unverified client: once per context and settings, on every engine.
 """
 
 from __future__ import annotations
@@ -14,7 +36,9 @@ import base64
 import os
 import re
 import ssl
+import sys
 import threading
+import weakref
 from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING, Any
 
@@ -22,8 +46,11 @@ from .._config import TLSClientConfiguration, TLSServerConfiguration
 from .._enums import TLS13_SUITES, CipherSuite, NextProtocol, TLSVersion
 from .._errors import ConfigurationError
 from .._objects import Certificate, PrivateKey, SigningChain, TrustStore
-from .._protocols import ClientContext, ServerContext, TLSImplementation
+from .._protocols import ClientContext, TLSImplementation
 from .._registry import get_implementation
+from ._certinfo import verified_chain
+from ._hello import report_unraisable
+from ._native import NativeTLS, check_session_owner
 from ._sslobj import BioTLS, SocketTLS
 
 __all__ = [
@@ -49,6 +76,10 @@ ORIGINAL_SSLCONTEXT: type[ssl.SSLContext] = _find_original()
 _C = _ssl._SSLContext
 
 
+def _c_descriptor(name: str) -> Any:
+    return _C.__dict__[name]
+
+
 class UnsupportedSettingError(ssl.SSLError, ConfigurationError):
     """An ``ssl.SSLContext`` setting the bridge cannot honour on a PEP 748 engine.
 
@@ -65,15 +96,63 @@ class UnsupportedSettingError(ssl.SSLError, ConfigurationError):
         return str(self.strerror)
 
 
-def safe_property(name: str) -> property:
-    """ssl.py's property ``name`` with a setter that goes straight to ``_ssl._SSLContext``.
+def _msg_callback_property() -> property:
+    """ssl.py's ``_msg_callback``, without its look-ups of the module global ``SSLContext``."""
+    c_descriptor = _c_descriptor("_msg_callback")
 
-    ssl.py's setters call ``super(SSLContext, SSLContext)``, looking up the *module global*: once
-    injection rebinds it to a subclass, they find themselves again and recurse forever.
+    def fget(self: ssl.SSLContext) -> Any:
+        inner = c_descriptor.__get__(self)
+        return getattr(inner, "user_function", inner)
+
+    def fset(self: ssl.SSLContext, callback: Any) -> None:
+        if callback is None:
+            c_descriptor.__set__(self, None)
+            return
+        if not callable(callback):
+            raise TypeError(f"{callback} is not callable.")
+
+        def inner(
+            conn: Any, direction: str, version: Any, content_type: Any, msg_type: Any, data: bytes
+        ) -> Any:
+            # As ssl.py does: plain ints become its enums where they name one.
+            try:
+                version = ssl.TLSVersion(version)
+            except ValueError:
+                pass
+            try:
+                content_type = ssl._TLSContentType(content_type)  # type: ignore[attr-defined]
+            except ValueError:
+                pass
+            if content_type == ssl._TLSContentType.HEADER:  # type: ignore[attr-defined]
+                msg_enum = ssl._TLSContentType  # type: ignore[attr-defined]
+            elif content_type == ssl._TLSContentType.ALERT:  # type: ignore[attr-defined]
+                msg_enum = ssl._TLSAlertType  # type: ignore[attr-defined]
+            else:
+                msg_enum = ssl._TLSMessageType  # type: ignore[attr-defined]
+            try:
+                msg_type = msg_enum(msg_type)
+            except ValueError:
+                pass
+            return callback(conn, direction, version, content_type, msg_type, data)
+
+        inner.user_function = callback  # type: ignore[attr-defined]
+        c_descriptor.__set__(self, inner)
+
+    original = ORIGINAL_SSLCONTEXT.__dict__["_msg_callback"]
+    return property(fget, fset, None, original.__doc__)
+
+
+def safe_property(name: str) -> property:
+    """ssl.py's property ``name`` with accessors that go straight to ``_ssl._SSLContext``.
+
+    ssl.py's accessors call ``super(SSLContext, SSLContext)``, looking up the *module global*:
+    once injection rebinds it to a subclass, they find themselves again and recurse forever.
     """
+    if name == "_msg_callback":
+        return _msg_callback_property()
     original = ORIGINAL_SSLCONTEXT.__dict__[name]
     assert isinstance(original, property)
-    c_descriptor = _C.__dict__[name]
+    c_descriptor = _c_descriptor(name)
 
     def fset(self: ssl.SSLContext, value: Any) -> None:
         if name == "minimum_version" and value == ssl.TLSVersion.SSLv3:
@@ -83,7 +162,14 @@ def safe_property(name: str) -> property:
     return property(original.fget, fset, None, original.__doc__)
 
 
-SAFE_PROPERTIES = ("verify_mode", "minimum_version", "maximum_version", "options", "verify_flags")
+SAFE_PROPERTIES = (
+    "verify_mode",
+    "minimum_version",
+    "maximum_version",
+    "options",
+    "verify_flags",
+    "_msg_callback",
+)
 
 _PEM_CERT = re.compile(
     rb"-----BEGIN CERTIFICATE-----\s*(.+?)\s*-----END CERTIFICATE-----", re.DOTALL
@@ -91,6 +177,8 @@ _PEM_CERT = re.compile(
 _PEM_KEY = re.compile(
     rb"-----BEGIN ((?:RSA |EC |DSA |ENCRYPTED )?PRIVATE KEY)-----(.+?)-----END \1-----", re.DOTALL
 )
+# The names OpenSSL looks up in a capath directory: <subject hash>.<n> (CRLs: .r<n>).
+_HASHED_NAME = re.compile(r"^[0-9a-f]{8}\.[0-9]+$")
 
 
 def _der_to_pem(der: bytes) -> bytes:
@@ -99,7 +187,13 @@ def _der_to_pem(der: bytes) -> bytes:
 
 def _pem_certs(data: bytes) -> list[bytes]:
     """DER of every ``CERTIFICATE`` block (skipping comments and other blocks, as OpenSSL does)."""
-    return [base64.b64decode(b"".join(m.group(1).split())) for m in _PEM_CERT.finditer(data)]
+    out = []
+    for m in _PEM_CERT.finditer(data):
+        try:
+            out.append(base64.b64decode(b"".join(m.group(1).split()), validate=True))
+        except ValueError:
+            continue  # a block OpenSSL could not read either; it reported its own error
+    return out
 
 
 def _der_certs(data: bytes) -> list[bytes]:
@@ -117,12 +211,10 @@ def _der_certs(data: bytes) -> list[bytes]:
     return out
 
 
-def _read(path: Any, what: str) -> bytes:
-    try:
-        with open(path, "rb") as f:
-            return f.read()
-    except OSError as exc:
-        raise UnsupportedSettingError(f"cannot read {what} {path!r}: {exc.strerror}") from exc
+def _read(path: Any) -> bytes:
+    """A file's bytes; OSError (FileNotFoundError, ...) as ``open()`` raises it."""
+    with open(path, "rb") as f:
+        return f.read()
 
 
 _system_lock = threading.Lock()
@@ -137,16 +229,42 @@ def _system_bundle() -> bytes:
             paths = ssl.get_default_verify_paths()
             ders: list[bytes] = []
             if paths.cafile:
-                ders += _pem_certs(_read(paths.cafile, "system CA file"))
+                ders += _pem_certs(_read(paths.cafile))
             elif paths.capath and os.path.isdir(paths.capath):
-                for entry in sorted(os.scandir(paths.capath), key=lambda e: e.name):
-                    if entry.is_file():
-                        try:
-                            ders += _pem_certs(_read(entry.path, "system CA"))
-                        except UnsupportedSettingError:
-                            continue
+                ders += _capath_certs(paths.capath)
             _system_pem = b"".join(_der_to_pem(d) for d in dict.fromkeys(ders))
         return _system_pem
+
+
+def _capath_certs(capath: Any) -> list[bytes]:
+    ders: list[bytes] = []
+    for entry in sorted(os.scandir(capath), key=lambda e: e.name):
+        name = os.fsdecode(entry.name)
+        if _HASHED_NAME.match(name) and entry.is_file():
+            try:
+                ders += _pem_certs(_read(entry.path))
+            except OSError:
+                continue  # OpenSSL skips what it cannot read
+    return ders
+
+
+_anchor_lock = threading.Lock()
+_anchor_pem: bytes | None = None
+
+
+def _unusable_trust_store() -> TrustStore:
+    """A trust store nothing verifies against: one self-signed CA whose key no longer exists.
+
+    What ``CERT_REQUIRED`` with no CA loaded means in OpenSSL: every peer fails verification in
+    the handshake (``unable to get local issuer certificate``), and the peer gets the alert.
+    """
+    global _anchor_pem
+    with _anchor_lock:
+        if _anchor_pem is None:
+            from .._certgen import CA
+
+            _anchor_pem = CA.create("unitls bridge: no CA certificates loaded").cert_pem
+        return TrustStore.from_buffer(_anchor_pem)
 
 
 _VERSIONS = {
@@ -159,6 +277,8 @@ _OLD_PROTOCOLS = {
     if hasattr(ssl, name)
 }
 _CRL_FLAGS = ssl.VERIFY_CRL_CHECK_LEAF | ssl.VERIFY_CRL_CHECK_CHAIN
+# The options flags the bridge maps (the others are OpenSSL tuning: see docs/compat.md).
+_MAPPED_OPTIONS = ssl.OP_NO_TLSv1_2 | ssl.OP_NO_TLSv1_3 | ssl.OP_NO_TICKET
 _CACHE_LIMIT = 64
 
 _insecure_lock = threading.Lock()
@@ -166,12 +286,16 @@ _insecure_impls: dict[str, TLSImplementation[Any, Any]] = {}
 
 
 def _insecure_impl(name: str) -> TLSImplementation[Any, Any]:
-    from ..insecure import get_insecure_implementation
+    from ..insecure import _already_warned, get_insecure_implementation
 
     with _insecure_lock:
         impl = _insecure_impls.get(name)
         if impl is None:
-            impl = _insecure_impls[name] = get_insecure_implementation(name)
+            token = _already_warned.set(True)  # the bridge warns once per context itself
+            try:
+                impl = _insecure_impls[name] = get_insecure_implementation(name)
+            finally:
+                _already_warned.reset(token)
         return impl
 
 
@@ -188,6 +312,17 @@ def _resolve(
     )
 
 
+def _is_openssl_engine(impl: TLSImplementation[Any, Any]) -> bool:
+    # Not imported here: an engine object of that module means it is loaded (importing it now,
+    # while injected, would make it build bridge contexts).
+    module = sys.modules.get("unitls.openssl")
+    base = getattr(module, "OpenSSLClientContext", None)
+    cls = impl.client_context
+    return base is not None and isinstance(cls, type) and issubclass(cls, base)
+
+
+_MSG_CALLBACK = _msg_callback_property()
+
 if TYPE_CHECKING:
     _Base = ssl.SSLContext
 else:
@@ -196,7 +331,115 @@ else:
 
 def _c_get(ctx: ssl.SSLContext, name: str) -> int:
     """A setting straight from ``_ssl._SSLContext`` (a plain int, no ssl.py wrapper)."""
-    return int(_C.__dict__[name].__get__(ctx))
+    return int(_c_descriptor(name).__get__(ctx))
+
+
+def _key_type(cert_der: bytes) -> str:
+    """The slot OpenSSL keeps a certificate in: one per public key algorithm."""
+    from cryptography import x509
+    from cryptography.hazmat.primitives.asymmetric import dsa, ec, ed448, ed25519, rsa
+
+    key = x509.load_der_x509_certificate(cert_der).public_key()
+    for kind, name in (
+        (rsa.RSAPublicKey, "RSA"),
+        (ec.EllipticCurvePublicKey, "EC"),
+        (ed25519.Ed25519PublicKey, "Ed25519"),
+        (ed448.Ed448PublicKey, "Ed448"),
+        (dsa.DSAPublicKey, "DSA"),
+    ):
+        if isinstance(key, kind):
+            return name
+    return type(key).__name__
+
+
+def _decrypted_key(pem: bytes, password: bytes) -> bytes:
+    """An encrypted PEM key as unencrypted PKCS#8 PEM, in memory only."""
+    from cryptography.hazmat.primitives import serialization
+
+    try:
+        # OpenSSL has just loaded this key and matched it to the certificate; the engine checks
+        # it again when it signs with it (as the stdlib, which never runs an RSA key check).
+        key = serialization.load_pem_private_key(
+            pem, password=password, unsafe_skip_rsa_key_validation=True
+        )
+    except (ValueError, TypeError) as exc:
+        raise UnsupportedSettingError(
+            f"load_cert_chain: OpenSSL took the private key but the unitls bridge cannot "
+            f"decrypt it: {exc}"
+        ) from exc
+    return key.private_bytes(
+        serialization.Encoding.PEM,
+        serialization.PrivateFormat.PKCS8,
+        serialization.NoEncryption(),
+    )
+
+
+class _NoCertificate:
+    """The PEP context of a server with no certificate: wrapping works (as in the stdlib), the
+    handshake fails."""
+
+    configuration = None
+
+    def create_buffer(self, *args: Any) -> Any:
+        raise ConfigurationError(
+            "this server-side SSLContext has no certificate: call load_cert_chain() before "
+            "accepting TLS connections"
+        )
+
+
+class _QuietInsecure:
+    """An insecure PEP client context whose buffers do not warn again: the bridge warned once for
+    the context (as on the OpenSSL engine, whose native path makes no buffers)."""
+
+    __slots__ = ("_pep",)
+
+    def __init__(self, pep: ClientContext) -> None:
+        self._pep = pep
+
+    @property
+    def configuration(self) -> TLSClientConfiguration:
+        return self._pep.configuration
+
+    def create_buffer(self, server_hostname: str) -> Any:
+        from ..insecure import _already_warned
+
+        token = _already_warned.set(True)
+        try:
+            return self._pep.create_buffer(server_hostname)
+        finally:
+            _already_warned.reset(token)
+
+
+class _Plan:
+    """What connections made with one set of settings run on (cached per settings).
+
+    ``native``: the OpenSSL engine's ``ssl.SSLContext`` objects (the first is the default chain);
+    otherwise ``pep``, the PEP context whose buffers ``SocketTLS``/``BioTLS`` run.
+    """
+
+    __slots__ = ("config", "engine_sni", "native", "pep", "private", "sni_shim", "verified")
+
+    def __init__(
+        self,
+        config: TLSClientConfiguration | TLSServerConfiguration | None,
+        verified: bool,
+        pep: Any = None,
+        native: list[ssl.SSLContext] | None = None,
+        private: bool = True,
+    ) -> None:
+        self.config = config
+        self.verified = verified  # False: getpeercert() gives {} like an unverified C socket
+        self.pep = pep
+        self.native = native
+        # False: ``native`` is the engine's cache, shared with other contexts of equal settings.
+        self.private = private
+        # The engine's own SNI chain selector on the native contexts, if it installed one.
+        self.engine_sni = native[0].sni_callback if native else None
+        self.sni_shim: Any = None
+
+    @property
+    def configuration(self) -> TLSClientConfiguration | TLSServerConfiguration | None:
+        return self.config
 
 
 class SSLContext(_Base):
@@ -207,8 +450,8 @@ class SSLContext(_Base):
     name, a ``unitls.TLSImplementation``, or None for ``unitls.get_implementation()``.
 
     Settings without a PEP 748 equivalent are refused with ``UnsupportedSettingError`` when the
-    context is used (or set, for ``sni_callback``): ``CERT_OPTIONAL``, TLS below 1.2, server-side
-    post-handshake authentication, CRL checking, encrypted private keys.
+    context is used (see docs/compat.md): ``CERT_OPTIONAL``, TLS below 1.2, server-side
+    post-handshake authentication, CRL checking, a key needing a password typed on the terminal.
     """
 
     # The engine used when none is given (injection sets this on a subclass).
@@ -221,21 +464,34 @@ class SSLContext(_Base):
     verify_flags = safe_property("verify_flags")
 
     _unitls_impl: TLSImplementation[Any, Any]
+    _unitls_native: bool
     _unitls_ca: dict[bytes, None]
     _unitls_system_ca: bool
-    _unitls_chain: SigningChain | None
+    _unitls_chains: dict[str, SigningChain]
     _unitls_alpn: tuple[bytes, ...]
     _unitls_ciphers: tuple[int, ...] | None
+    _unitls_ecdh_curve: str | None
     _unitls_generation: int
-    _unitls_cache: dict[tuple[Any, ...], tuple[ClientContext | ServerContext, bool]]
+    _unitls_cache: dict[tuple[Any, ...], _Plan]
+    _unitls_lock: threading.Lock
 
     def __new__(
         cls,
-        protocol: int | None = ssl.PROTOCOL_TLS_CLIENT,
+        protocol: int | None = None,
         *args: Any,
         implementation: str | TLSImplementation[Any, Any] | None = None,
         **kwargs: Any,
     ) -> SSLContext:
+        if protocol is None:
+            import warnings
+
+            # The stdlib's default (PROTOCOL_TLS: CERT_NONE, either side) and its warning.
+            warnings.warn(
+                "ssl.SSLContext() without protocol argument is deprecated.",
+                category=DeprecationWarning,
+                stacklevel=2,
+            )
+            protocol = ssl.PROTOCOL_TLS
         if protocol in _OLD_PROTOCOLS:
             raise UnsupportedSettingError(
                 f"ssl.{_OLD_PROTOCOLS[protocol]} is TLS below 1.2, which unitls engines never "
@@ -243,21 +499,23 @@ class SSLContext(_Base):
             )
         self: SSLContext = super().__new__(cls, protocol)
         state = self.__dict__
-        state["_unitls_impl"] = _resolve(
-            implementation if implementation is not None else cls._unitls_default
-        )
+        impl = _resolve(implementation if implementation is not None else cls._unitls_default)
+        state["_unitls_impl"] = impl
+        state["_unitls_native"] = _is_openssl_engine(impl)
         state["_unitls_ca"] = {}
         state["_unitls_system_ca"] = False
-        state["_unitls_chain"] = None
+        state["_unitls_chains"] = {}
         state["_unitls_alpn"] = ()
         state["_unitls_ciphers"] = None
+        state["_unitls_ecdh_curve"] = None
         state["_unitls_generation"] = 0
         state["_unitls_cache"] = {}
+        state["_unitls_lock"] = threading.Lock()
         return self
 
     def __init__(
         self,
-        protocol: int | None = ssl.PROTOCOL_TLS_CLIENT,
+        protocol: int | None = None,
         *args: Any,
         implementation: str | TLSImplementation[Any, Any] | None = None,
         **kwargs: Any,
@@ -286,23 +544,24 @@ class SSLContext(_Base):
         super().load_verify_locations(cafile, capath, cadata)
         ders: list[bytes] = []
         if cafile is not None:
-            ders += _pem_certs(_read(cafile, "cafile"))
+            ders += _pem_certs(_read(cafile))
         if capath is not None:
-            for entry in sorted(os.scandir(capath), key=lambda e: e.name):
-                if entry.is_file():
-                    ders += _pem_certs(_read(entry.path, "CA file"))
+            ders += _capath_certs(capath)
         if isinstance(cadata, str):
             ders += _pem_certs(cadata.encode("ascii"))
         elif cadata is not None:
             ders += _der_certs(bytes(memoryview(cadata)))
-        for der in ders:
+        new = [der for der in ders if der not in self._unitls_ca]
+        for der in new:
             self._unitls_ca[der] = None
-        self._changed()
+        if new:  # loading the same CAs again (urllib3 does, per connection) changes nothing
+            self._changed()
 
     def set_default_verify_paths(self) -> None:
         super().set_default_verify_paths()
-        self._unitls_system_ca = True
-        self._changed()
+        if not self._unitls_system_ca:
+            self._unitls_system_ca = True
+            self._changed()
 
     def load_cert_chain(
         self,
@@ -310,31 +569,62 @@ class SSLContext(_Base):
         keyfile: Any = None,
         password: str | bytes | bytearray | Callable[[], str | bytes | bytearray] | None = None,
     ) -> None:
-        cert_data = _read(certfile, "certfile")
-        key_data = _read(keyfile, "keyfile") if keyfile is not None else cert_data
+        cert_data = _read(certfile)
+        key_data = _read(keyfile) if keyfile is not None else cert_data
         match = _PEM_KEY.search(key_data)
-        where = keyfile if keyfile is not None else certfile
+        encrypted = match is not None and (
+            match.group(1).startswith(b"ENCRYPTED") or b"ENCRYPTED" in match.group(2)[:200]
+        )
+        if encrypted and password is None:
+            # Checked before OpenSSL sees the file: it would prompt on the terminal, and the
+            # engine needs the key decrypted.
+            where = keyfile if keyfile is not None else certfile
+            raise UnsupportedSettingError(
+                f"load_cert_chain: the private key in {where!r} is encrypted and no password "
+                "was given (the unitls bridge cannot ask on the terminal): pass password="
+            )
+        typed: list[bytes] = []
+        if callable(password):
+            callback = password
+
+            def remember() -> Any:
+                value = callback()
+                if isinstance(value, (str, bytes, bytearray)):
+                    typed.append(value.encode() if isinstance(value, str) else bytes(value))
+                return value
+
+            super().load_cert_chain(certfile, keyfile, remember)
+        else:
+            # OpenSSL first: what it raises (PEM lib, key values mismatch, bad password, type
+            # errors) is what the stdlib raises.
+            super().load_cert_chain(certfile, keyfile, password)
+            if isinstance(password, (str, bytes, bytearray)):
+                typed.append(password.encode() if isinstance(password, str) else bytes(password))
         if match is None:
             raise UnsupportedSettingError(
-                f"load_cert_chain: no PEM private key found in {where!r} (the bridge reads PEM "
-                "keys: PRIVATE KEY, RSA PRIVATE KEY or EC PRIVATE KEY)"
-            )
-        if match.group(1).startswith(b"ENCRYPTED") or b"ENCRYPTED" in match.group(2)[:200]:
-            # Checked before OpenSSL sees the file: it would prompt on the terminal.
-            raise UnsupportedSettingError(
-                f"load_cert_chain: the private key in {where!r} is encrypted; the unitls bridge "
-                "cannot take a password (PEP 748 keys are unencrypted): decrypt the key, keep it "
-                "readable only by this user, and load it without a password"
+                "load_cert_chain: the unitls bridge reads PEM keys (PRIVATE KEY, RSA PRIVATE KEY, "
+                "EC PRIVATE KEY or ENCRYPTED PRIVATE KEY) and found none"
             )
         ders = _pem_certs(cert_data)
         if not ders:
             raise UnsupportedSettingError(f"load_cert_chain: no PEM certificate in {certfile!r}")
-        super().load_cert_chain(certfile, keyfile, password)  # OpenSSL checks the key matches
-        self._unitls_chain = SigningChain(
-            (Certificate.from_buffer(_der_to_pem(ders[0])), PrivateKey.from_buffer(match.group(0))),
+        # An unencrypted key goes to the engine as it is (parsing RSA keys is slow).
+        pem = _decrypted_key(match.group(0), typed[0]) if encrypted and typed else match.group(0)
+        chain = SigningChain(
+            (Certificate.from_buffer(_der_to_pem(ders[0])), PrivateKey.from_buffer(pem)),
             [Certificate.from_buffer(_der_to_pem(d)) for d in ders[1:]],
         )
+        # Like OpenSSL: one chain per key type (a second RSA chain replaces the first).
+        kind = _key_type(ders[0])
+        self._unitls_chains.pop(kind, None)
+        self._unitls_chains[kind] = chain
         self._changed()
+
+    @property
+    def _unitls_chain(self) -> SigningChain | None:
+        """The chain a client presents: the one loaded last (PEP clients have one)."""
+        chains = list(self._unitls_chains.values())
+        return chains[-1] if chains else None
 
     def set_alpn_protocols(self, alpn_protocols: Iterable[str]) -> None:
         protocols = list(alpn_protocols)
@@ -360,12 +650,16 @@ class SSLContext(_Base):
         self._unitls_ciphers = tuple(tls13 + tls12)
         self._changed()
 
-    # Settings the engines decide for themselves: kept on the OpenSSL object (so getters answer
-    # as usual) but announced, never silently dropped.
-
     def set_ecdh_curve(self, name: str, /) -> None:
         super().set_ecdh_curve(name)
-        _ignored(f"set_ecdh_curve({name!r})", "the engine chooses the key exchange group")
+        if self._unitls_native:
+            self._unitls_ecdh_curve = name  # the OpenSSL engine's contexts take it as well
+            self._changed()
+        else:
+            _ignored(f"set_ecdh_curve({name!r})", "the engine chooses the key exchange group")
+
+    # Settings the engines decide for themselves: kept on the OpenSSL object (so getters answer
+    # as usual) but announced, never silently dropped.
 
     def load_dh_params(self, path: Any, /) -> None:
         super().load_dh_params(path)
@@ -373,13 +667,22 @@ class SSLContext(_Base):
 
     @property
     def keylog_filename(self) -> Any:
-        return _C.__dict__["keylog_filename"].__get__(self)
+        return _c_descriptor("keylog_filename").__get__(self)
 
     @keylog_filename.setter
     def keylog_filename(self, value: Any) -> None:
-        _C.__dict__["keylog_filename"].__set__(self, value)
-        if value is not None:
-            _ignored(f"keylog_filename = {value!r}", "no TLS key log is written")
+        # The stdlib opens the file (and writes its header) here; connections on the OpenSSL
+        # engine log to it natively (see _sync_native).
+        _c_descriptor("keylog_filename").__set__(self, value)
+        if self._unitls_native:
+            self._changed()  # a client then gets engine contexts of its own (see _build)
+        elif value is not None:
+            # Hook for engines that write a key log themselves (issue 13): hand them the path
+            # in _build once the PEP context takes one.
+            _ignored(
+                f"keylog_filename = {value!r}",
+                f"the {self._unitls_impl.name} engine writes no TLS key log",
+            )
 
     @property
     def hostname_checks_common_name(self) -> bool:
@@ -395,17 +698,31 @@ class SSLContext(_Base):
             )
 
     @property
-    def sni_callback(self) -> None:
-        return None
+    def _msg_callback(self) -> Any:
+        return _MSG_CALLBACK.fget(self)  # type: ignore[misc]
 
-    @sni_callback.setter
-    def sni_callback(self, value: object) -> None:
-        if value is not None:
-            raise UnsupportedSettingError(
-                "sni_callback / set_servername_callback is not supported by the unitls bridge "
-                "(PEP 748 servers pick their certificate by SNI themselves): build a "
-                "unitls.TLSServerConfiguration with one SigningChain per name instead"
+    @_msg_callback.setter
+    def _msg_callback(self, callback: Any) -> None:
+        _MSG_CALLBACK.fset(self, callback)  # type: ignore[misc]
+        if self._unitls_native:
+            self._changed()  # a client then gets engine contexts of its own (see _build)
+        elif callback is not None:
+            _ignored(
+                "_msg_callback",
+                f"the {self._unitls_impl.name} engine does not report TLS messages",
             )
+
+    # sni_callback and set_servername_callback are the stdlib's: the callable is kept on this
+    # (C) context, which validates it and clears reference cycles through it. Connections call
+    # it with this context (see _sync_native and SNIWait in _sslobj.py).
+
+    def session_stats(self) -> dict[str, int]:
+        stats: dict[str, int] = super().session_stats()
+        for plan in list(self._unitls_cache.values()):
+            for inner in plan.native if plan.native and plan.private else ():
+                for key, value in _C.session_stats(inner).items():
+                    stats[key] = stats.get(key, 0) + value
+        return stats
 
     # -- settings -> PEP 748 -----------------------------------------------------------------
 
@@ -454,21 +771,39 @@ class SSLContext(_Base):
             return TrustStore.from_buffer(custom)
         if self._unitls_system_ca:
             return TrustStore.system() if server else None
-        side = "client certificates" if server else "the server's certificate"
-        raise UnsupportedSettingError(
-            f"verify_mode = CERT_REQUIRED but no CA certificates are loaded to verify {side}: "
-            "call load_default_certs() (the system's) or load_verify_locations()"
-        )
+        return _unusable_trust_store()
 
-    def _unitls_context(self, server_side: bool) -> tuple[ClientContext | ServerContext, bool]:
-        """The PEP context for the current settings (cached) and whether peers are verified."""
+    def _complete(self, chain: SigningChain) -> SigningChain:
+        """``chain`` with the issuers OpenSSL would add from this context's CA certificates when
+        the certificate file holds the leaf alone (it sends the chain up to the root)."""
+        if chain.chain or not self._unitls_ca:
+            return chain
+        leaf = chain.leaf[0]
+        assert leaf.buffer is not None
+        path = verified_chain(
+            [ssl.PEM_cert_to_DER_cert(leaf.buffer.decode())], list(self._unitls_ca)
+        )
+        if len(path) == 1:
+            return chain
+        return SigningChain(chain.leaf, [Certificate.from_buffer(_der_to_pem(d)) for d in path[1:]])
+
+    def _unitls_anchors(self) -> list[bytes]:
+        """DER of every trust anchor (for get_verified_chain on engines without a native one)."""
+        anchors = list(self._unitls_ca)
+        if self._unitls_system_ca:
+            anchors += _pem_certs(_system_bundle())
+        return anchors
+
+    def _unitls_context(self, server_side: bool) -> _Plan:
+        """The plan for the current settings (cached)."""
         key = (
             server_side,
             _c_get(self, "verify_mode"),
             self.check_hostname,
             _c_get(self, "minimum_version"),
             _c_get(self, "maximum_version"),
-            _c_get(self, "options") & (ssl.OP_NO_TLSv1_2 | ssl.OP_NO_TLSv1_3),
+            _c_get(self, "options") & _MAPPED_OPTIONS,
+            _c_get(self, "num_tickets") if server_side else 0,
             self.post_handshake_auth,
             _c_get(self, "verify_flags") & _CRL_FLAGS,
             self._unitls_generation,
@@ -476,13 +811,16 @@ class SSLContext(_Base):
         cache = self._unitls_cache
         found = cache.get(key)
         if found is None:
-            found = self._build(server_side)
-            if len(cache) >= _CACHE_LIMIT:
-                cache.clear()
-            cache[key] = found
+            with self._unitls_lock:  # one build per settings, even with many threads
+                found = cache.get(key)
+                if found is None:
+                    found = self._build(server_side)
+                    if len(cache) >= _CACHE_LIMIT:
+                        cache.clear()
+                    cache[key] = found
         return found
 
-    def _build(self, server_side: bool) -> tuple[ClientContext | ServerContext, bool]:
+    def _build(self, server_side: bool) -> _Plan:
         protocol = self.protocol
         if server_side and protocol == ssl.PROTOCOL_TLS_CLIENT:
             raise ValueError("Cannot create a server socket with a PROTOCOL_TLS_CLIENT context")
@@ -507,6 +845,7 @@ class SSLContext(_Base):
             "highest_supported_version": high,
         }
         impl = self._unitls_impl
+        verify = verify_mode == ssl.CERT_REQUIRED
         try:
             if server_side:
                 if self.post_handshake_auth:
@@ -514,26 +853,48 @@ class SSLContext(_Base):
                         "post_handshake_auth = True on a server context: post-handshake client "
                         "authentication is not supported by PEP 748 engines"
                     )
-                if self._unitls_chain is None:
-                    raise UnsupportedSettingError(
-                        "a server-side wrap needs a certificate: call load_cert_chain() first"
-                    )
-                verify = verify_mode == ssl.CERT_REQUIRED
+                if not self._unitls_chains:
+                    return _Plan(None, verify, pep=_NoCertificate())
                 server_config = TLSServerConfiguration(
-                    certificate_chain=[self._unitls_chain],
+                    certificate_chain=[self._complete(c) for c in self._unitls_chains.values()],
                     trust_store=self._trust_store(True) if verify else None,
                     **common,
                 )
-                return impl.server_context(server_config), verify
-            verify = verify_mode == ssl.CERT_REQUIRED
+                # OP_NO_TICKET: no session tickets. num_tickets (TLS 1.3 tickets per
+                # handshake) is OpenSSL's; elsewhere 0 turns tickets off altogether.
+                tickets = not self.options & ssl.OP_NO_TICKET
+                if self._unitls_native:
+                    native = self._native_server(server_config, tickets)
+                    return _Plan(server_config, verify, native=native)
+                tickets = tickets and self.num_tickets != 0
+                if tickets:
+                    return _Plan(server_config, verify, pep=impl.server_context(server_config))
+                no_tickets = impl.server_context(server_config, session_tickets=False)
+                return _Plan(server_config, verify, pep=no_tickets)
             client_config = TLSClientConfiguration(
-                certificate_chain=self._unitls_chain,
+                certificate_chain=self._complete(chain) if (chain := self._unitls_chain) else None,
                 trust_store=self._trust_store(False) if verify else None,
                 **common,
             )
-            if verify and self.check_hostname:
-                return impl.client_context(client_config), True
-            return self._insecure_client(client_config, verify), verify
+            secure = verify and self.check_hostname
+            if not secure:
+                what = "check_hostname = False" if verify else "verify_mode = CERT_NONE"
+                from ..insecure import warn
+
+                warn(
+                    f"ssl.SSLContext bridge with {what}: the server is not authenticated "
+                    "(acceptable for testing only)",
+                    stacklevel=7,
+                )
+            if self._unitls_native:
+                # Clients share the engine's contexts (loading the system CAs costs tens of
+                # milliseconds per context) unless a hook would then leak to other contexts.
+                private = self._unitls_ecdh_curve is not None or self._has_hooks()
+                native = self._native_client(client_config, verify, self.check_hostname, private)
+                return _Plan(client_config, verify, native=native, private=private)
+            if secure:
+                return _Plan(client_config, True, pep=impl.client_context(client_config))
+            return _Plan(client_config, verify, pep=self._insecure_client(client_config, verify))
         except UnsupportedSettingError:
             raise
         except ConfigurationError as exc:
@@ -541,21 +902,88 @@ class SSLContext(_Base):
                 f"the {impl.name} engine cannot honour this SSLContext's settings: {exc}"
             ) from exc
 
-    def _insecure_client(self, config: TLSClientConfiguration, verify: bool) -> ClientContext:
-        from ..insecure import InsecureConfiguration, warn
+    def _insecure_client(self, config: TLSClientConfiguration, verify: bool) -> _QuietInsecure:
+        from ..insecure import InsecureConfiguration, _already_warned
 
-        what = "check_hostname = False" if verify else "verify_mode = CERT_NONE"
-        warn(
-            f"ssl.SSLContext bridge with {what}: the server is not authenticated "
-            "(acceptable for testing only)",
-            stacklevel=5,
-        )
         impl = _insecure_impl(self._unitls_impl.name)
-        insecure = InsecureConfiguration(
-            disable_verification=not verify, disable_hostname_check=True
+        token = _already_warned.set(True)  # _build warned for this context
+        try:
+            insecure = InsecureConfiguration(
+                disable_verification=not verify, disable_hostname_check=True
+            )
+            ctx: ClientContext = impl.client_context(config, insecure)
+        finally:
+            _already_warned.reset(token)
+        return _QuietInsecure(ctx)
+
+    # -- the OpenSSL engine's native path ---------------------------------------------------------
+
+    def _native_client(
+        self, config: TLSClientConfiguration, verify: bool, check_hostname: bool, private: bool
+    ) -> list[ssl.SSLContext]:
+        from .. import openssl
+
+        openssl.validate_config(config)
+        if not private:
+            return [openssl._shared_client_context(config, verify, check_hostname)]
+        inner = openssl._client_context(config, verify, check_hostname)
+        self._native_extras(inner)
+        return [inner]
+
+    def _has_hooks(self) -> bool:
+        return (
+            _c_descriptor("keylog_filename").__get__(self) is not None
+            or _c_descriptor("_msg_callback").__get__(self) is not None
         )
-        ctx: ClientContext = impl.client_context(config, insecure)
-        return ctx
+
+    def _native_server(self, config: TLSServerConfiguration, tickets: bool) -> list[ssl.SSLContext]:
+        from .. import openssl
+
+        openssl.validate_config(config)
+        contexts = openssl._server_contexts(config, tickets)
+        for inner in contexts:
+            self._native_extras(inner)
+            if tickets:
+                inner.num_tickets = self.num_tickets  # TLS 1.3 tickets; TLS 1.2 has its own
+        return contexts
+
+    def _native_extras(self, inner: ssl.SSLContext) -> None:
+        """Settings only the OpenSSL engine takes, on this context's own engine contexts."""
+        if self._unitls_ecdh_curve is not None:
+            inner.set_ecdh_curve(self._unitls_ecdh_curve)
+
+    def _sync_native(self, plan: _Plan, server_side: bool) -> None:
+        """Carry the hooks that may change at any time onto the engine's contexts (cheap when
+        nothing changed): the key log, ``_msg_callback``, and on servers ``sni_callback``."""
+        assert plan.native is not None
+        if not plan.private:
+            return  # no hooks (setting one makes the next plan private)
+        keylog = _c_descriptor("keylog_filename")
+        msg = _c_descriptor("_msg_callback")
+        sni = _c_descriptor("sni_callback")
+        wanted_log = keylog.__get__(self)
+        wanted_msg = msg.__get__(self)
+        wanted_sni = plan.engine_sni
+        if server_side and sni.__get__(self) is not None:
+            if plan.sni_shim is None:
+                plan.sni_shim = _native_sni_shim(self, plan.engine_sni)
+            wanted_sni = plan.sni_shim
+        for inner in plan.native:
+            if keylog.__get__(inner) != wanted_log:
+                keylog.__set__(inner, wanted_log)
+            if msg.__get__(inner) is not wanted_msg:
+                msg.__set__(inner, wanted_msg)
+            if server_side and sni.__get__(inner) is not wanted_sni:
+                sni.__set__(inner, wanted_sni)
+
+    def _native_for(self, server_side: bool) -> ssl.SSLContext | None:
+        """The engine context a native connection switches to when its context becomes this one
+        (``sslsock.context = ctx`` in an SNI callback); None if this is not the OpenSSL engine."""
+        plan = self._unitls_context(server_side)
+        if plan.native is None:
+            return None
+        self._sync_native(plan, server_side)
+        return plan.native[0]
 
     # -- the factories ssl.SSLSocket and ssl.SSLObject call ----------------------------------
 
@@ -567,15 +995,18 @@ class SSLContext(_Base):
         *,
         owner: Any = None,
         session: Any = None,
-    ) -> SocketTLS:
-        pep, verified = self._unitls_context(server_side)
-        _check_hostname(self, server_side, server_hostname, session)
-        native = _native_context(pep)
-        if native is not None:
-            return _C._wrap_socket(  # type: ignore[attr-defined,no-any-return]
-                native, sock, server_side, server_hostname, owner=owner, session=None
+    ) -> SocketTLS | NativeTLS:
+        plan = self._unitls_context(server_side)
+        _check_hostname(self, server_side, server_hostname)
+        if plan.native is not None:
+            self._sync_native(plan, server_side)
+            check_session_owner(self, session)
+            c_obj = _C._wrap_socket(  # type: ignore[attr-defined]
+                plan.native[0], sock, server_side, server_hostname, owner=owner, session=session
             )
-        return SocketTLS(sock, self, pep, server_side, server_hostname, owner, verified)
+            return NativeTLS(c_obj, self)
+        _check_session(self, session)
+        return SocketTLS(sock, self, plan.pep, server_side, server_hostname, owner, plan.verified)
 
     def _wrap_bio(
         self,
@@ -586,30 +1017,49 @@ class SSLContext(_Base):
         *,
         owner: Any = None,
         session: Any = None,
-    ) -> BioTLS:
-        pep, verified = self._unitls_context(server_side)
-        _check_hostname(self, server_side, server_hostname, session)
-        native = _native_context(pep)
-        if native is not None:
-            return _C._wrap_bio(  # type: ignore[attr-defined,no-any-return]
-                native, incoming, outgoing, server_side, server_hostname, owner=owner, session=None
+    ) -> BioTLS | NativeTLS:
+        plan = self._unitls_context(server_side)
+        _check_hostname(self, server_side, server_hostname)
+        if plan.native is not None:
+            self._sync_native(plan, server_side)
+            check_session_owner(self, session)
+            c_obj = _C._wrap_bio(  # type: ignore[attr-defined]
+                plan.native[0],
+                incoming,
+                outgoing,
+                server_side,
+                server_hostname,
+                owner=owner,
+                session=session,
             )
-        return BioTLS(incoming, outgoing, self, pep, server_side, server_hostname, owner, verified)
+            return NativeTLS(c_obj, self)
+        _check_session(self, session)
+        return BioTLS(
+            incoming, outgoing, self, plan.pep, server_side, server_hostname, owner, plan.verified
+        )
 
 
-def _native_context(pep: ClientContext | ServerContext) -> ssl.SSLContext | None:
-    """The OpenSSL engine's own ``ssl.SSLContext`` behind ``pep``, if it is that engine.
+def _native_sni_shim(ctx: SSLContext, engine_sni: Any) -> Callable[[Any, str | None, Any], Any]:
+    """The SNI callback of a bridge server's engine contexts: the engine's chain selection, then
+    the user's ``sni_callback`` called with the bridge context, as the stdlib calls it."""
+    ref = weakref.ref(ctx)  # no cycle through the engine contexts
+    user_sni = _c_descriptor("sni_callback")
 
-    The OpenSSL engine translates a PEP configuration into stdlib ``SSLContext`` objects (SNI
-    selection included); handing their C ``_SSLSocket``/``_SSLObject`` to ssl.py is that engine's
-    native path: the stdlib's own I/O loop, no Python code per read or write.
-    """
-    from .._extensions import SupportsStdlibContext
+    def shim(sslobj: Any, server_name: str | None, inner: ssl.SSLContext) -> Any:
+        if engine_sni is not None:
+            engine_sni(sslobj, server_name, inner)
+        bridge = ref()
+        callback = user_sni.__get__(bridge) if bridge is not None else None
+        if callback is None:
+            return None
+        try:
+            return callback(sslobj, server_name, bridge)
+        except Exception as exc:
+            # What _ssl.c does, but naming the user's callback rather than this shim.
+            report_unraisable(exc, callback)
+            return ssl.ALERT_DESCRIPTION_HANDSHAKE_FAILURE
 
-    if isinstance(pep, SupportsStdlibContext):
-        native: ssl.SSLContext = pep.stdlib_context()
-        return native
-    return None
+    return shim
 
 
 class IgnoredSettingWarning(RuntimeWarning):
@@ -628,13 +1078,28 @@ def _is_known(proto: bytes) -> bool:
     return proto in {p.value for p in NextProtocol}
 
 
-def _check_hostname(
-    ctx: ssl.SSLContext, server_side: bool, server_hostname: str | None, session: Any
-) -> None:
+def _check_hostname(ctx: ssl.SSLContext, server_side: bool, server_hostname: str | None) -> None:
+    """What ``_ssl.c`` checks when it wraps (ssl.py has already IDNA-encoded the name)."""
     if server_side:
         if server_hostname:
             raise ValueError("server_hostname can only be specified in client mode")
-    elif ctx.check_hostname and not server_hostname:
+        return
+    if server_hostname is not None:
+        if "\x00" in server_hostname:
+            raise TypeError("argument must be encoded string without null bytes, not str")
+        if not server_hostname or server_hostname.startswith("."):
+            raise ValueError(
+                "server_hostname cannot be an empty string or start with a leading dot."
+            )
+    elif ctx.check_hostname:
         raise ValueError("check_hostname requires server_hostname")
+
+
+def _check_session(ctx: SSLContext, session: Any) -> None:
     if session is not None:
-        raise ValueError("the unitls bridge does not resume ssl.SSLSession sessions")
+        # ssl.SSLSession objects come from the OpenSSL engine's connections only. Resumption on
+        # the other engines is issue 13's (rustls clients resume by themselves meanwhile).
+        raise UnsupportedSettingError(
+            f"session=: the {ctx._unitls_impl.name} engine cannot resume an ssl.SSLSession "
+            "(sessions are resumed through the unitls bridge on the openssl engine only)"
+        )

@@ -16,7 +16,8 @@ import threading
 import weakref
 from typing import TYPE_CHECKING, Any
 
-from .._enums import CipherSuite, NextProtocol, TLSVersion
+from .._engine import TLS12, TLS13, version_bounds
+from .._enums import DEFAULT_CIPHER_LIST, TLS13_SUITES, CipherSuite, NextProtocol, TLSVersion
 from .._errors import (
     CertificateVerificationError,
     ConfigurationError,
@@ -28,7 +29,16 @@ from .._errors import (
     WantReadError,
     WantWriteError,
 )
-from ._certinfo import cert_dict, cipher_tuple, verify_code
+from ._certinfo import (
+    PeerCertificate,
+    alert_reason,
+    cert_dict,
+    cipher_tuple,
+    verified_chain,
+    verify_code,
+    verify_message,
+)
+from ._hello import HelloBuffer
 
 if TYPE_CHECKING:
     from typing_extensions import Buffer
@@ -56,26 +66,55 @@ def _want_write() -> ssl.SSLWantWriteError:
     return ssl.SSLWantWriteError(ssl.SSL_ERROR_WANT_WRITE, "The operation did not complete (write)")
 
 
-def translate(exc: TLSError, operation: str) -> OSError:
+# Engine failures that OpenSSL reports with a reason of its own (text in the engines' messages).
+_PROTOCOL_REASONS = (
+    ("NoCipherSuitesInCommon", "NO_SHARED_CIPHER", "no shared cipher"),
+    ("is the peer speaking TLS?", "WRONG_VERSION_NUMBER", "wrong version number"),
+)
+_REJECTED_PREFIX = "peer rejected our certificate: "
+
+
+def _ssl_error(reason: str, text: str, cls: type[ssl.SSLError] = ssl.SSLError) -> ssl.SSLError:
+    err = cls(ssl.SSL_ERROR_SSL, f"[SSL: {reason}] {text}")
+    err.reason = reason
+    err.library = "SSL"
+    return err
+
+
+def translate(exc: TLSError, operation: str, server_hostname: str | None = None) -> OSError:
     """The ``ssl`` (or ``OSError``) exception a C ``_ssl`` object raises for this failure.
 
-    The caller chains ``exc`` as ``__cause__``.
+    The caller chains ``exc`` as ``__cause__``; ``server_hostname`` names the server in
+    hostname mismatch messages, as ``_ssl.c`` does.
     """
     cause = exc.__cause__
+    # A fatal alert from the peer (ProtocolError.alert): OpenSSL's reason names the alert, e.g.
+    # TLSV1_ALERT_UNKNOWN_CA when the peer rejected our certificate.
+    alert = getattr(exc, "alert", None)
+    if alert is None and isinstance(exc, CertificateVerificationError):
+        if exc.reason.startswith(_REJECTED_PREFIX):
+            alert = exc.reason[len(_REJECTED_PREFIX) :]
+    if alert is not None:
+        known = alert_reason(alert)
+        if known is not None:
+            return _ssl_error(*known)
     if isinstance(exc, CertificateVerificationError):
         if isinstance(cause, ssl.SSLCertVerificationError):
             code, message = int(cause.verify_code), str(cause.verify_message)
+        elif "sent no certificate" in exc.reason:
+            return _ssl_error(
+                "PEER_DID_NOT_RETURN_A_CERTIFICATE", "peer did not return a certificate"
+            )
         else:
-            code, message = verify_code(exc.reason), exc.reason
-        err: OSError = ssl.SSLCertVerificationError(
-            ssl.SSL_ERROR_SSL,
-            f"[SSL: CERTIFICATE_VERIFY_FAILED] certificate verify failed: {message}",
+            code, message = verify_message(verify_code(exc.reason), exc.reason, server_hostname)
+        err = _ssl_error(
+            "CERTIFICATE_VERIFY_FAILED",
+            f"certificate verify failed: {message}",
+            ssl.SSLCertVerificationError,
         )
         assert isinstance(err, ssl.SSLCertVerificationError)
         err.verify_code = code
         err.verify_message = message
-        err.reason = "CERTIFICATE_VERIFY_FAILED"
-        err.library = "SSL"
         return err
     if isinstance(exc, (RaggedEOF, HandshakeClosedError)):
         return _eof_error()
@@ -87,13 +126,20 @@ def translate(exc: TLSError, operation: str) -> OSError:
         return TimeoutError(f"The {operation} operation timed out")
     if isinstance(exc, TLSConnectionError):
         return OSError(exc.errno, exc.strerror)  # OSError picks the matching subclass
-    err = ssl.SSLError(ssl.SSL_ERROR_SSL, str(exc))
-    assert isinstance(err, ssl.SSLError)
     if isinstance(cause, ssl.SSLError):
+        err = ssl.SSLError(ssl.SSL_ERROR_SSL, str(exc))
         err.reason, err.library = cause.reason, cause.library
-    else:
-        err.reason = "UNITLS_CONFIGURATION" if isinstance(exc, ConfigurationError) else "UNITLS"
-        err.library = "unitls"
+        return err
+    text = str(exc)
+    for marker, reason, openssl_text in _PROTOCOL_REASONS:
+        if marker in text:
+            err = _ssl_error(reason, openssl_text)
+            err.args = (ssl.SSL_ERROR_SSL, f"[SSL: {reason}] {openssl_text} ({text})")
+            err.strerror = err.args[1]
+            return err
+    err = ssl.SSLError(ssl.SSL_ERROR_SSL, text)
+    err.reason = "UNITLS_CONFIGURATION" if isinstance(exc, ConfigurationError) else "UNITLS"
+    err.library = "unitls"
     return err
 
 
@@ -145,6 +191,24 @@ class _LockedBuffer:
     def cipher(self) -> CipherSuite | int | None:
         with self._lock:
             return self._buf.cipher()
+
+    def peer_chain(self) -> list[bytes]:
+        """DER of what the peer sent, leaf first (engines' ``getpeercertchain``, beyond the PEP)."""
+        with self._lock:
+            getter = getattr(self._buf, "getpeercertchain", None)
+            if getter is not None:
+                return list(getter())
+            leaf = self._buf.getpeercert()
+            return [leaf] if leaf else []
+
+    def session_resumed(self) -> bool:
+        # Hook for engines reporting resumption (issue 13: TLSBuffer.session_resumed).
+        with self._lock:
+            return bool(getattr(self._buf, "session_resumed", False))
+
+    def client_hello(self) -> Any:
+        # No lock: an attribute read, and the caller may be inside sni_callback (under the lock).
+        return getattr(self._buf, "client_hello", None)
 
     def negotiated_protocol(self) -> NextProtocol | bytes | None:
         with self._lock:
@@ -210,6 +274,10 @@ class _TLSBase:
             self._retry(self._buffer(), b"")
         return True
 
+    def _local_address(self) -> str | None:
+        """The IP address the peer reached (for servers choosing a chain without SNI)."""
+        return None
+
     def _take_buffered(self) -> bool:
         """Hand the engine ciphertext that is already here, without any I/O (False: none)."""
         return False
@@ -221,9 +289,11 @@ class _TLSBase:
     def _buffer(self) -> _LockedBuffer:
         buf = self._buf
         if buf is None:
+            raw: Any
             try:
                 if self.server_side:
-                    raw = self._pep.create_buffer()  # type: ignore[call-arg]
+                    # The engine's buffer comes once the ClientHello is in (sni_callback).
+                    raw = HelloBuffer(self)
                 else:
                     name = self.server_hostname or self._placeholder_hostname()
                     raw = self._pep.create_buffer(name)  # type: ignore[call-arg]
@@ -256,7 +326,8 @@ class _TLSBase:
         except TLSError as exc:
             # Engines may fail while processing input (rustls does): send their alert first.
             self._flush_quietly()
-            raise translate(exc, "handshake" if not self._handshaked else "read") from exc
+            operation = "handshake" if not self._handshaked else "read"
+            raise translate(exc, operation, self.server_hostname) from exc
         return True
 
     def _flush_quietly(self) -> None:
@@ -274,11 +345,30 @@ class _TLSBase:
 
     @context.setter
     def context(self, value: ssl.SSLContext) -> None:
-        if value is not self._context:
+        if value is self._context:
+            return
+        if self._handshaked:
+            # As with OpenSSL: recorded, and nothing changes for this connection.
+            self._context = value
+            return
+        # Before the engine's buffer exists: a client not yet started, a server in sni_callback.
+        waiting = self._buf is None or getattr(self, "_in_sni_callback", False)
+        plan_for = getattr(value, "_unitls_context", None)
+        if not waiting or plan_for is None:
             raise ValueError(
-                "the unitls bridge cannot switch a connection to another SSLContext "
-                "(sni_callback is not supported)"
+                "the unitls bridge can switch a connection to another SSLContext only before "
+                "its handshake starts (clients) or in sni_callback (servers), and only to a "
+                "unitls.compat.SSLContext"
             )
+        plan = plan_for(self.server_side)
+        if plan.pep is None:
+            ours = getattr(self._context, "implementation", None)
+            theirs = getattr(value, "implementation", None)
+            raise ValueError(
+                f"cannot switch a connection of the {getattr(ours, 'name', '?')} engine to an "
+                f"SSLContext of the {getattr(theirs, 'name', '?')} engine"
+            )
+        self._context, self._pep, self._verified = value, plan.pep, plan.verified
 
     @property
     def owner(self) -> Any:
@@ -298,11 +388,10 @@ class _TLSBase:
             raise ValueError("the unitls bridge does not resume sessions from ssl.SSLSession")
 
     @property
-    def session_reused(self) -> bool:
-        # The engine buffer tells (unitls.extensions.SupportsSessionInfo); False before the
-        # handshake and for engines that do not say.
-        buf = self._buf
-        return buf is not None and bool(getattr(buf._buf, "session_resumed", False))
+    def session_reused(self) -> bool | None:
+        if not self._handshaked:
+            return None
+        return self._buffer().session_resumed()
 
     def do_handshake(self) -> None:
         if self._handshaked:
@@ -317,7 +406,7 @@ class _TLSBase:
                 self._pull("handshake")
             except TLSError as exc:
                 self._flush_quietly()
-                raise translate(exc, "handshake") from exc
+                raise translate(exc, "handshake", self.server_hostname) from exc
         self._handshaked = True
         self._flush()
 
@@ -334,8 +423,17 @@ class _TLSBase:
         return k
 
     def read(self, n: int = 1024, buffer: Buffer | None = None) -> bytes | int:
-        if buffer is not None and n <= 0:
-            n = memoryview(buffer).nbytes
+        # _ssl.c's argument rules: a negative size without a buffer is an error; with one, the
+        # size is capped at its length in bytes, whatever its item type (array('I'), ctypes).
+        if buffer is not None:
+            view = memoryview(buffer)
+            if view.format != "B" or view.ndim != 1:
+                view = view.cast("B")
+            buffer = view
+            if n <= 0 or n > view.nbytes:
+                n = view.nbytes
+        elif n < 0:
+            raise ValueError("size should not be negative")
         if n <= 0:
             return b"" if buffer is None else 0
         if not self._handshaked:
@@ -494,8 +592,25 @@ class _TLSBase:
         suite = self._buffer().cipher()
         return cipher_tuple(None if suite is None else int(suite), self._version())
 
-    def shared_ciphers(self) -> None:
-        return None
+    def shared_ciphers(self) -> list[tuple[str, str, int]] | None:
+        """Server side: the suites both sides offered, in this server's order (as OpenSSL)."""
+        if not self.server_side or self._buf is None:
+            return None
+        hello = self._buf.client_hello()
+        config = getattr(self._pep, "configuration", None)
+        if hello is None or config is None:
+            return None
+        low, high = version_bounds(config)
+        ours = [int(c) for c in (config.ciphers or DEFAULT_CIPHER_LIST)]
+        offered = set(hello.cipher_suites)
+        shared = []
+        for suite in ours:
+            tls13 = suite in TLS13_SUITES
+            if suite in offered and (high >= TLS13 if tls13 else low <= TLS12):
+                info = cipher_tuple(suite, "TLSv1.3" if tls13 else "TLSv1.2")
+                if info is not None:
+                    shared.append(info)
+        return shared
 
     def compression(self) -> None:
         return None
@@ -515,9 +630,30 @@ class _TLSBase:
     def get_channel_binding(self, cb_type: str = "tls-unique") -> None:
         if cb_type not in ssl.CHANNEL_BINDING_TYPES:
             raise ValueError(f"{cb_type} channel binding type not implemented")
-        return None  # PEP 748 engines do not expose the Finished messages
+        # tls-unique is the first Finished message, which PEP 748 engines do not expose (the
+        # OpenSSL engine's native path gives it); None is what ssl returns when it has none.
+        return None
+
+    def get_unverified_chain(self) -> list[PeerCertificate] | None:
+        """What the peer sent, leaf first (``_ssl.c``: ``SSL_get_peer_cert_chain``)."""
+        if not self._handshaked:
+            return None
+        ders = self._buffer().peer_chain()
+        return [PeerCertificate(d) for d in ders] if ders else None
+
+    def get_verified_chain(self) -> list[PeerCertificate] | None:
+        """The verified path, leaf to trust anchor (``SSL_get0_verified_chain``)."""
+        if not self._handshaked or not self._verified:
+            return None
+        sent = self._buffer().peer_chain()
+        if not sent:
+            return None
+        anchors = getattr(self._context, "_unitls_anchors", None)
+        return [PeerCertificate(d) for d in verified_chain(sent, anchors() if anchors else [])]
 
     def verify_client_post_handshake(self) -> None:
+        if self._version() != "TLSv1.3":
+            raise _ssl_error("WRONG_SSL_VERSION", "wrong ssl version")  # as OpenSSL says
         raise ssl.SSLError(
             ssl.SSL_ERROR_SSL,
             "post-handshake client authentication (verify_client_post_handshake) is not "
@@ -546,6 +682,26 @@ class SocketTLS(_TLSBase):
             return str(self._sock().getpeername()[0])
         except (OSError, IndexError):
             return "0.0.0.0"
+
+    def _local_address(self) -> str | None:
+        try:
+            return str(self._sock().getsockname()[0])
+        except (OSError, IndexError, ValueError):
+            return None
+
+    def _flush_quietly(self) -> None:
+        super()._flush_quietly()
+        if not self._handshaked:
+            # A failed handshake: records the peer sent after the one that failed would make
+            # close() send a TCP reset, which can destroy the alert just sent before the peer
+            # reads it. Read them (without waiting) and drop them.
+            try:
+                sock = self._sock()
+                for _ in range(16):
+                    if not _socket.socket.recv(sock, 65536, socket.MSG_DONTWAIT):
+                        break
+            except (OSError, ValueError):
+                pass
 
     def _send_raw(self, sock: socket.socket, view: memoryview) -> None:
         if sock.gettimeout() == 0:
