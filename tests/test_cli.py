@@ -227,6 +227,9 @@ def test_serve_once_and_connect(tmp_path: Path, srv_engine: str, cli_engine: str
     assert proc.returncode == 0, proc.stderr
     assert re.search(r"TLS version:\s+TLSv1\.3", proc.stdout)
     assert re.search(r"cipher:\s+TLS_\w+", proc.stdout)
+    group = "X25519MLKEM768" if srv_engine == cli_engine == "rustls" else "x25519"
+    assert re.search(rf"key exchange:\s+{group}\n", proc.stdout)
+    assert f"key exchange {group}," in out
     assert re.search(r"ALPN:\s+http/1\.1", proc.stdout)
     assert re.search(r"subject:\s+CN=localhost", proc.stdout)
     assert "DNS:localhost" in proc.stdout and "IP:127.0.0.1" in proc.stdout

@@ -282,8 +282,15 @@ fn build_provider(
             asked.join(", ")
         )));
     }
+    // rustls' own default order (its aws-lc-rs provider, "prefer-post-quantum"): the hybrid
+    // first, then the classical groups, which a client also offers (x25519 with the hybrid's
+    // X25519 key) so a peer without ML-KEM needs no HelloRetryRequest.
+    let kx_groups = std::iter::once(crate::pq::X25519MLKEM768)
+        .chain(base.kx_groups.iter().copied())
+        .collect();
     let provider = CryptoProvider {
         cipher_suites: suites,
+        kx_groups,
         ..base
     };
     Ok((Arc::new(provider), usable))

@@ -12,6 +12,7 @@ mod conn;
 mod errors;
 mod keyinfo;
 mod keylog;
+mod pq;
 mod resumption;
 mod rustls_session;
 mod session;

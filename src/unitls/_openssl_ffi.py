@@ -13,6 +13,7 @@ OpenSSL that ``_ssl`` is linked with (for the OpenSSL engine, ``unitls.openssl``
   accepted, as rustls' ``Ticketer`` does; every resumed TLS 1.3 handshake gets a new ticket.
 - Turning a server's session cache off (``session_tickets=False`` means full handshakes only,
   but OpenSSL would still resume TLS 1.2 session ids from its cache).
+- The key exchange group a connection used (``SSL_get_negotiated_group``).
 
 Trust: a pointer read from a CPython object is used only after OpenSSL confirms it (the
 ``SSL *`` of an ``_ssl._SSLSocket`` must carry that very object as its app data, which
@@ -44,11 +45,13 @@ __all__ = [
     "disable_session_cache",
     "install_client_sessions",
     "install_ticket_keys",
+    "negotiated_group_nid",
     "set_session",
 ]
 
 _P = ctypes.c_void_p
 _SSL_CTRL_SET_SESS_CACHE_MODE = 44
+_SSL_CTRL_GET_NEGOTIATED_GROUP = 134  # SSL_get_negotiated_group(), a macro over SSL_ctrl
 _SSL_SESS_CACHE_OFF = 0x0
 _SSL_SESS_CACHE_CLIENT = 0x1
 _SSL_SESS_CACHE_NO_INTERNAL_STORE = 0x200
@@ -82,6 +85,7 @@ class _Lib:
             "SSL_CTX_set_tlsext_ticket_key_evp_cb", c_int, _P, _P
         )
         self.SSL_get_SSL_CTX = fn("SSL_get_SSL_CTX", _P, _P)
+        self.SSL_ctrl = fn("SSL_ctrl", c_long, _P, c_int, c_long, _P)
         self.SSL_get_ex_data = fn("SSL_get_ex_data", _P, _P, c_int)
         self.SSL_version = fn("SSL_version", c_int, _P)
         self.SSL_set_session = fn("SSL_set_session", c_int, _P, _P)
@@ -163,6 +167,19 @@ def _c_obj_of(ssl_ptr: int) -> Any:
         return None
     c_obj = ctypes.cast(address, ctypes.py_object).value
     return c_obj if type(c_obj) is _SSLSocketType else None
+
+
+def negotiated_group_nid(c_obj: Any) -> int | None:
+    """OpenSSL's NID of the key exchange group of a connection whose handshake is complete
+    (``SSL_get_negotiated_group``; Python's ``ssl`` has no call for it before 3.15)."""
+    if not AVAILABLE:
+        return None
+    assert _lib is not None
+    ptr = _ssl_pointer(c_obj)
+    if ptr is None:
+        return None
+    nid = _lib.SSL_ctrl(ptr, _SSL_CTRL_GET_NEGOTIATED_GROUP, 0, None)
+    return int(nid) if nid > 0 else None
 
 
 # -- client sessions ---------------------------------------------------------------------------

@@ -448,9 +448,21 @@ class BufferSocket(_SocketBase):
 
     @property
     def session_resumed(self) -> bool:
-        """Whether the handshake resumed an earlier session, if the engine's buffer tells
-        (an extension to the PEP; False otherwise and before the handshake)."""
-        return bool(getattr(self._buffer, "session_resumed", False))
+        """Whether the handshake resumed an earlier session, if the engine's buffer tells (an
+        extension to the PEP; False otherwise)."""
+        from ._extensions import SupportsSessionInfo
+
+        buffer = self._buffer
+        return isinstance(buffer, SupportsSessionInfo) and buffer.session_resumed
+
+    @property
+    def negotiated_group(self) -> str | None:
+        """IANA name of the key exchange group, if the engine's buffer tells (an extension to
+        the PEP; None otherwise and before the handshake)."""
+        from ._extensions import SupportsSessionInfo
+
+        buffer = self._buffer
+        return buffer.negotiated_group if isinstance(buffer, SupportsSessionInfo) else None
 
     def getpeercert(self) -> bytes | None:
         return self._buffer.getpeercert()
@@ -557,6 +569,10 @@ class BufferListener(_SocketBase, Generic[_T]):
     @property
     def session_resumed(self) -> bool:
         return False
+
+    @property
+    def negotiated_group(self) -> str | None:
+        return None
 
     def __repr__(self) -> str:
         state = "closed" if self._closed else f"listening on {self._sock.getsockname()}"

@@ -39,8 +39,10 @@ Semantics (the choices this module makes):
 
 ``get_extra_info`` keys: ``peername``, ``sockname``, ``socket`` (and any other key of the socket
 transport), ``peercert`` (DER bytes or None), ``cipher`` (``CipherSuite`` or int), ``tls_version``
-(``TLSVersion``), ``alpn_protocol`` (``NextProtocol``, bytes or None), ``session_resumed``
-(whether the handshake resumed a session; False if the engine does not tell), ``tls_buffer``,
+(``TLSVersion``), ``alpn_protocol`` (``NextProtocol``, bytes or None), ``negotiated_group``
+(the key exchange group's IANA name, e.g. ``"X25519MLKEM768"``, if the engine tells),
+``session_resumed`` (whether the handshake resumed a session; False if the engine does not
+tell), ``tls_buffer``,
 ``tls_context``, ``server_hostname``, ``ragged_eof``.
 """
 
@@ -66,7 +68,7 @@ from ._errors import (
     WantReadError,
     WantWriteError,
 )
-from ._extensions import SupportsIncomingViews
+from ._extensions import SupportsIncomingViews, SupportsSessionInfo
 from ._protocols import ClientContext, ServerContext, TLSBuffer
 from ._socket import client_buffer, map_os_error, server_buffer
 
@@ -95,7 +97,7 @@ _CLOSING: Final = 2
 _CLOSED: Final = 3
 
 _LAZY_KEYS: Final = frozenset(
-    {"peercert", "cipher", "tls_version", "alpn_protocol", "session_resumed"}
+    {"peercert", "cipher", "tls_version", "alpn_protocol", "negotiated_group", "session_resumed"}
 )
 
 
@@ -304,6 +306,8 @@ class TLSProtocol(asyncio.BufferedProtocol):
                 value = buffer.cipher()
             elif name == "tls_version":
                 value = buffer.negotiated_tls_version
+            elif name == "negotiated_group":
+                value = buffer.negotiated_group if isinstance(buffer, SupportsSessionInfo) else None
             elif name == "session_resumed":
                 value = bool(getattr(buffer, "session_resumed", False))
             else:

@@ -161,6 +161,73 @@ def _tls13_suite_setter() -> Callable[[ssl.SSLContext, str], bool] | None:
 _set_tls13_suites = _tls13_suite_setter()
 _ID_BY_NAME.update({name: suite for suite, name in _TLS13_NAMES.items()})
 
+# -- the key exchange group (negotiated_group) ---------------------------------------------------
+
+# Names in IANA's TLS Supported Groups registry (case included) of the groups OpenSSL can
+# negotiate, by codepoint. (The Rust engines name groups in rust/src/rustls_session.rs.)
+_GROUP_NAMES = {
+    0x0017: "secp256r1",
+    0x0018: "secp384r1",
+    0x0019: "secp521r1",
+    0x001A: "brainpoolP256r1",
+    0x001B: "brainpoolP384r1",
+    0x001C: "brainpoolP512r1",
+    0x001D: "x25519",
+    0x001E: "x448",
+    0x001F: "brainpoolP256r1tls13",
+    0x0020: "brainpoolP384r1tls13",
+    0x0021: "brainpoolP512r1tls13",
+    0x0100: "ffdhe2048",
+    0x0101: "ffdhe3072",
+    0x0102: "ffdhe4096",
+    0x0103: "ffdhe6144",
+    0x0104: "ffdhe8192",
+    0x0200: "MLKEM512",
+    0x0201: "MLKEM768",
+    0x0202: "MLKEM1024",
+    0x11EB: "SecP256r1MLKEM768",
+    0x11EC: "X25519MLKEM768",
+    0x11ED: "SecP384r1MLKEM1024",
+}
+# OpenSSL's NIDs of those groups (its tls1_group_id2nid table). A brainpool curve has one NID
+# and two codepoints (TLS 1.2, TLS 1.3).
+_GROUP_BY_NID = {
+    415: 0x0017,  # NID_X9_62_prime256v1
+    715: 0x0018,  # NID_secp384r1
+    716: 0x0019,  # NID_secp521r1
+    1034: 0x001D,  # NID_X25519
+    1035: 0x001E,  # NID_X448
+    1126: 0x0100,  # NID_ffdhe2048
+    1127: 0x0101,
+    1128: 0x0102,
+    1129: 0x0103,
+    1130: 0x0104,  # NID_ffdhe8192
+}
+_BRAINPOOL_BY_NID = {927: (0x001A, 0x001F), 931: (0x001B, 0x0020), 933: (0x001C, 0x0021)}
+_TLSEXT_NID_UNKNOWN = 0x1000000  # | codepoint, for groups without a NID (OpenSSL 3.5's ML-KEM)
+
+
+def _group_of_nid(nid: int, tls13: bool) -> str | None:
+    if nid & _TLSEXT_NID_UNKNOWN:
+        unknown = nid & 0xFFFF
+        return _GROUP_NAMES.get(unknown, f"0x{unknown:04x}")
+    if nid in _BRAINPOOL_BY_NID:
+        return _GROUP_NAMES[_BRAINPOOL_BY_NID[nid][tls13]]
+    codepoint = _GROUP_BY_NID.get(nid)
+    return None if codepoint is None else _GROUP_NAMES[codepoint]
+
+
+def _group_of(c_obj: Any) -> str | None:
+    """IANA name of the group the connection used; None before the handshake, if unknown, and
+    where OpenSSL cannot be asked (``SSL_get_negotiated_group`` through ``_openssl_ffi``).
+
+    Only after a completed handshake: before it OpenSSL 3.0 reads the group through a session
+    pointer that is still NULL (a crash, not an error)."""
+    if type(c_obj) is not _ssl._SSLSocket or c_obj.version() is None:  # type: ignore[attr-defined]
+        return None
+    nid = _openssl_ffi.negotiated_group_nid(c_obj)
+    return _group_of_nid(nid, c_obj.version() == "TLSv1.3") if nid else None
+
 
 # -- translating a configuration ---------------------------------------------------------------
 
@@ -754,6 +821,17 @@ class OpenSSLBuffer:
         return _version_of(self._obj.version())
 
     @property
+    def session_resumed(self) -> bool:
+        """Whether the handshake resumed an earlier session (False before it completes)."""
+        return bool(self._obj.session_reused)
+
+    @property
+    def negotiated_group(self) -> str | None:
+        """IANA name of the key exchange group used (``"x25519"``, ``"secp256r1"``...); None
+        before the handshake and where OpenSSL cannot be asked (see ``_negotiated_group_reader``)."""
+        return _group_of(getattr(self._obj, "_sslobj", None))
+
+    @property
     def context(self) -> OpenSSLClientContext | OpenSSLServerContext:
         return self._context
 
@@ -761,11 +839,6 @@ class OpenSSLBuffer:
     def server_name(self) -> str | None:
         """Client side: the name used for SNI and verification."""
         return self._obj.server_hostname
-
-    @property
-    def session_resumed(self) -> bool:
-        """Whether the handshake resumed an earlier session (False before it completes)."""
-        return self._obj.session_reused
 
     @property
     def session(self) -> ClientSession | None:
@@ -897,6 +970,12 @@ class OpenSSLSocket(_SocketBase):
     def session_resumed(self) -> bool:
         """Whether the handshake resumed an earlier session (False before it completes)."""
         return bool(self._ssl.session_reused)
+
+    @property
+    def negotiated_group(self) -> str | None:
+        """IANA name of the key exchange group used; None before the handshake and where
+        OpenSSL cannot be asked (see ``_negotiated_group_reader``)."""
+        return _group_of(getattr(self._ssl, "_sslobj", None))
 
     def pending(self) -> int:
         """Decrypted bytes ready to be read without touching the network."""

@@ -11,7 +11,7 @@ from typing import Any
 
 from .._config import TLSClientConfiguration
 from .._errors import RaggedEOF, TLSError, TLSTimeoutError
-from .._extensions import SupportsPeerCertChain, SupportsUpgrade
+from .._extensions import SupportsPeerCertChain, SupportsSessionInfo, SupportsUpgrade
 from .common import (
     EXIT_CODES_HELP,
     EXIT_OK,
@@ -194,6 +194,10 @@ def _print_session(
     rows = [
         ("TLS version", fmt_version(tls.negotiated_tls_version)),
         ("cipher", fmt_cipher(tls.cipher())),
+        (
+            "key exchange",
+            (isinstance(tls, SupportsSessionInfo) and tls.negotiated_group) or "unknown",
+        ),
         ("ALPN", fmt_alpn(tls.negotiated_protocol())),
         ("server name", server_name),
         ("verified", "no (--insecure)" if args.insecure else "yes"),

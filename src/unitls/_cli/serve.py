@@ -11,6 +11,7 @@ from typing import Any
 
 from .._config import TLSServerConfiguration
 from .._errors import RaggedEOF, TLSError, TLSTimeoutError
+from .._extensions import SupportsSessionInfo
 from .common import (
     EXIT_CODES_HELP,
     EXIT_OK,
@@ -197,6 +198,10 @@ def _describe(conn: Any, addr: Any, engine: str) -> list[tuple[str, str]]:
         ("engine", engine),
         ("TLS version", fmt_version(conn.negotiated_tls_version)),
         ("cipher", fmt_cipher(conn.cipher())),
+        (
+            "key exchange",
+            (isinstance(conn, SupportsSessionInfo) and conn.negotiated_group) or "unknown",
+        ),
         ("ALPN", fmt_alpn(conn.negotiated_protocol())),
         ("client certificate", cert_subject(conn.getpeercert())),
     ]
