@@ -20,6 +20,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Awaitable, Callable
+from statistics import median
 from typing import Any
 
 import unitls
@@ -165,7 +166,7 @@ class _Setup:
 
 
 def run(seconds: float = 2.0) -> list[dict[str, Any]]:
-    """Each engine vs the stdlib, ``seconds`` per measurement (split in two alternating halves)."""
+    """Each engine vs the stdlib, ``seconds`` per measurement (split in alternating rounds)."""
     engines = unitls.implementations()
     rows: list[dict[str, Any]] = []
     with tempfile.TemporaryDirectory() as tmp:
@@ -174,15 +175,17 @@ def run(seconds: float = 2.0) -> list[dict[str, Any]]:
             ("asyncio bulk throughput", _bulk, "MiB/s"),
             ("asyncio handshakes", _handshakes, "handshakes/s"),
         ):
-            std_values: list[float] = []
-            values: dict[str, list[float]] = {e: [] for e in engines}
-            for _ in range(2):
-                for engine in engines:
-                    std_values.append(asyncio.run(measure(*setup.stdlib(), seconds / 2)))
-                    values[engine].append(asyncio.run(measure(*setup.unitls(engine), seconds / 2)))
-            baseline = sum(std_values) / len(std_values)
+            rounds = max(3, min(9, round(seconds / 0.25)))
             for engine in engines:
-                value = sum(values[engine]) / len(values[engine])
+                # Alternating rounds (stdlib, engine, engine, stdlib, ...): the median of each.
+                std_values: list[float] = []
+                values: list[float] = []
+                for rnd in range(rounds):
+                    sides = [(setup.stdlib, std_values), (lambda e=engine: setup.unitls(e), values)]
+                    for make, into in sides if rnd % 2 == 0 else sides[::-1]:
+                        into.append(asyncio.run(measure(*make(), seconds / rounds)))
+                baseline = median(std_values)
+                value = median(values)
                 rows.append(
                     {
                         "name": name,

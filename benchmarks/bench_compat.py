@@ -18,6 +18,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from statistics import median
 from typing import Any
 
 import unitls
@@ -114,6 +115,11 @@ def _mib_per_second(ctx: ssl.SSLContext, port: int, seconds: float) -> float:
         conn.close()
 
 
+def _rounds(seconds: float) -> int:
+    """Alternating rounds per side: short ones track a shared machine's load swings."""
+    return max(3, min(9, round(seconds / 0.25)))
+
+
 def run(seconds: float = 1.0) -> list[dict[str, Any]]:
     """One measurement per (benchmark, engine), each compared with a plain ssl.SSLContext."""
     ca = CA.create("bench_compat CA")
@@ -137,11 +143,18 @@ def run(seconds: float = 1.0) -> list[dict[str, Any]]:
         ("http.client bulk download", "MiB/s", _mib_per_second),
     ]
     rows: list[dict[str, Any]] = []
+    rounds = _rounds(seconds)
     with _server(ca) as port:
         for name, unit, bench in benches:
-            baseline = bench(plain(), port, seconds)
             for engine in unitls.implementations():
-                value = bench(bridge(engine)(), port, seconds)
+                # Alternating rounds (ssl, bridge, bridge, ssl, ...): the median of each side.
+                std: list[float] = []
+                got: list[float] = []
+                for rnd in range(rounds):
+                    order = [(plain, std), (bridge(engine), got)]
+                    for make, into in order if rnd % 2 == 0 else order[::-1]:
+                        into.append(bench(make(), port, seconds / rounds))
+                value, baseline = median(got), median(std)
                 rows.append(
                     {
                         "name": name,

@@ -27,14 +27,14 @@ use crate::session::TlsSession;
 /// Above this many queued ciphertext bytes, `process_incoming` refuses more.
 const MAX_QUEUED_INCOMING: usize = 1 << 20;
 
-struct Inner {
-    session: Box<dyn TlsSession>,
+pub(crate) struct Inner {
+    pub(crate) session: Box<dyn TlsSession>,
     /// Ciphertext taken from the session and not yet handed out.
-    outgoing: ByteQueue,
+    pub(crate) outgoing: ByteQueue,
     /// The first fatal failure.
-    error: Option<Failure>,
+    pub(crate) error: Option<Failure>,
     /// The transport reported EOF.
-    eof: bool,
+    pub(crate) eof: bool,
 }
 
 impl Inner {
@@ -102,6 +102,29 @@ impl Connection {
             return guard;
         }
         py.detach(|| self.inner.lock())
+    }
+
+    /// Run `op` on the state under the panic boundary, for callers that do not hold the GIL
+    /// (the native socket path, `sockio.rs`): waits for the mutex, raises the sticky error
+    /// first if `check`, records a fatal failure.
+    pub(crate) fn with_engine<T>(
+        &self,
+        check: bool,
+        op: impl FnOnce(&mut Inner) -> Result<T, Failure>,
+    ) -> Result<T, Failure> {
+        let mut guard = self.inner.lock();
+        if check {
+            guard.check()?;
+        }
+        let inner = &mut *guard;
+        match catch_unwind(AssertUnwindSafe(|| op(&mut *inner))) {
+            Ok(result) => inner.note(result),
+            Err(payload) => {
+                let failure = self.internal(payload);
+                inner.error = Some(failure.clone());
+                Err(failure)
+            }
+        }
     }
 
     fn internal(&self, payload: Box<dyn std::any::Any + Send>) -> Failure {

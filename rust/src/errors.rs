@@ -6,6 +6,9 @@ use rustls::{AlertDescription, CertRevocationListError, CertificateError, Invali
 
 pyo3::import_exception!(unitls._errors, TLSError);
 pyo3::import_exception!(unitls._errors, WantReadError);
+pyo3::import_exception!(unitls._errors, WantWriteError);
+pyo3::import_exception!(unitls._errors, TLSConnectionError);
+pyo3::import_exception!(unitls._errors, TLSTimeoutError);
 pyo3::import_exception!(unitls._errors, RaggedEOF);
 pyo3::import_exception!(unitls._errors, ConfigurationError);
 pyo3::import_exception!(unitls._errors, CertificateVerificationError);

@@ -16,6 +16,7 @@ mod pq;
 mod resumption;
 mod rustls_session;
 mod session;
+mod sockio;
 
 /// Version of the rustls crate this module is built with (kept in step with `Cargo.lock`).
 const RUSTLS_VERSION: &str = "0.23.46";
@@ -26,6 +27,8 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<config::ServerConfig>()?;
     m.add_class::<conn::Connection>()?;
     m.add_class::<resumption::ClientSession>()?;
+    m.add_class::<sockio::SocketCore>()?;
+    m.add_class::<sockio::SSLSocketCore>()?;
     m.add_function(wrap_pyfunction!(config::supported_cipher_suites, m)?)?;
     m.add("RUSTLS_VERSION", RUSTLS_VERSION)?;
     Ok(())

@@ -19,6 +19,7 @@ __all__ = [
     "SupportsConnectTimeout",
     "SupportsCreateBufferFor",
     "SupportsIncomingViews",
+    "SupportsNativeIO",
     "SupportsPeerCertChain",
     "SupportsServerName",
     "SupportsSessionCache",
@@ -133,3 +134,13 @@ class SupportsStdlibContext(Protocol):
 
     @abstractmethod
     def stdlib_context(self) -> Any: ...
+
+
+@runtime_checkable
+class SupportsNativeIO(Protocol):
+    """Buffers of engines built on unitls' extension: the ``unitls._native.Connection`` they run
+    on. The extension's native socket classes (``unitls._nativesock``, the ``ssl`` bridge's
+    ``_sslobj``) drive it over a file descriptor, with no Python per TLS record."""
+
+    @abstractmethod
+    def native_connection(self) -> Any: ...

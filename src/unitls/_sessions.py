@@ -39,7 +39,7 @@ class ClientSession:
     """The sessions one client connection received (opaque: offer it to ``create_buffer(...,
     session=...)`` of the same context and server name to resume)."""
 
-    __slots__ = ("_cache", "_key", "_tls12", "_tls13")
+    __slots__ = ("__weakref__", "_cache", "_key", "_tls12", "_tls13")
 
     def __init__(self, cache: SessionCache, key: Key) -> None:
         self._cache = cache
@@ -59,6 +59,11 @@ class ClientSession:
     def resumable(self) -> bool:
         """Whether it still holds a TLS 1.2 session or a TLS 1.3 ticket."""
         return self._tls12 is not None or bool(self._tls13)
+
+    def _unitls_session_sink(self, value: _Value) -> None:
+        """Where the engine's callback hands what this connection receives (the name is
+        ``unitls._openssl_ffi.SESSION_SINK``)."""
+        self._cache.received(self, value)
 
     def _empty(self) -> bool:
         return self._tls12 is None and not self._tls13

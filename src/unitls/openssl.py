@@ -34,11 +34,12 @@ from __future__ import annotations
 import _ssl
 import functools
 import ipaddress
+import operator
 import os
 import socket
 import ssl
 from collections.abc import Callable, Sequence
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from . import _openssl_ffi
 from ._config import TLSClientConfiguration, TLSServerConfiguration
@@ -689,30 +690,82 @@ def _protocol_of(name: str | None) -> NextProtocol | bytes | None:
     return protocol_from_bytes(name.encode("latin-1")) if name else None
 
 
+class _CSSLObject(Protocol):
+    """What this module uses of the C ``_ssl._SSLSocket`` (typeshed does not describe it)."""
+
+    server_side: bool
+    server_hostname: str | None
+    session_reused: bool
+
+    def read(self, size: int, buffer: Buffer = ..., /) -> bytes | int: ...
+    def write(self, data: Buffer, /) -> int: ...
+    def do_handshake(self) -> None: ...
+    def shutdown(self) -> Any: ...
+    def version(self) -> str | None: ...
+    def cipher(self) -> tuple[str, str, int] | None: ...
+    def selected_alpn_protocol(self) -> str | None: ...
+    def getpeercert(self, der: bool = False, /) -> Any: ...
+    def get_unverified_chain(self) -> list[Any] | None: ...
+
+
+_wrap_bio: Callable[..., _CSSLObject] = _ssl._SSLContext._wrap_bio  # type: ignore[attr-defined]
+_pending: Callable[[ssl.MemoryBIO], int] = operator.attrgetter("pending")
+
+
 def _attach_sessions(
     cache: SessionCache,
-    owner: ssl.SSLObject | ssl.SSLSocket,
+    c_obj: Any,
+    sock: ssl.SSLSocket | None,
     server_hostname: str,
     port: int | None,
     offered: ClientSession | None,
 ) -> ClientSession:
-    """Before a client handshake: collect the connection's sessions (OpenSSL's callback finds
-    the sink on ``owner``) and offer one from ``offered`` or the cache."""
+    """Before a client handshake: collect the connection's sessions and offer one from
+    ``offered`` or the cache. OpenSSL's callback finds the sink on the C object's ``owner``:
+    the ``ssl.SSLSocket`` of a socket, or for a buffer (whose C object has no owner) the
+    ``ClientSession`` itself, which the buffer keeps alive (``owner`` is a weak reference)."""
     bag = cache.new_session(server_hostname, port)
-    setattr(owner, _openssl_ffi.SESSION_SINK, functools.partial(cache.received, bag))
+    if sock is None:
+        c_obj.owner = bag
+    else:
+        setattr(sock, _openssl_ffi.SESSION_SINK, bag._unitls_session_sink)
     value = cache.take(bag._key, offered)
     if value is not None:
-        _openssl_ffi.set_session(owner._sslobj, value)  # type: ignore[union-attr]
+        _openssl_ffi.set_session(c_obj, value)
     return bag
 
 
 class OpenSSLBuffer:
-    """A TLSBuffer over ``ssl.SSLObject`` and two ``ssl.MemoryBIO``s."""
+    """A TLSBuffer over the C ``_ssl._SSLSocket`` that ``SSLContext._wrap_bio`` returns (the
+    object ``ssl.SSLObject`` wraps) and two ``ssl.MemoryBIO``s.
 
-    __slots__ = ("_context", "_done", "_in", "_obj", "_out", "_session")
+    No Python layer sits between the caller and ``_ssl``: ``read``/``write``/``do_handshake``
+    are one Python frame each (``ssl.SSLObject``'s own methods are one too), and
+    ``process_outgoing``, ``outgoing_bytes_buffered`` and ``incoming_bytes_buffered`` are C
+    callables bound per connection (``MemoryBIO.read``, ``partial(attrgetter("pending"), bio)``).
+    """
+
+    __slots__ = (
+        "_context",
+        "_done",
+        "_in",
+        "_obj",
+        "_out",
+        "_session",
+        "incoming_bytes_buffered",
+        "outgoing_bytes_buffered",
+        "process_outgoing",
+    )
 
     #: process_incoming copies its argument at once (see ``unitls.extensions``).
     copies_incoming = True
+
+    #: Ciphertext bytes received and not yet consumed by OpenSSL.
+    incoming_bytes_buffered: Callable[[], int]
+    #: Ciphertext bytes waiting to be sent.
+    outgoing_bytes_buffered: Callable[[], int]
+    #: Up to ``amount_bytes_for_network`` bytes of ciphertext for the peer (``MemoryBIO.read``).
+    process_outgoing: Callable[[int], bytes]
 
     def __init__(
         self,
@@ -722,19 +775,25 @@ class OpenSSLBuffer:
         sessions: tuple[SessionCache, int | None, ClientSession | None] | None = None,
     ) -> None:
         self._context = context
-        self._in = ssl.MemoryBIO()
-        self._out = ssl.MemoryBIO()
-        self._obj = ssl_context.wrap_bio(
-            self._in,
-            self._out,
-            server_side=server_hostname is None,
-            server_hostname=server_hostname,
+        self._in = incoming = ssl.MemoryBIO()
+        self._out = outgoing = ssl.MemoryBIO()
+        # What ssl.SSLObject._create does, minus the wrapper (no owner: the SNI callback gets
+        # this C object, whose ``context`` it may switch).
+        self._obj: _CSSLObject = _wrap_bio(
+            ssl_context,
+            incoming,
+            outgoing,
+            server_hostname is None,
+            ssl_context._encode_hostname(server_hostname),  # type: ignore[attr-defined]
         )
+        self.process_outgoing = outgoing.read
+        self.outgoing_bytes_buffered = functools.partial(_pending, outgoing)
+        self.incoming_bytes_buffered = functools.partial(_pending, incoming)
         self._done = False
         self._session: ClientSession | None = None
         if sessions is not None and server_hostname is not None:
             cache, port, offered = sessions
-            self._session = _attach_sessions(cache, self._obj, server_hostname, port, offered)
+            self._session = _attach_sessions(cache, self._obj, None, server_hostname, port, offered)
 
     def read(self, amt: int, buffer: Buffer | None = None) -> bytes | int:
         try:
@@ -774,7 +833,7 @@ class OpenSSLBuffer:
         if self._obj.version() is None:
             return  # nothing to close before a handshake
         try:
-            self._obj.unwrap()
+            self._obj.shutdown()
         except (ssl.SSLWantReadError, ssl.SSLZeroReturnError):
             pass  # close_notify is queued; the peer's arrives later (or never)
         except (ssl.SSLError, OSError) as exc:
@@ -791,24 +850,16 @@ class OpenSSLBuffer:
         except ssl.SSLError as exc:
             raise TLSError("data received after the transport reported EOF") from exc
 
-    def incoming_bytes_buffered(self) -> int:
-        return self._in.pending
-
-    def process_outgoing(self, amount_bytes_for_network: int) -> bytes:
-        return self._out.read(amount_bytes_for_network)
-
-    def outgoing_bytes_buffered(self) -> int:
-        return self._out.pending
-
     def getpeercert(self) -> bytes | None:
         try:
-            return self._obj.getpeercert(binary_form=True)
+            der: bytes | None = self._obj.getpeercert(True)
+            return der
         except ValueError:
             return None
 
     def getpeercertchain(self) -> list[bytes]:
         """DER of every certificate the peer sent, leaf first (an extension to the PEP)."""
-        return _chain_of(getattr(self._obj, "_sslobj", None))
+        return _chain_of(self._obj)
 
     def cipher(self) -> CipherSuite | int | None:
         return _cipher_of(self._obj.cipher())
@@ -829,7 +880,7 @@ class OpenSSLBuffer:
     def negotiated_group(self) -> str | None:
         """IANA name of the key exchange group used (``"x25519"``, ``"secp256r1"``...); None
         before the handshake and where OpenSSL cannot be asked (see ``_negotiated_group_reader``)."""
-        return _group_of(getattr(self._obj, "_sslobj", None))
+        return _group_of(self._obj)
 
     @property
     def context(self) -> OpenSSLClientContext | OpenSSLServerContext:
@@ -876,27 +927,53 @@ class OpenSSLSocket(_SocketBase):
             raise _translate(exc, True) from exc
         self._done = True
 
+    # The hot calls go straight to the C ``_ssl._SSLSocket`` behind the ``ssl.SSLSocket`` (its
+    # ``_sslobj``), skipping ssl.py's Python frames; ``ssl.SSLSocket`` still owns the socket and
+    # decides everything else (None: closed, or its TLS layer was dropped).
+
     def recv(self, bufsize: int) -> bytes:
         try:
-            return self._ssl.recv(bufsize)
+            c_obj = self._ssl._sslobj  # type: ignore[attr-defined]
+            if c_obj is None:
+                return self._ssl.recv(bufsize)
+            data: bytes = c_obj.read(bufsize)
+            return data
         except (ssl.SSLError, OSError) as exc:
             raise self._error(exc) from exc
 
     def recv_into(self, buffer: Buffer, nbytes: int = 0) -> int:
         try:
-            return self._ssl.recv_into(buffer, nbytes)
+            c_obj = self._ssl._sslobj  # type: ignore[attr-defined]
+            if c_obj is None:
+                return self._ssl.recv_into(buffer, nbytes)
+            if nbytes < 0:
+                raise ValueError("negative buffersize in recv_into")
+            count: int = c_obj.read(nbytes, buffer)
+            return count
         except (ssl.SSLError, OSError) as exc:
             raise self._error(exc) from exc
 
     def send(self, data: Buffer) -> int:
         try:
-            return self._ssl.send(data)
+            c_obj = self._ssl._sslobj  # type: ignore[attr-defined]
+            if c_obj is None:
+                return self._ssl.send(data)
+            sent: int = c_obj.write(data)
+            return sent
         except (ssl.SSLError, OSError) as exc:
             raise self._error(exc) from exc
 
     def sendall(self, data: Buffer) -> None:
         try:
-            self._ssl.sendall(data)
+            c_obj = self._ssl._sslobj  # type: ignore[attr-defined]
+            if c_obj is None:
+                self._ssl.sendall(data)
+                return
+            view = data if isinstance(data, bytes) else memoryview(data).cast("B")
+            # OpenSSL writes everything on blocking sockets (no partial-write mode).
+            sent: int = c_obj.write(view)
+            while sent < len(view):
+                sent += c_obj.write(view[sent:])
         except (ssl.SSLError, OSError) as exc:
             raise self._error(exc) from exc
 
@@ -1042,7 +1119,8 @@ class OpenSSLClientContext(ClientContextBase[ssl.SSLContext]):
             sock.close()
             raise
         try:
-            _attach_sessions(self._sessions, ssl_sock, host, address[1], None)
+            c_obj = ssl_sock._sslobj  # type: ignore[attr-defined]
+            _attach_sessions(self._sessions, c_obj, ssl_sock, host, address[1], None)
         except BaseException:
             ssl_sock.close()
             raise

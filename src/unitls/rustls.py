@@ -3,8 +3,9 @@
 No OpenSSL anywhere on this path: this module imports neither ``ssl`` nor ``cryptography``.
 Certificates and keys are parsed, chains verified and SNI resolved in Rust. A configuration is
 translated once per context into a rustls ``ClientConfig``/``ServerConfig``; per connection only
-the rustls connection object exists. Sockets are the generic ``BufferSocket`` (the GIL is released
-while rustls works and while the socket blocks).
+the rustls connection object exists. Sockets (``connect``, accepted connections, ``upgrade``) are
+``unitls._nativesock.NativeSocket``: the extension does the socket I/O itself, GIL released, no
+Python per TLS record; ``unitls.upgrade_socket`` still runs the generic Python driver.
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ from ._engine import (
 )
 from ._enums import CipherSuite, NextProtocol, TLSVersion, cipher_from_id, protocol_from_bytes
 from ._errors import ConfigurationError
+from ._nativesock import NativeClientSockets, NativeServerSockets
 from ._objects import SigningChain, TrustStore
 from ._protocols import TLSImplementation
 
@@ -163,6 +165,10 @@ class RustlsBuffer:
         self._context = context
         self._conn = conn
 
+    def native_connection(self) -> _native.Connection:
+        """The extension's connection (``unitls.extensions.SupportsNativeIO``)."""
+        return self._conn
+
     def read(self, amt: int, buffer: Buffer | None = None) -> bytes | int:
         if buffer is None:
             return self._conn.read(amt)
@@ -237,7 +243,7 @@ class RustlsBuffer:
         return f"<RustlsBuffer version={self.negotiated_tls_version}>"
 
 
-class RustlsClientContext(ClientContextBase[_native.RustlsClientConfig]):
+class RustlsClientContext(NativeClientSockets, ClientContextBase[_native.RustlsClientConfig]):
     """A client context: ``connect`` for sockets, ``create_buffer`` for in-memory use.
 
     Connections from one context resume earlier sessions (TLS 1.3 tickets, TLS 1.2 tickets or
@@ -266,7 +272,7 @@ class RustlsClientContext(ClientContextBase[_native.RustlsClientConfig]):
         self._native.clear_session_cache()
 
 
-class RustlsServerContext(ServerContextBase[_native.RustlsServerConfig]):
+class RustlsServerContext(NativeServerSockets, ServerContextBase[_native.RustlsServerConfig]):
     """A server context: ``connect`` binds and listens, ``create_buffer`` for in-memory use.
 
     Tickets come from rustls' ``Ticketer``: a new ChaCha20-Poly1305 key every 6 hours, the

@@ -107,7 +107,7 @@ def _progress(message: str) -> None:
 def run_all(
     seconds: float, engines: list[str] | None, core_only: bool = False
 ) -> list[dict[str, Any]]:
-    from .._bench import run_core
+    from .._bench import TARGETS, run_core
 
     rows = run_core(seconds, engines, progress=_progress)
     folder = None if core_only else _benchmarks_dir()
@@ -123,6 +123,8 @@ def run_all(
             continue
         for row in extra:
             if isinstance(row, dict) and (engines is None or row.get("engine") in engines):
+                targets = TARGETS.get(str(row.get("engine")), {})
+                row.setdefault("target", targets.get(str(row.get("name"))))
                 rows.append(row)
     if sys.stderr.isatty():
         sys.stderr.write("\r\x1b[K")

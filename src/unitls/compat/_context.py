@@ -51,6 +51,7 @@ from .._registry import get_implementation
 from ._certinfo import verified_chain
 from ._hello import report_unraisable
 from ._native import NativeTLS, check_session_owner
+from ._nativeio import NativeSocketTLS, native_sslobj
 from ._sslobj import BioTLS, SocketTLS
 
 __all__ = [
@@ -995,7 +996,7 @@ class SSLContext(_Base):
         *,
         owner: Any = None,
         session: Any = None,
-    ) -> SocketTLS | NativeTLS:
+    ) -> SocketTLS | NativeTLS | NativeSocketTLS:
         plan = self._unitls_context(server_side)
         _check_hostname(self, server_side, server_hostname)
         if plan.native is not None:
@@ -1006,6 +1007,12 @@ class SSLContext(_Base):
             )
             return NativeTLS(c_obj, self)
         _check_session(self, session)
+        # Engines with native I/O (rustls): the extension's _sslobj, no Python per TLS record.
+        obj = native_sslobj(
+            sock, self, plan.pep, server_side, server_hostname, owner, plan.verified
+        )
+        if obj is not None:
+            return obj
         return SocketTLS(sock, self, plan.pep, server_side, server_hostname, owner, plan.verified)
 
     def _wrap_bio(

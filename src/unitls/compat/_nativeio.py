@@ -1,0 +1,129 @@
+"""The bridge's ``_sslobj`` on engines with native I/O: ``unitls._native.SSLSocketCore``.
+
+``ssl.SSLSocket`` hands every read, write, handshake, pending and shutdown call to its
+``_sslobj``. For clients on engines whose buffers run on unitls' extension (``SupportsNativeIO``:
+rustls), that object is ``NativeSocketTLS``: those calls are the Rust methods themselves, which do the
+socket I/O with the GIL released, honour the ``SSLSocket``'s timeout at each call and raise what
+``_ssl`` raises; no Python runs per TLS record. Records are received so that every complete
+record read ends up with the caller (``select()`` before ``recv()`` never hangs on data hidden in
+the engine), and ``unwrap()`` reads the peer's close_notify record by record (what follows it
+stays in the socket).
+
+Only the information methods are Python, shared with ``SocketTLS`` (``_sslobj.py``). Server
+sockets keep ``SocketTLS``: their engine buffer is made once the ClientHello is in, so that
+``sni_callback`` can choose the context; a client's context cannot be switched after wrapping.
+"""
+
+from __future__ import annotations
+
+import functools
+import weakref
+from typing import TYPE_CHECKING, Any
+
+from .. import _native
+from .._errors import TLSError
+from .._extensions import SupportsNativeIO
+from .._nativesock import NativeClientSockets
+from ._sslobj import _LockedBuffer, _TLSBase, translate
+
+if TYPE_CHECKING:
+    import ssl
+
+    from .._protocols import ClientContext, ServerContext, TLSBuffer
+
+__all__ = ["NativeSocketTLS", "native_sslobj"]
+
+
+class NativeSocketTLS(_native.SSLSocketCore):
+    """``_sslobj`` of a bridge ``ssl.SSLSocket`` on an engine with native I/O.
+
+    ``read``, ``write``, ``do_handshake``, ``pending`` and ``shutdown`` are
+    ``unitls._native.SSLSocketCore``'s.
+    """
+
+    def __init__(
+        self,
+        connection: _native.Connection,
+        sock: ssl.SSLSocket,
+        translate_error: Any,
+        buffer: TLSBuffer,
+        context: ssl.SSLContext,
+        pep: ClientContext | ServerContext,
+        server_side: bool,
+        server_hostname: str | None,
+        owner: Any,
+        verified: bool,
+    ) -> None:
+        self._buf = _LockedBuffer(buffer)  # information calls only: the I/O is in Rust
+        self._context = context
+        self._pep = pep
+        self.server_side = server_side
+        self.server_hostname = server_hostname
+        self._owner = weakref.ref(owner) if owner is not None else None
+        self._verified = verified  # False: getpeercert() gives {} like an unverified C socket
+
+    @property
+    def _handshaked(self) -> bool:
+        return bool(self.handshake_done)
+
+    def _buffer(self) -> _LockedBuffer:
+        return self._buf
+
+    # The information methods of the Python _sslobj, unchanged.
+    context = _TLSBase.context
+    owner = _TLSBase.owner
+    session = _TLSBase.session
+    session_reused = _TLSBase.session_reused
+    getpeercert = _TLSBase.getpeercert
+    _version = _TLSBase._version
+    version = _TLSBase.version
+    cipher = _TLSBase.cipher
+    shared_ciphers = _TLSBase.shared_ciphers
+    compression = _TLSBase.compression
+    selected_alpn_protocol = _TLSBase.selected_alpn_protocol
+    selected_npn_protocol = _TLSBase.selected_npn_protocol
+    get_channel_binding = _TLSBase.get_channel_binding
+    get_unverified_chain = _TLSBase.get_unverified_chain
+    get_verified_chain = _TLSBase.get_verified_chain
+    verify_client_post_handshake = _TLSBase.verify_client_post_handshake
+
+
+def native_sslobj(
+    sock: ssl.SSLSocket,
+    context: ssl.SSLContext,
+    pep: ClientContext | ServerContext,
+    server_side: bool,
+    server_hostname: str | None,
+    owner: Any,
+    verified: bool,
+) -> NativeSocketTLS | None:
+    """The native ``_sslobj`` for a client ``sock``, or None (servers, whose engine buffer only
+    comes with the ClientHello, for ``sni_callback``; engines without native I/O)."""
+    if server_side or not isinstance(pep, NativeClientSockets):
+        return None
+    try:
+        buffer = pep.create_buffer(server_hostname or _peer_address(sock))  # type: ignore[call-arg]
+    except TLSError as exc:
+        raise translate(exc, "handshake", server_hostname) from exc
+    if not isinstance(buffer, SupportsNativeIO):
+        return None
+    return NativeSocketTLS(
+        buffer.native_connection(),
+        sock,
+        functools.partial(translate, server_hostname=server_hostname),
+        buffer,
+        context,
+        pep,
+        server_side,
+        server_hostname,
+        owner,
+        verified,
+    )
+
+
+def _peer_address(sock: ssl.SSLSocket) -> str:
+    # With hostname checks off the name is only used for SNI; an IP literal sends none.
+    try:
+        return str(sock.getpeername()[0])
+    except (OSError, IndexError):
+        return "0.0.0.0"
