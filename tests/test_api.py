@@ -528,7 +528,7 @@ def test_get_implementation_unknown() -> None:
 
 def test_implementations_lists_usable() -> None:
     names = unitls.implementations()
-    assert set(names) <= {"openssl", "rustls"}
+    assert set(names) <= {"openssl", "rustls", "nss"}
     for name in names:
         impl = unitls.get_implementation(name)
         assert impl.name == name

@@ -1,8 +1,9 @@
 """The native socket path (``unitls._nativesock`` over ``rust/src/sockio.rs``) and, for the same
 faults, the generic Python driver (``unitls.upgrade_socket``): both must behave alike.
 
-Every socket under test is a rustls client made by a "socket factory" (``native``: the rustls
-context's own ``upgrade``, ``driver``: ``unitls.upgrade_socket``) on a connected TCP socket; the
+Every socket under test is a client of a Rust engine (rustls, and NSS where it is installed)
+made by a "socket factory" (``native``: the context's own ``upgrade``, ``driver``:
+``unitls.upgrade_socket``) on a connected TCP socket; the
 peer is the stdlib ``ssl`` module or a raw socket that injects the fault. The bridge's native
 ``_sslobj`` is tested at the end. No timing assertions: deadlines are checked by making an
 operation impossible to finish in time, never by measuring it.
@@ -51,14 +52,22 @@ def stdlib_server_ctx(server_cert: Issued, tmp_path_factory: pytest.TempPathFact
     return ctx
 
 
+@pytest.fixture(scope="module", params=["rustls", "nss"])
+def rust_engine(request: pytest.FixtureRequest) -> unitls.TLSImplementation[Any, Any]:
+    """The engines whose connections run on the extension's native socket path."""
+    if request.param not in unitls.implementations():
+        pytest.skip(f"the {request.param} engine is not usable here")
+    return unitls.get_implementation(request.param)
+
+
 @pytest.fixture(params=["native", "driver"])
 def factory(
     request: pytest.FixtureRequest,
-    rustls: unitls.TLSImplementation[Any, Any],
+    rust_engine: unitls.TLSImplementation[Any, Any],
     client_config: unitls.TLSClientConfiguration,
 ) -> Factory:
-    """A function making an un-handshaken rustls client TLSSocket over a connected socket."""
-    context = rustls.client_context(client_config)
+    """A function making an un-handshaken client TLSSocket over a connected socket."""
+    context = rust_engine.client_context(client_config)
 
     if request.param == "native":
         # What context.upgrade() builds, before its handshake (tests set timeouts first).
@@ -124,15 +133,15 @@ def open_fds() -> int:
     return len(os.listdir("/proc/self/fd"))
 
 
-# -- the native socket is what rustls contexts hand out ------------------------------------------
+# -- the native socket is what the Rust engines' contexts hand out --------------------------------
 
 
-def test_rustls_sockets_are_native(
-    rustls: unitls.TLSImplementation[Any, Any],
+def test_rust_engine_sockets_are_native(
+    rust_engine: unitls.TLSImplementation[Any, Any],
     client_config: unitls.TLSClientConfiguration,
     server_config: unitls.TLSServerConfiguration,
 ) -> None:
-    listener = rustls.server_context(server_config).connect(("127.0.0.1", 0))
+    listener = rust_engine.server_context(server_config).connect(("127.0.0.1", 0))
     listener.settimeout(TIMEOUT)
     accepted: list[Any] = []
 
@@ -144,7 +153,8 @@ def test_rustls_sockets_are_native(
 
     thread = threading.Thread(target=serve, daemon=True)
     thread.start()
-    with rustls.client_context(client_config).connect(listener.getsockname(), timeout=TIMEOUT) as c:
+    client_context = rust_engine.client_context(client_config)
+    with client_context.connect(listener.getsockname(), timeout=TIMEOUT) as c:
         assert isinstance(c, NativeSocket)
         c.sendall(b"ping")
         assert c.recv(10) == b"ping"

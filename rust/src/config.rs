@@ -52,7 +52,7 @@ pub fn bytes_of(obj: &Bound<'_, PyAny>, what: &str) -> PyResult<Vec<u8>> {
     }
 }
 
-fn looks_like_pem(data: &[u8]) -> bool {
+pub(crate) fn looks_like_pem(data: &[u8]) -> bool {
     let start = data
         .iter()
         .position(|b| !b.is_ascii_whitespace())
@@ -60,7 +60,7 @@ fn looks_like_pem(data: &[u8]) -> bool {
     data[start..].starts_with(b"-----BEGIN")
 }
 
-fn hex_list(ids: &[u16]) -> String {
+pub(crate) fn hex_list(ids: &[u16]) -> String {
     ids.iter()
         .map(|i| format!("0x{i:04X}"))
         .collect::<Vec<_>>()
@@ -68,7 +68,7 @@ fn hex_list(ids: &[u16]) -> String {
 }
 
 /// Parse one item: a PEM blob holding one or more CERTIFICATE blocks, or one DER certificate.
-fn parse_certs(data: &[u8], what: &str) -> PyResult<Vec<CertificateDer<'static>>> {
+pub(crate) fn parse_certs(data: &[u8], what: &str) -> PyResult<Vec<CertificateDer<'static>>> {
     if looks_like_pem(data) {
         let mut out = Vec::new();
         for item in CertificateDer::pem_slice_iter(data) {
@@ -331,7 +331,7 @@ fn system_roots_cache() -> SystemRoots {
     roots
 }
 
-fn extract_blobs(
+pub(crate) fn extract_blobs(
     items: Option<Vec<Bound<'_, PyAny>>>,
     what: &str,
 ) -> PyResult<Option<Vec<Vec<u8>>>> {
@@ -607,7 +607,7 @@ impl ClientConfig {
     }
 }
 
-fn check_alpn(alpn: Vec<Vec<u8>>) -> PyResult<Vec<Vec<u8>>> {
+pub(crate) fn check_alpn(alpn: Vec<Vec<u8>>) -> PyResult<Vec<Vec<u8>>> {
     for p in &alpn {
         if p.is_empty() || p.len() > 255 {
             return Err(config_err(format!(

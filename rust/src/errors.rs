@@ -121,7 +121,7 @@ pub fn alert_name(a: AlertDescription) -> String {
     s.to_string()
 }
 
-fn is_certificate_alert(a: AlertDescription) -> bool {
+pub(crate) fn is_certificate_alert(a: AlertDescription) -> bool {
     use AlertDescription as A;
     matches!(
         a,
@@ -139,7 +139,7 @@ fn is_certificate_alert(a: AlertDescription) -> bool {
     )
 }
 
-fn certificate_reason(e: &CertificateError) -> String {
+pub(crate) fn certificate_reason(e: &CertificateError) -> String {
     use CertificateError as C;
     match e {
         C::BadEncoding => "certificate is malformed".into(),

@@ -26,7 +26,7 @@ impl KeyKind {
 }
 
 /// One DER TLV: (tag, contents, rest).
-fn tlv(data: &[u8]) -> Option<(u8, &[u8], &[u8])> {
+pub(crate) fn tlv(data: &[u8]) -> Option<(u8, &[u8], &[u8])> {
     let (&tag, rest) = data.split_first()?;
     let (&first, rest) = rest.split_first()?;
     let (len, rest) = if first & 0x80 == 0 {

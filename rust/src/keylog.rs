@@ -1,9 +1,11 @@
-//! Key logging for Wireshark: rustls' `KeyLog` writing the NSS key log format to a file.
+//! Key logging for Wireshark: the NSS key log format written to a file, for the Rust engines
+//! (rustls through its `KeyLog` trait; NSS from its `SSL_SecretCallback`, see `nss/session.rs`).
 //!
-//! rustls' own `KeyLogFile` reads only `SSLKEYLOGFILE`; unitls also takes a path per context.
-//! The file is opened once per configuration with `O_APPEND` (created with mode 0600: it holds
-//! secrets), and every line goes out in one `write()` of an unbuffered file, so lines from many
-//! threads and processes never interleave.
+//! rustls' own `KeyLogFile` reads only `SSLKEYLOGFILE`, and Debian's NSS ignores it; unitls
+//! takes a path per context (Python resolves `SSLKEYLOGFILE` into it). The file is opened once per
+//! configuration with `O_APPEND` (created with mode 0600: it holds secrets), and every line goes
+//! out in one `write()` of an unbuffered file, so lines from many threads and processes never
+//! interleave.
 
 use std::fs::{File, OpenOptions};
 use std::io::Write;
@@ -14,13 +16,13 @@ use std::sync::Arc;
 use crate::errors::config_err;
 use pyo3::PyResult;
 
-pub struct FileKeyLog {
+pub struct KeyLogFile {
     file: File,
 }
 
-impl std::fmt::Debug for FileKeyLog {
+impl std::fmt::Debug for KeyLogFile {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("FileKeyLog")
+        f.write_str("KeyLogFile")
     }
 }
 
@@ -32,8 +34,9 @@ fn hex_into(out: &mut String, bytes: &[u8]) {
     }
 }
 
-impl rustls::KeyLog for FileKeyLog {
-    fn log(&self, label: &str, client_random: &[u8], secret: &[u8]) {
+impl KeyLogFile {
+    /// Append `LABEL <client random> <secret>` (hex) as one line.
+    pub fn write(&self, label: &str, client_random: &[u8], secret: &[u8]) {
         let mut line =
             String::with_capacity(label.len() + 4 + 2 * (client_random.len() + secret.len()));
         line.push_str(label);
@@ -47,8 +50,14 @@ impl rustls::KeyLog for FileKeyLog {
     }
 }
 
+impl rustls::KeyLog for KeyLogFile {
+    fn log(&self, label: &str, client_random: &[u8], secret: &[u8]) {
+        self.write(label, client_random, secret);
+    }
+}
+
 /// Open `path` for appending key log lines (ConfigurationError if that is impossible).
-pub fn open(path: PathBuf) -> PyResult<Arc<dyn rustls::KeyLog>> {
+pub fn open(path: PathBuf) -> PyResult<Arc<KeyLogFile>> {
     let file = OpenOptions::new()
         .append(true)
         .create(true)
@@ -60,5 +69,5 @@ pub fn open(path: PathBuf) -> PyResult<Arc<dyn rustls::KeyLog>> {
                 path.display()
             ))
         })?;
-    Ok(Arc::new(FileKeyLog { file }))
+    Ok(Arc::new(KeyLogFile { file }))
 }

@@ -1,7 +1,8 @@
 //! `unitls._native`: unitls' Rust engines, driven sans-I/O from Python.
 //!
 //! One generic `Connection` (conn.rs) runs any engine's `TlsSession` (session.rs); the rustls
-//! engine is `config.rs` (configurations) and `rustls_session.rs` (the per-connection core).
+//! engine is `config.rs` (configurations) and `rustls_session.rs` (the per-connection core); the
+//! NSS engine is `nss/` (NSS loaded at run time).
 //! Only the engine modules of the Python package (`unitls.rustls`, ...) import this module.
 
 use pyo3::prelude::*;
@@ -12,6 +13,7 @@ mod conn;
 mod errors;
 mod keyinfo;
 mod keylog;
+mod nss;
 mod pq;
 mod resumption;
 mod rustls_session;
@@ -30,6 +32,10 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<sockio::SocketCore>()?;
     m.add_class::<sockio::SSLSocketCore>()?;
     m.add_function(wrap_pyfunction!(config::supported_cipher_suites, m)?)?;
+    m.add_class::<nss::NssClientConfig>()?;
+    m.add_class::<nss::NssServerConfig>()?;
+    m.add_function(wrap_pyfunction!(nss::nss_status, m)?)?;
+    m.add_function(wrap_pyfunction!(nss::nss_supported_cipher_suites, m)?)?;
     m.add("RUSTLS_VERSION", RUSTLS_VERSION)?;
     Ok(())
 }

@@ -90,6 +90,17 @@ impl<A: Clone, B> SessionBag<A, B> {
         self.inner.lock().tls12 = Some(value);
     }
 
+    /// A TLS 1.3 ticket if there is one, else the TLS 1.2 session.
+    pub fn take_any(&self) -> Option<(A, bool)>
+    where
+        B: Into<A>,
+    {
+        if let Some(t) = self.take_tls13() {
+            return Some((t.into(), true));
+        }
+        self.tls12().map(|s| (s, false))
+    }
+
     pub fn push_tls13(&self, value: B) {
         let mut inner = self.inner.lock();
         if inner.tls13.len() >= MAX_TICKETS {
@@ -235,6 +246,17 @@ impl<A: Clone, B> SessionCache<A, B> {
             .find_map(|b| b.tls12())
     }
 
+    /// A TLS 1.3 ticket if there is one, else a TLS 1.2 session.
+    pub fn take_any(&self, key: &Key) -> Option<(A, bool)>
+    where
+        B: Into<A>,
+    {
+        if let Some(t) = self.take_tls13(key) {
+            return Some((t.into(), true));
+        }
+        self.tls12(key).map(|s| (s, false))
+    }
+
     pub fn remove_tls12(&self, key: &Key) {
         let mut servers = self.servers.lock();
         if let Some(entry) = servers.map.get_mut(key) {
@@ -349,6 +371,12 @@ impl ClientSessionStore for ConnStore {
         }
     }
 }
+
+// -- NSS ---------------------------------------------------------------------------------------
+
+/// NSS's resumption tokens (`SSL_SetResumptionTokenCallback`): opaque bytes, TLS 1.2 or 1.3.
+pub type TokenBag = SessionBag<Vec<u8>, Vec<u8>>;
+pub type TokenCache = SessionCache<Vec<u8>, Vec<u8>>;
 
 // -- Python ------------------------------------------------------------------------------------
 

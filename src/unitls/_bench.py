@@ -19,8 +19,9 @@ result is reported as a ratio (engine / stdlib):
    server with its default tickets. The stdlib side reads ``SSLObject.session`` once, from the
    first connection, and offers it every time (OpenSSL servers accept a TLS 1.3 ticket again):
    its fastest correct use, since reading ``.session`` re-serializes the session (a client
-   taking the newest session from every connection measured ~30% slower). The client reads
-   once after each handshake so that new tickets are processed, on both sides.
+   taking the newest session from every connection measured ~30% slower). After each
+   handshake the server sends one byte and the client reads it (processing new tickets, which
+   NSS servers send with their first data), on both sides.
 
 Both sides use TLS 1.3 and the same certificate. Python 3.11's ``ssl`` cannot choose TLS 1.3
 suites, so the engine is asked for TLS_AES_256_GCM_SHA384 (what OpenSSL prefers by default)
@@ -102,6 +103,8 @@ TARGETS: dict[str, dict[str, float]] = {
         "asyncio bulk throughput": 1.4,
         "asyncio handshakes": 2.0,
     },
+    # The issue's targets for NSS (issue 11): in-memory handshakes and bulk, sockets.
+    "nss": {"bulk-socket": 0.9, "bulk-memory": 0.9, "handshake-memory": 0.9},
 }
 
 
@@ -202,11 +205,9 @@ class _Stdlib:
                 c_in.write(s_out.read())
 
         self.handshake(c, s, c2s, s2c)
+        s.write(b"x")  # a server may send its tickets with its first data (NSS does)
         s2c()
-        try:
-            c.read(1)  # processes the tickets
-        except ssl.SSLWantReadError:
-            pass
+        c.read(1)  # processes the tickets, then the byte
         if self.session is None:
             self.session = c.session
         return bool(c.session_reused)
@@ -314,11 +315,9 @@ class _Engine:
                 c.process_incoming(s.process_outgoing(n))
 
         self.handshake(c, s, c2s, s2c)
+        s.write(b"x")  # a server may send its tickets with its first data (NSS does)
         s2c()
-        try:
-            c.read(1)  # processes the tickets
-        except WantReadError:
-            pass
+        c.read(1)  # processes the tickets, then the byte
         return bool(getattr(c, "session_resumed", False))
 
 

@@ -41,6 +41,10 @@ Options every engine's contexts take (keyword-only, beyond the PEP):
   one line per ``write()`` on a file opened with ``O_APPEND`` (safe with many threads and
   processes), created with mode 0600. The path is resolved when the context is made; a file that
   cannot be opened is a ``ConfigurationError`` then, not a silent loss.
+
+What an engine cannot do of this it says in its docstring and refuses with ``ConfigurationError``
+(NSS: servers resume TLS 1.3 only; key logs hold TLS 1.3 secrets only, without
+``EXPORTER_SECRET``, so key logging with TLS 1.2 allowed is refused).
 """
 
 from __future__ import annotations

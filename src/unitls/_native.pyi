@@ -1,7 +1,8 @@
-"""unitls' Rust engines (``rust/src``): rustls 0.23 with the ring provider, and one generic
-``Connection`` that runs any of them.
+"""unitls' Rust engines (``rust/src``): rustls 0.23 with the ring provider, NSS (opened at run
+time: ``nss_status()`` says whether it is usable here), and one generic ``Connection`` that runs
+any of them.
 
-Imported only by the engine modules (``unitls.rustls``). Everything here raises the classes of
+Imported only by the engine modules (``unitls.rustls``, ``unitls.nss``). Everything here raises the classes of
 ``unitls._errors``:
 ``ConfigurationError`` for bad configuration, ``WantReadError`` when more ciphertext is needed,
 ``CertificateVerificationError`` / ``ProtocolError`` for fatal TLS errors (a fatal error is
@@ -22,10 +23,14 @@ __all__ = [
     "RUSTLS_VERSION",
     "ClientSession",
     "Connection",
+    "NssClientConfig",
+    "NssServerConfig",
     "RustlsClientConfig",
     "RustlsServerConfig",
     "SSLSocketCore",
     "SocketCore",
+    "nss_status",
+    "nss_supported_cipher_suites",
     "supported_cipher_suites",
 ]
 
@@ -122,13 +127,88 @@ class RustlsServerConfig:
         """A server connection. ``local_address``: the IP the client connected to; with
         several chains, clients that send no SNI get the first chain naming that IP."""
 
+def nss_status() -> tuple[bool, str]:
+    """``(True, "NSS 3.87.1 (NSPR 4.35)")``, or ``(False, why the NSS engine cannot be used)``,
+    e.g. ``"libnss3.so not found: install libnss3 (Debian: apt-get install libnss3) (...)"``.
+    The first call opens and initialises NSS (once per process; ``UNITLS_NSS_LIB_DIR`` names a
+    directory to open the libraries from instead of the system's search path)."""
+
+def nss_supported_cipher_suites() -> list[int]:
+    """IANA ids of the suites this NSS implements and its policy allows (``ConfigurationError``
+    if NSS is not usable)."""
+
+@final
+class NssClientConfig:
+    """An NSS client configuration; the arguments are ``RustlsClientConfig``'s.
+
+    Differences: ``cipher_suites`` ids NSS does not implement (CCM) or its policy forbids are a
+    ``ConfigurationError`` naming them; ``None`` means AEAD suites with forward secrecy only.
+    Keys NSS cannot use (Ed25519, Ed448, DSA, RSA under 2048 bits) are a ``ConfigurationError``.
+    Sessions are kept as NSS resumption tokens in this configuration's own cache, keyed by
+    (name, port) as for rustls, never in NSS's process-wide cache (``resumption=False``: none;
+    an offered session still resumes). ``keylog_path`` logs TLS 1.3 secrets only (no
+    ``EXPORTER_SECRET``): with TLS 1.2 allowed it is a ``ConfigurationError``.
+    ``ConfigurationError`` if NSS is not usable here.
+    """
+
+    def __new__(
+        cls,
+        *,
+        ca_certs: Sequence[Buffer] | None,
+        system_roots: bool,
+        client_chain: Sequence[Buffer] | None,
+        client_key: Buffer | None,
+        cipher_suites: Sequence[int] | None,
+        versions: Sequence[int],
+        alpn: Sequence[bytes],
+        verify_certificates: bool = True,
+        verify_hostname: bool = True,
+        resumption: bool = True,
+        keylog_path: str | None = None,
+    ) -> Self: ...
+    def new_connection(
+        self, server_name: str, port: int | None = None, session: ClientSession | None = None
+    ) -> Connection:
+        """A client connection to ``server_name`` (DNS name or IP literal); its ClientHello is
+        ready in ``process_outgoing`` at once. ``port`` and ``session`` as for rustls."""
+
+    def clear_session_cache(self) -> None:
+        """Forget every cached session."""
+
+@final
+class NssServerConfig:
+    """An NSS server configuration; the arguments are ``RustlsServerConfig``'s.
+
+    The chain is chosen by SNI (every DNS SAN, whole-label wildcards), else by
+    ``new_connection(local_address)``, else the first. A client offering ALPN protocols none of
+    which is ours completes without ALPN. Session resumption: TLS 1.3 only (tickets carry a
+    token naming this configuration object and a 6-hour period, accepted in that period and the
+    next; any other ticket is declined with a full handshake); ``session_tickets=False``: none.
+    ``keylog_path`` as for clients.
+    """
+
+    def __new__(
+        cls,
+        *,
+        chains: Sequence[tuple[Sequence[Buffer], Buffer]],
+        client_ca_certs: Sequence[Buffer] | None,
+        require_client_cert: bool,
+        cipher_suites: Sequence[int] | None,
+        versions: Sequence[int],
+        alpn: Sequence[bytes],
+        session_tickets: bool = True,
+        keylog_path: str | None = None,
+    ) -> Self: ...
+    def new_connection(self, local_address: str | None = None) -> Connection:
+        """A server connection (its NSS socket is made once the whole ClientHello is in)."""
+
 @final
 class Connection:
     """One TLS connection, driven in memory: ciphertext in and out, plaintext read and write."""
 
     @property
     def engine(self) -> str:
-        """The engine's name (``"rustls"``)."""
+        """The engine's name (``"rustls"``, ``"nss"``)."""
 
     def process_incoming(self, data: Buffer) -> None:
         """Queue ciphertext from the peer and feed rustls as far as it takes it.

@@ -16,7 +16,7 @@ ENGINE_ENV = "UNITLS_ENGINE"
 
 # Built-in engines (name -> module defining IMPLEMENTATION), in order of preference for the
 # default. The one place that names them.
-_BUILTIN = {"openssl": "unitls.openssl", "rustls": "unitls.rustls"}
+_BUILTIN = {"openssl": "unitls.openssl", "rustls": "unitls.rustls", "nss": "unitls.nss"}
 
 
 def builtin_engines() -> dict[str, str]:
@@ -44,7 +44,7 @@ def _load(name: str) -> TLSImplementation[Any, Any]:
 
 
 def get_implementation(name: str | None = None) -> TLSImplementation[Any, Any]:
-    """The engine called ``name`` ("openssl", "rustls", or ``"module[:attribute]"`` for a
+    """The engine called ``name`` ("openssl", "rustls", "nss", or ``"module[:attribute]"`` for a
     third-party ``TLSImplementation``). ``None``: the ``UNITLS_ENGINE`` environment variable if
     set, otherwise the OpenSSL engine."""
     if name is None:

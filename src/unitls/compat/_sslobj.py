@@ -68,7 +68,8 @@ def _want_write() -> ssl.SSLWantWriteError:
 
 # Engine failures that OpenSSL reports with a reason of its own (text in the engines' messages).
 _PROTOCOL_REASONS = (
-    ("NoCipherSuitesInCommon", "NO_SHARED_CIPHER", "no shared cipher"),
+    ("NoCipherSuitesInCommon", "NO_SHARED_CIPHER", "no shared cipher"),  # rustls
+    ("SSL_ERROR_NO_CYPHER_OVERLAP", "NO_SHARED_CIPHER", "no shared cipher"),  # NSS
     ("is the peer speaking TLS?", "WRONG_VERSION_NUMBER", "wrong version number"),
 )
 _REJECTED_PREFIX = "peer rejected our certificate: "
