@@ -511,6 +511,10 @@ def test_bench_json() -> None:
             assert (bench, engine) in names
     for r in rows:
         assert {"name", "engine", "value", "unit", "baseline", "ratio"} <= set(r)
+    # Both sides resume (a handshake that does not is an error in its row).
+    resumed = [r for r in rows if r["name"] == "handshake-resumed-memory"]
+    assert {r["engine"] for r in resumed} == set(ENGINES)
+    assert all(r["value"] and r["baseline"] and not r.get("error") for r in resumed), resumed
 
 
 def test_bench_plot_without_matplotlib(tmp_path: Path) -> None:

@@ -72,12 +72,18 @@ class PageClientContext(ClientContextBase[Any]):
         from unitls import rustls
 
         verify, check_hostname = self._verification()
-        return rustls._client_config(configuration, verify, check_hostname, self._resumption)
+        return rustls._client_config(
+            configuration, verify, check_hostname, self._resumption, self._keylog
+        )
 
-    def _new_buffer(self, server_hostname: str) -> Any:
+    def _new_buffer(self, server_hostname: str, port: int | None, session: Any) -> Any:
         from unitls.rustls import RustlsBuffer
 
-        return RustlsBuffer(self, self._native.new_connection(server_hostname))  # type: ignore[arg-type]
+        conn = self._native.new_connection(server_hostname, port, session)
+        return RustlsBuffer(self, conn)  # type: ignore[arg-type]
+
+    def clear_session_cache(self) -> None:
+        self._native.clear_session_cache()
 
 
 class PageServerContext(ServerContextBase[Any]):
@@ -88,7 +94,7 @@ class PageServerContext(ServerContextBase[Any]):
     def _compile(self, configuration: unitls.TLSServerConfiguration) -> Any:
         from unitls import rustls
 
-        return rustls._server_config(configuration, self._session_tickets)
+        return rustls._server_config(configuration, self._session_tickets, self._keylog)
 
     def _new_buffer(self, local_address: str | None) -> Any:
         from unitls.rustls import RustlsBuffer

@@ -441,6 +441,40 @@ def test_finding_6_accept_is_not_held_by_an_idle_or_dripping_client(
         listener.close()
 
 
+def test_closing_a_listener_wakes_another_threads_accept(
+    subject: Impl, server_config: TLSServerConfiguration
+) -> None:
+    """close() from another thread while accept() holds half-done handshakes: accept() raises
+    a TLSError promptly. (Regression: close() emptied the dicts accept() was iterating, and a
+    poll() on the closed listener slept on.)"""
+    listener = subject.server_context(server_config).connect((HOST, 0))
+    listener.settimeout(120)
+    address = listener.getsockname()
+    idle = [socket.create_connection(address) for _ in range(3)]
+    outcome: list[BaseException | None] = []
+
+    def accept() -> None:
+        try:
+            listener.accept()
+        except BaseException as exc:  # noqa: BLE001 - the test inspects what accept() raised
+            outcome.append(exc)
+        else:
+            outcome.append(None)
+
+    thread = threading.Thread(target=accept, daemon=True)
+    thread.start()
+    try:
+        time.sleep(0.3)  # accept() is now polling the idle clients' handshakes (ordering only)
+        listener.close()
+        thread.join(20)
+        assert not thread.is_alive(), "accept() slept on after close()"
+        assert len(outcome) == 1
+        assert isinstance(outcome[0], unitls.TLSError), repr(outcome[0])
+    finally:
+        for sock in idle:
+            sock.close()
+
+
 def test_nonblocking_listener_hands_out_connections_before_their_handshake(
     subject: Impl, server_config: TLSServerConfiguration, ca: CA
 ) -> None:

@@ -583,16 +583,15 @@ def test_rustls_client_against_independent_server(ca: CA, order: str) -> None:
 
 def test_openssl_reader_is_available_here() -> None:
     """On CPython with OpenSSL 3 the layout checks pass: the feature is not silently off."""
-    from unitls import openssl
+    from unitls import _openssl_ffi
 
-    assert openssl._read_negotiated_group is not None
+    assert _openssl_ffi.AVAILABLE
 
 
 def test_openssl_reader_rejects_foreign_objects(ca: CA) -> None:
     from unitls import openssl
 
-    reader = openssl._read_negotiated_group
-    assert reader is not None
+    reader = openssl._group_of
     assert reader(object()) is None
     assert reader(ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)) is None
     assert _group_of(None) is None

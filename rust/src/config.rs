@@ -1,6 +1,7 @@
 //! `ClientConfig` and `ServerConfig`: immutable rustls configurations built once from Python.
 
 use std::collections::HashSet;
+use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 
 use pyo3::buffer::PyBuffer;
@@ -27,6 +28,8 @@ use rustls_pki_types::{
 use crate::conn::Connection;
 use crate::errors::config_err;
 use crate::keyinfo::{names_der, pem_problem, why_unusable};
+use crate::keylog;
+use crate::resumption::{self, ClientSession, ConnStore, RustlsBag, RustlsCache};
 use crate::rustls_session::{ConfigChooser, RustlsSession};
 
 /// The ECDSA curves ring signs with.
@@ -453,6 +456,10 @@ impl ServerCertVerifier for AcceptAnyServerCert {
 #[pyclass(frozen, name = "RustlsClientConfig", module = "unitls._native")]
 pub struct ClientConfig {
     inner: Arc<rustls::ClientConfig>,
+    /// The session cache (None: resumption off; an offered session still resumes).
+    cache: Option<Arc<RustlsCache>>,
+    /// Identifies this configuration's sessions.
+    origin: u64,
 }
 
 #[pymethods]
@@ -460,7 +467,7 @@ impl ClientConfig {
     #[new]
     #[pyo3(signature = (*, ca_certs, system_roots, client_chain, client_key, cipher_suites,
                         versions, alpn, verify_certificates=true, verify_hostname=true,
-                        resumption=true))]
+                        resumption=true, keylog_path=None))]
     #[allow(clippy::too_many_arguments)]
     fn new(
         ca_certs: Option<Vec<Bound<'_, PyAny>>>,
@@ -473,6 +480,7 @@ impl ClientConfig {
         verify_certificates: bool,
         verify_hostname: bool,
         resumption: bool,
+        keylog_path: Option<PathBuf>,
     ) -> PyResult<Self> {
         let ca = extract_blobs(ca_certs, "ca_certs")?;
         let chain = extract_blobs(client_chain, "client_chain")?;
@@ -546,26 +554,56 @@ impl ClientConfig {
                 }
             };
         config.alpn_protocols = check_alpn(alpn)?;
-        if !resumption {
-            config.resumption = rustls::client::Resumption::disabled();
+        if let Some(path) = keylog_path {
+            config.key_log = keylog::open(path)?;
         }
         Ok(Self {
             inner: Arc::new(config),
+            cache: resumption.then(|| Arc::new(RustlsCache::default())),
+            origin: resumption::new_origin(),
         })
     }
 
-    /// A new client connection to `server_name` (DNS name or IP literal).
-    fn new_connection(&self, server_name: &str) -> PyResult<Connection> {
+    /// A new client connection to `server_name` (DNS name or IP literal) on `port` (the session
+    /// cache key; None when unknown). `session`: resume that session (from `client_session()`
+    /// of an earlier connection of this configuration) instead of one from the cache.
+    #[pyo3(signature = (server_name, port=None, session=None))]
+    fn new_connection(
+        &self,
+        py: Python<'_>,
+        server_name: &str,
+        port: Option<u16>,
+        session: Option<&Bound<'_, ClientSession>>,
+    ) -> PyResult<Connection> {
         let name = ServerName::try_from(server_name.to_owned()).map_err(|_| {
             config_err(format!(
                 "invalid server name {server_name:?}: pass a DNS name or an IP address literal"
             ))
         })?;
-        let conn = rustls::ClientConnection::new(self.inner.clone(), name)
+        let key = (server_name.to_ascii_lowercase(), port);
+        let offered = session
+            .map(|s| s.get().offered::<RustlsBag>(self.origin, &key.0))
+            .transpose()?;
+        // rustls' store sees only the server name: each connection gets a store that knows
+        // its whole key (a copy of the configuration costs a few reference counts).
+        let store = ConnStore::new(key, self.origin, self.cache.clone(), offered);
+        let bag = store.bag();
+        let mut config = (*self.inner).clone();
+        config.resumption = rustls::client::Resumption::store(Arc::new(store));
+        let conn = rustls::ClientConnection::new(Arc::new(config), name)
             .map_err(|e| config_err(format!("cannot start a client connection: {e}")))?;
-        Ok(rustls_connection(RustlsSession::new(
-            rustls::Connection::Client(conn),
-        )))
+        let exported = Py::new(py, ClientSession::new(bag))?.into_any();
+        Ok(
+            rustls_connection(RustlsSession::new(rustls::Connection::Client(conn)))
+                .with_client_session(exported),
+        )
+    }
+
+    /// Forget every cached session (the next connections make full handshakes).
+    fn clear_session_cache(&self) {
+        if let Some(cache) = &self.cache {
+            cache.clear();
+        }
     }
 }
 
@@ -673,7 +711,7 @@ fn alpn_overlaps(hello: &ClientHello<'_>, ours: &[Vec<u8>]) -> bool {
 impl ServerConfig {
     #[new]
     #[pyo3(signature = (*, chains, client_ca_certs, require_client_cert, cipher_suites, versions,
-                        alpn, session_tickets=true))]
+                        alpn, session_tickets=true, keylog_path=None))]
     #[allow(clippy::too_many_arguments)]
     fn new(
         chains: Vec<(Vec<Bound<'_, PyAny>>, Bound<'_, PyAny>)>,
@@ -683,6 +721,7 @@ impl ServerConfig {
         versions: Vec<u16>,
         alpn: Vec<Vec<u8>>,
         session_tickets: bool,
+        keylog_path: Option<PathBuf>,
     ) -> PyResult<Self> {
         let (provider, versions) = build_provider(cipher_suites.as_deref(), &versions)?;
         if chains.is_empty() {
@@ -760,6 +799,9 @@ impl ServerConfig {
             suites: suites.clone(),
         }));
         config.alpn_protocols = check_alpn(alpn)?;
+        if let Some(path) = keylog_path {
+            config.key_log = keylog::open(path)?;
+        }
         if session_tickets {
             config.ticketer = rustls::crypto::ring::Ticketer::new()
                 .map_err(|e| config_err(format!("cannot create the session ticketer: {e}")))?;

@@ -71,6 +71,8 @@ impl Inner {
 pub struct Connection {
     engine: &'static str,
     inner: Mutex<Inner>,
+    /// Client side: the engine's opaque object for the sessions this connection receives.
+    client_session: Option<Py<PyAny>>,
 }
 
 impl Connection {
@@ -83,7 +85,14 @@ impl Connection {
                 error: None,
                 eof: false,
             }),
+            client_session: None,
         }
+    }
+
+    /// Attach the object `client_session()` returns (see there).
+    pub fn with_client_session(mut self, session: Py<PyAny>) -> Self {
+        self.client_session = Some(session);
+        self
     }
 
     /// The state, waiting for it with the GIL released (never block on the mutex while holding
@@ -394,6 +403,12 @@ impl Connection {
     /// Whether the handshake resumed an earlier session (False before it completes).
     fn session_resumed(&self, py: Python<'_>) -> PyResult<bool> {
         self.run_gil(py, |inner| Ok(inner.session.session_resumed()))
+    }
+
+    /// Client side: the engine's opaque session object, holding what the server sent for
+    /// resuming later (TLS 1.3 tickets arrive after the handshake); None on servers.
+    fn client_session(&self, py: Python<'_>) -> Option<Py<PyAny>> {
+        self.client_session.as_ref().map(|s| s.clone_ref(py))
     }
 
     /// The key exchange group's IANA name (None before the handshake completes).

@@ -12,8 +12,10 @@ mod config;
 mod conn;
 mod errors;
 mod keyinfo;
+mod keylog;
 mod nss;
 mod pq;
+mod resumption;
 mod rustls_session;
 mod session;
 mod sockio;
@@ -26,6 +28,7 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<config::ClientConfig>()?;
     m.add_class::<config::ServerConfig>()?;
     m.add_class::<conn::Connection>()?;
+    m.add_class::<resumption::ClientSession>()?;
     m.add_class::<sockio::SocketCore>()?;
     m.add_class::<sockio::SSLSocketCore>()?;
     m.add_function(wrap_pyfunction!(config::supported_cipher_suites, m)?)?;

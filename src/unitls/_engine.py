@@ -9,9 +9,10 @@ An engine module provides two context classes built on ``ClientContextBase`` and
   (stored as ``self._native``). Client contexts read ``self._verification()`` to learn whether
   the insecure module turned checks off; ``self._resumption`` / ``self._session_tickets`` hold
   the session options.
-- ``_new_buffer(name)``: a ``TLSBuffer``. Clients get the server hostname; servers get the local
-  address the connection reached (or None), which picks the default chain for clients that
-  send no SNI.
+- ``_new_buffer(...)``: a ``TLSBuffer``. Clients get the server hostname, the port (or None) and
+  an offered session (or None); servers get the local address the connection reached (or
+  None), which picks the default chain for clients that send no SNI.
+- ``clear_session_cache()`` (clients): forget the cached sessions.
 
 Everything else is here, written once: argument and type checks, ``validate_config`` at
 construction, the ``configuration`` property, ``create_buffer``/``create_buffer_for``, sockets
@@ -20,10 +21,36 @@ construction, the ``configuration`` property, ``create_buffer``/``create_buffer_
 two classes). ``engine_implementation()`` makes the ``TLSImplementation``.
 
 Also here: helpers for engines (version bounds, cipher lists, reading key material).
+
+Options every engine's contexts take (keyword-only, beyond the PEP):
+
+- Session resumption. A client context keeps a bounded cache of sessions keyed by server name
+  *and* port and resumes from it by default (TLS 1.3 tickets, each used once; TLS 1.2 tickets or
+  session ids, reused until refused); ``resumption=False`` turns the cache off. Sockets know the
+  port (``connect(address)``, STARTTLS on a connected socket); ``create_buffer(name, port=...)``
+  takes it for buffers, and buffers made without one share sessions by name among themselves.
+  A client buffer's ``session`` (when the engine has one) offered as
+  ``create_buffer(name, session=...)`` resumes exactly that session, cache or not. A server
+  context issues tickets by default, under keys that rotate; ``session_tickets=False`` turns
+  tickets and the server's session cache off (every handshake is full).
+- Key logging for Wireshark. With ``keylog_filename=PATH``, or else when the ``SSLKEYLOGFILE``
+  environment variable is set (and Python was not started with ``-E``), every connection's
+  secrets are appended to that file in the NSS key log format (``CLIENT_RANDOM`` for TLS 1.2;
+  ``CLIENT_HANDSHAKE_TRAFFIC_SECRET``, ``SERVER_HANDSHAKE_TRAFFIC_SECRET``,
+  ``CLIENT_TRAFFIC_SECRET_0``, ``SERVER_TRAFFIC_SECRET_0``, ``EXPORTER_SECRET`` for TLS 1.3),
+  one line per ``write()`` on a file opened with ``O_APPEND`` (safe with many threads and
+  processes), created with mode 0600. The path is resolved when the context is made; a file that
+  cannot be opened is a ``ConfigurationError`` then, not a silent loss.
+
+What an engine cannot do of this it says in its docstring and refuses with ``ConfigurationError``
+(NSS: servers resume TLS 1.3 only; key logs hold TLS 1.3 secrets only, without
+``EXPORTER_SECRET``, so key logging with TLS 1.2 allowed is refused).
 """
 
 from __future__ import annotations
 
+import os
+import sys
 from typing import TYPE_CHECKING, Any, ClassVar, Generic, TypeVar
 
 from ._config import TLSClientConfiguration, TLSServerConfiguration
@@ -158,18 +185,70 @@ def check_server_hostname(server_hostname: object) -> str:
     return server_hostname
 
 
+def check_port(port: object) -> int | None:
+    if port is None:
+        return None
+    if isinstance(port, bool) or not isinstance(port, int) or not 0 <= port <= 65535:
+        raise ValueError(f"port must be an int from 0 to 65535 or None, not {port!r}")
+    return port
+
+
+def keylog_path(keylog_filename: object) -> str | None:
+    """The key log file a new context writes to: ``keylog_filename``, else ``SSLKEYLOGFILE``
+    (ignored under ``python -E``), else None. The file is opened once here (created with mode
+    0600) so that a path that cannot be written is a ConfigurationError now."""
+    if keylog_filename is None:
+        if sys.flags.ignore_environment:
+            return None
+        path = os.environ.get("SSLKEYLOGFILE") or None
+        origin = "SSLKEYLOGFILE"
+    elif isinstance(keylog_filename, (str, os.PathLike)):
+        path = os.fspath(keylog_filename)
+        if not isinstance(path, str):
+            path = os.fsdecode(path)
+        origin = "keylog_filename"
+        if not path:
+            raise ValueError("keylog_filename must not be empty (None: use SSLKEYLOGFILE)")
+    else:
+        raise TypeError(
+            f"keylog_filename must be a path (str or os.PathLike) or None, "
+            f"not {type(keylog_filename).__name__}"
+        )
+    if path is None:
+        return None
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o600)
+    except (OSError, ValueError) as exc:
+        reason = getattr(exc, "strerror", None) or exc
+        fix = "unset it or point it" if origin == "SSLKEYLOGFILE" else "point it"
+        raise ConfigurationError(
+            f"cannot open the TLS key log file {path!r} ({origin}): {reason}; {fix} at a "
+            "writable file"
+        ) from exc
+    os.close(fd)
+    return path
+
+
 class ClientContextBase(StartTLSMixin, Generic[_Native]):
     """An engine's client context (see the module docstring for what a subclass fills in).
 
-    ``resumption=False`` turns off session resumption (every handshake is a full one).
+    ``resumption=False`` turns off the session cache (every handshake is a full one unless a
+    session is offered explicitly); ``keylog_filename`` names a key log file (default: the
+    ``SSLKEYLOGFILE`` environment variable). See the module docstring.
     """
 
-    __slots__ = ("_configuration", "_native", "_resumption")
+    __slots__ = ("_configuration", "_keylog", "_native", "_resumption")
 
     #: The engine's short name, for messages and ``repr``.
     engine_name: ClassVar[str] = "engine"
 
-    def __init__(self, configuration: TLSClientConfiguration, *, resumption: bool = True) -> None:
+    def __init__(
+        self,
+        configuration: TLSClientConfiguration,
+        *,
+        resumption: bool = True,
+        keylog_filename: str | os.PathLike[str] | None = None,
+    ) -> None:
         if not isinstance(configuration, TLSClientConfiguration):
             raise TypeError(
                 f"expected a TLSClientConfiguration, not {type(configuration).__name__}"
@@ -180,6 +259,7 @@ class ClientContextBase(StartTLSMixin, Generic[_Native]):
         type(self).validate(configuration)
         self._configuration = configuration
         self._resumption = resumption
+        self._keylog = keylog_path(keylog_filename)
         self._native: _Native = self._compile(configuration)
 
     @staticmethod
@@ -190,7 +270,11 @@ class ClientContextBase(StartTLSMixin, Generic[_Native]):
     def _compile(self, configuration: TLSClientConfiguration) -> _Native:
         raise NotImplementedError
 
-    def _new_buffer(self, server_hostname: str) -> TLSBuffer:
+    def _new_buffer(self, server_hostname: str, port: int | None, session: Any) -> TLSBuffer:
+        raise NotImplementedError
+
+    def clear_session_cache(self) -> None:
+        """Forget every cached session: the next connections make full handshakes."""
         raise NotImplementedError
 
     def _verification(self) -> tuple[bool, bool]:
@@ -201,9 +285,17 @@ class ClientContextBase(StartTLSMixin, Generic[_Native]):
     def configuration(self) -> TLSClientConfiguration:
         return self._configuration
 
-    def create_buffer(self, server_hostname: str) -> TLSBuffer:
-        """A new in-memory client connection to ``server_hostname`` (SNI and name checks)."""
-        return self._new_buffer(check_server_hostname(server_hostname))
+    def create_buffer(
+        self, server_hostname: str, *, port: int | None = None, session: Any = None
+    ) -> TLSBuffer:
+        """A new in-memory client connection to ``server_hostname`` (SNI and name checks).
+
+        ``port``: the server's port, which keys the session cache with the name (buffers made
+        without it share sessions by name among themselves). ``session``: a ``session`` taken
+        from an earlier buffer of this context, to resume exactly that one (ValueError if it
+        belongs to another context or server name).
+        """
+        return self._new_buffer(check_server_hostname(server_hostname), check_port(port), session)
 
     def connect(self, address: tuple[str | None, int], *, timeout: Any = DEFAULT_TIMEOUT) -> Any:
         """Connect, handshake and verify the server against ``address``'s host.
@@ -220,15 +312,21 @@ class ClientContextBase(StartTLSMixin, Generic[_Native]):
 class ServerContextBase(StartTLSMixin, Generic[_Native]):
     """An engine's server context (see the module docstring for what a subclass fills in).
 
-    ``session_tickets=False`` stops issuing resumption tickets (every handshake is full).
+    ``session_tickets=False`` stops issuing resumption tickets and caching sessions (every
+    handshake is full); ``keylog_filename`` names a key log file (default: the
+    ``SSLKEYLOGFILE`` environment variable). See the module docstring.
     """
 
-    __slots__ = ("_configuration", "_native", "_session_tickets")
+    __slots__ = ("_configuration", "_keylog", "_native", "_session_tickets")
 
     engine_name: ClassVar[str] = "engine"
 
     def __init__(
-        self, configuration: TLSServerConfiguration, *, session_tickets: bool = True
+        self,
+        configuration: TLSServerConfiguration,
+        *,
+        session_tickets: bool = True,
+        keylog_filename: str | os.PathLike[str] | None = None,
     ) -> None:
         if not isinstance(configuration, TLSServerConfiguration):
             raise TypeError(
@@ -240,6 +338,7 @@ class ServerContextBase(StartTLSMixin, Generic[_Native]):
         type(self).validate(configuration)
         self._configuration = configuration
         self._session_tickets = session_tickets
+        self._keylog = keylog_path(keylog_filename)
         self._native: _Native = self._compile(configuration)
 
     @staticmethod

@@ -22,6 +22,8 @@ __all__ = [
     "SupportsNativeIO",
     "SupportsPeerCertChain",
     "SupportsServerName",
+    "SupportsSessionCache",
+    "SupportsSessionExport",
     "SupportsSessionInfo",
     "SupportsStdlibContext",
     "SupportsUpgrade",
@@ -60,6 +62,36 @@ class SupportsSessionInfo(Protocol):
     @abstractmethod
     def negotiated_group(self) -> str | None:
         """The key exchange group by its IANA name ("x25519", "X25519MLKEM768", ...)."""
+
+
+@runtime_checkable
+class SupportsSessionCache(Protocol):
+    """Client contexts: a bounded session cache keyed by server name and port (on by default,
+    off with ``resumption=False``). ``create_buffer`` takes the port, which sockets know, and
+    optionally a session exported by an earlier buffer (``SupportsSessionExport``) to resume
+    exactly that one."""
+
+    @abstractmethod
+    def create_buffer(
+        self, server_hostname: str, *, port: int | None = None, session: Any = None
+    ) -> TLSBuffer: ...
+
+    @abstractmethod
+    def clear_session_cache(self) -> None:
+        """Forget every cached session."""
+
+
+@runtime_checkable
+class SupportsSessionExport(Protocol):
+    """Client buffers: ``session``, an opaque object holding what the server sent for resuming
+    (TLS 1.3 tickets arrive after the handshake, with the first data read), to offer to
+    ``create_buffer(..., session=...)`` of the same context. None on servers. Each TLS 1.3
+    ticket in it is used once (offer the newest connection's session again); a TLS 1.2 session
+    resumes until the server refuses it."""
+
+    @property
+    @abstractmethod
+    def session(self) -> Any: ...
 
 
 @runtime_checkable

@@ -21,6 +21,7 @@ from typing_extensions import Buffer
 
 __all__ = [
     "RUSTLS_VERSION",
+    "ClientSession",
     "Connection",
     "NssClientConfig",
     "NssServerConfig",
@@ -51,7 +52,9 @@ class RustlsClientConfig:
     nothing usable left is a ``ConfigurationError``. ``versions``: a subset of
     ``[0x0303, 0x0304]``. ``verify_certificates=False`` accepts any server certificate;
     ``verify_hostname=False`` verifies the chain but not the name. ``resumption=False``
-    disables the client session cache and tickets.
+    disables the client session cache (sessions offered to ``new_connection`` still resume).
+    ``keylog_path``: append every connection's secrets to this file (NSS key log format; a
+    file that cannot be opened is a ``ConfigurationError``).
     """
 
     def __new__(
@@ -67,10 +70,31 @@ class RustlsClientConfig:
         verify_certificates: bool = True,
         verify_hostname: bool = True,
         resumption: bool = True,
+        keylog_path: str | None = None,
     ) -> Self: ...
-    def new_connection(self, server_name: str) -> Connection:
+    def new_connection(
+        self, server_name: str, port: int | None = None, session: ClientSession | None = None
+    ) -> Connection:
         """A client connection to ``server_name`` (DNS name or IP literal; SNI is sent for
-        DNS names). An invalid name raises ``ConfigurationError``."""
+        DNS names). An invalid name raises ``ConfigurationError``. Sessions are cached per
+        (lower-cased name, ``port``); ``session`` (another connection's ``client_session()``
+        from this configuration and name, else ``ValueError``) resumes that one instead."""
+
+    def clear_session_cache(self) -> None:
+        """Forget every cached session."""
+
+@final
+class ClientSession:
+    """The sessions one client connection received (opaque; offer it to ``new_connection``).
+    Each TLS 1.3 ticket is used once; a TLS 1.2 session until the server refuses it."""
+
+    @property
+    def server_name(self) -> str: ...
+    @property
+    def port(self) -> int | None: ...
+    @property
+    def resumable(self) -> bool:
+        """Whether it still holds a TLS 1.2 session or a TLS 1.3 ticket."""
 
 @final
 class RustlsServerConfig:
@@ -97,6 +121,7 @@ class RustlsServerConfig:
         versions: Sequence[int],
         alpn: Sequence[bytes],
         session_tickets: bool = True,
+        keylog_path: str | None = None,
     ) -> Self: ...
     def new_connection(self, local_address: str | None = None) -> Connection:
         """A server connection. ``local_address``: the IP the client connected to; with
@@ -119,8 +144,11 @@ class NssClientConfig:
     Differences: ``cipher_suites`` ids NSS does not implement (CCM) or its policy forbids are a
     ``ConfigurationError`` naming them; ``None`` means AEAD suites with forward secrecy only.
     Keys NSS cannot use (Ed25519, Ed448, DSA, RSA under 2048 bits) are a ``ConfigurationError``.
-    Sessions are cached in NSS's process-wide client cache under this configuration's own key
-    (``resumption=False``: none). ``ConfigurationError`` if NSS is not usable here.
+    Sessions are kept as NSS resumption tokens in this configuration's own cache, keyed by
+    (name, port) as for rustls, never in NSS's process-wide cache (``resumption=False``: none;
+    an offered session still resumes). ``keylog_path`` logs TLS 1.3 secrets only (no
+    ``EXPORTER_SECRET``): with TLS 1.2 allowed it is a ``ConfigurationError``.
+    ``ConfigurationError`` if NSS is not usable here.
     """
 
     def __new__(
@@ -136,10 +164,16 @@ class NssClientConfig:
         verify_certificates: bool = True,
         verify_hostname: bool = True,
         resumption: bool = True,
+        keylog_path: str | None = None,
     ) -> Self: ...
-    def new_connection(self, server_name: str) -> Connection:
+    def new_connection(
+        self, server_name: str, port: int | None = None, session: ClientSession | None = None
+    ) -> Connection:
         """A client connection to ``server_name`` (DNS name or IP literal); its ClientHello is
-        ready in ``process_outgoing`` at once."""
+        ready in ``process_outgoing`` at once. ``port`` and ``session`` as for rustls."""
+
+    def clear_session_cache(self) -> None:
+        """Forget every cached session."""
 
 @final
 class NssServerConfig:
@@ -148,8 +182,9 @@ class NssServerConfig:
     The chain is chosen by SNI (every DNS SAN, whole-label wildcards), else by
     ``new_connection(local_address)``, else the first. A client offering ALPN protocols none of
     which is ours completes without ALPN. Session resumption: TLS 1.3 only (tickets carry a
-    token naming this configuration's content; a ticket of another configuration is declined
-    with a full handshake); ``session_tickets=False``: none.
+    token naming this configuration object and a 6-hour period, accepted in that period and the
+    next; any other ticket is declined with a full handshake); ``session_tickets=False``: none.
+    ``keylog_path`` as for clients.
     """
 
     def __new__(
@@ -162,6 +197,7 @@ class NssServerConfig:
         versions: Sequence[int],
         alpn: Sequence[bytes],
         session_tickets: bool = True,
+        keylog_path: str | None = None,
     ) -> Self: ...
     def new_connection(self, local_address: str | None = None) -> Connection:
         """A server connection (its NSS socket is made once the whole ClientHello is in)."""
@@ -232,6 +268,9 @@ class Connection:
 
     def session_resumed(self) -> bool:
         """Whether the handshake resumed an earlier session."""
+
+    def client_session(self) -> ClientSession | None:
+        """Client side: the sessions this connection received (None on servers)."""
 
     def negotiated_group(self) -> str | None:
         """The key exchange group's IANA name (``"x25519"``...), ``None`` before the handshake."""

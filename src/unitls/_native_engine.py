@@ -30,7 +30,7 @@ from ._objects import SigningChain, TrustStore
 if TYPE_CHECKING:
     from typing_extensions import Buffer
 
-__all__ = ["NativeBuffer", "NativeEngine"]
+__all__ = ["NativeBuffer", "NativeEngine", "check_session"]
 
 
 class NativeBuffer:
@@ -128,6 +128,11 @@ class NativeBuffer:
         return self._conn.session_resumed()
 
     @property
+    def session(self) -> _native.ClientSession | None:
+        """Client side: what the server sent for resuming (see ``unitls.extensions``)."""
+        return self._conn.client_session()
+
+    @property
     def negotiated_group(self) -> str | None:
         """The key exchange group's IANA name; None before the handshake."""
         return self._conn.negotiated_group()
@@ -137,7 +142,23 @@ class NativeBuffer:
 
 
 class _ClientConfig(Protocol):
-    def new_connection(self, server_name: str) -> _native.Connection: ...
+    def new_connection(
+        self,
+        server_name: str,
+        port: int | None = None,
+        session: _native.ClientSession | None = None,
+    ) -> _native.Connection: ...
+
+    def clear_session_cache(self) -> None: ...
+
+
+def check_session(session: object) -> _native.ClientSession | None:
+    """A session offered to ``create_buffer``: one a buffer of these engines exported."""
+    if session is not None and not isinstance(session, _native.ClientSession):
+        raise TypeError(
+            f"session must come from a client buffer's .session, not {type(session).__name__}"
+        )
+    return session
 
 
 class _ServerConfig(Protocol):
@@ -232,6 +253,7 @@ class NativeEngine(Generic[_C, _S]):
         verify: bool,
         check_hostname: bool,
         resumption: bool,
+        keylog: str | None = None,
     ) -> _C:
         ca_certs, system = _trust(config.trust_store)
         chain_certs: list[bytes] | None = None
@@ -249,9 +271,12 @@ class NativeEngine(Generic[_C, _S]):
             verify_certificates=verify,
             verify_hostname=check_hostname and verify,
             resumption=resumption,
+            keylog_path=keylog,
         )
 
-    def server_config(self, config: TLSServerConfiguration, session_tickets: bool) -> _S:
+    def server_config(
+        self, config: TLSServerConfiguration, session_tickets: bool, keylog: str | None = None
+    ) -> _S:
         client_cas = None
         if config.trust_store is not None:
             client_cas = _trust(config.trust_store)[0]
@@ -263,4 +288,5 @@ class NativeEngine(Generic[_C, _S]):
             versions=versions(config),
             alpn=_alpn(config),
             session_tickets=session_tickets,
+            keylog_path=keylog,
         )

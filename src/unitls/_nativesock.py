@@ -32,6 +32,7 @@ from ._extensions import SupportsNativeIO
 from ._socket import (
     DEFAULT_TIMEOUT,
     _check_address,
+    _peer_port,
     map_os_error,
     open_connection,
     server_buffer,
@@ -237,7 +238,8 @@ class NativeClientSockets:
         host = _check_address(address)[0]
         if not host:
             raise ValueError("a client needs a host name or address to connect to")
-        buffer = context._new_buffer(check_server_hostname(host))
+        # The port keys the session cache with the name (see unitls._engine).
+        buffer = context._new_buffer(check_server_hostname(host), address[1], None)
         start = time.monotonic()
         sock = open_connection(address, timeout)
         try:
@@ -260,7 +262,8 @@ class NativeClientSockets:
         if not server_hostname:
             raise ValueError("upgrading a client connection needs server_hostname")
         context: Any = self
-        tls = native_socket(context, sock, context.create_buffer(server_hostname))
+        buffer = context.create_buffer(server_hostname, port=_peer_port(sock))
+        tls = native_socket(context, sock, buffer)
         tls.do_handshake()
         return tls  # a NativeSocket
 

@@ -43,6 +43,7 @@ __all__ = [
     "BufferListener",
     "BufferSocket",
     "StartTLSMixin",
+    "client_buffer",
     "connect_with_buffer",
     "listen_with_buffers",
     "map_os_error",
@@ -518,6 +519,8 @@ class BufferListener(_SocketBase, Generic[_T]):
 
     def _accept(self, deadline: Deadline) -> tuple[_T, tuple[str | None, int]]:
         while True:
+            if self._closed:  # by another thread, while this one waited
+                raise TLSError("the listening socket was closed during accept()")
             now = time.monotonic()
             self._reap_lingering(now)
             self._take_new_clients(now)
@@ -571,7 +574,7 @@ class BufferListener(_SocketBase, Generic[_T]):
                 self._fail(fd, client, exc)
                 continue
             else:
-                del self._clients[fd]
+                self._clients.pop(fd, None)
                 self._done.append((client.tls, client.addr))
                 continue
             if client.deadline is not None and now >= client.deadline:
@@ -584,7 +587,7 @@ class BufferListener(_SocketBase, Generic[_T]):
         )
 
     def _fail(self, fd: int, client: _Client[_T], exc: TLSError) -> None:
-        del self._clients[fd]
+        self._clients.pop(fd, None)
         self._done.append(exc)
         raw = client.tls._sock
         half_close(raw)  # after the alert the engine sent
@@ -599,24 +602,27 @@ class BufferListener(_SocketBase, Generic[_T]):
     def _reap_lingering(self, now: float, ready: set[int] | None = None) -> None:
         for fd, (raw, until, tls) in list(self._lingering.items()):
             if now >= until or ((ready is None or fd in ready) and drain(raw)):
-                del self._lingering[fd]
+                self._lingering.pop(fd, None)
                 tls.close(force=True)
 
     def _wait(self, deadline: Deadline) -> None:
         """Wait for a new client, handshake progress or a lingering EOF, then act on it."""
         left = deadline.remaining()
         now = time.monotonic()
-        limits = [c.deadline for c in self._clients.values() if c.deadline is not None]
-        limits += [until for _, until, _ in self._lingering.values()]
+        # Copies: close() from another thread may empty these dicts at any time.
+        clients = list(self._clients.items())
+        lingering = list(self._lingering.items())
+        limits = [c.deadline for _, c in clients if c.deadline is not None]
+        limits += [until for _, (_, until, _) in lingering]
         if limits:
             soonest = max(0.0, min(limits) - now)
             left = soonest if left is None else min(left, soonest)
         poller = select.poll()
         if len(self._clients) < _MAX_HANDSHAKES:
             poller.register(self._sock.fileno(), select.POLLIN)
-        for fd, client in self._clients.items():
+        for fd, client in clients:
             poller.register(fd, select.POLLOUT if client.want_write else select.POLLIN)
-        for fd in self._lingering:
+        for fd, _ in lingering:
             poller.register(fd, select.POLLIN)
         events = poller.poll(None if left is None else max(0, int(left * 1000) + 1))
         ready = {fd for fd, _ in events}
@@ -625,18 +631,28 @@ class BufferListener(_SocketBase, Generic[_T]):
         self._step_all(now, ready)
 
     def close(self, force: bool = False) -> None:
-        """Stop listening; handshakes under way and lingering connections are closed."""
+        """Stop listening; handshakes under way and lingering connections are closed. Safe to
+        call from another thread while one is in ``accept()`` (which then raises ``TLSError``)."""
         self._closed = True
-        for client in self._clients.values():
-            client.tls.close(force=True)
+        clients = list(self._clients.values())
         self._clients.clear()
-        for _, _, tls in self._lingering.values():
-            tls.close(force=True)
+        for client in clients:
+            client.tls.close(force=True)
+        lingering = list(self._lingering.values())
         self._lingering.clear()
-        while self._done:
-            item = self._done.popleft()
+        for _, _, tls in lingering:
+            tls.close(force=True)
+        while True:
+            try:
+                item = self._done.popleft()
+            except IndexError:
+                break
             if not isinstance(item, TLSError):
                 item[0].close(force=True)
+        try:
+            self._sock.shutdown(socket.SHUT_RDWR)  # wakes a poll() in another thread's accept()
+        except OSError:
+            pass
         self._sock.close()
 
     def recv(self, bufsize: int) -> bytes:
@@ -685,6 +701,24 @@ def server_buffer(context: ServerContext, sock: socket.socket) -> TLSBuffer:
     return context.create_buffer_for(local)
 
 
+def client_buffer(context: ClientContext, server_hostname: str, port: int | None) -> TLSBuffer:
+    """A client buffer to ``server_hostname``: unitls engines also get the port, which keys
+    their session cache (``SupportsSessionCache``); others get ``create_buffer``."""
+    from ._extensions import SupportsSessionCache
+
+    if port is not None and isinstance(context, SupportsSessionCache):
+        return context.create_buffer(server_hostname, port=port)
+    return context.create_buffer(server_hostname)
+
+
+def _peer_port(sock: socket.socket) -> int | None:
+    try:
+        port = sock.getpeername()[1]
+    except (OSError, IndexError, TypeError):
+        return None  # e.g. a Unix socket: no port
+    return port if isinstance(port, int) else None
+
+
 def listen_with_buffers(
     context: ServerContext,
     address: tuple[str | None, int],
@@ -712,7 +746,7 @@ def connect_with_buffer(
         raise ValueError("a client needs a host name or address to connect to")
     if timeout is DEFAULT_TIMEOUT:
         timeout = socket.getdefaulttimeout()
-    buffer = context.create_buffer(host)
+    buffer = client_buffer(context, host, address[1])
     deadline = Deadline(timeout, "connect")
     sock = open_connection(address, timeout)
     tls = BufferSocket(sock, buffer, context)
@@ -762,7 +796,7 @@ def upgrade_socket(
     if isinstance(context.configuration, TLSClientConfiguration):
         if not server_hostname:
             raise ValueError("upgrading a client connection needs server_hostname")
-        buffer = context.create_buffer(server_hostname)
+        buffer = client_buffer(context, server_hostname, _peer_port(sock))
     else:
         if server_hostname is not None:
             raise ValueError("a server context takes no server_hostname")

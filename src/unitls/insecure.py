@@ -172,9 +172,9 @@ class InsecureClientContextMixin:
         warn("connecting with TLS verification weakened (insecure context)")
         return super().connect(address, **options)  # type: ignore[misc]
 
-    def create_buffer(self, server_hostname: str) -> Any:
+    def create_buffer(self, server_hostname: str, **options: Any) -> Any:
         warn("TLS buffer with verification weakened (insecure context)")
-        return super().create_buffer(server_hostname)  # type: ignore[misc]
+        return super().create_buffer(server_hostname, **options)  # type: ignore[misc]
 
 
 class InsecureServerContextMixin:

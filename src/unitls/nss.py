@@ -16,7 +16,10 @@ What differs from the other engines, all decided in Rust (``rust/src/nss/``):
   those of the other engines, not NSS's own (which falls back to the subject CN).
 - NSS 3.87 cannot use Ed25519/Ed448 keys: a ``ConfigurationError`` at configuration.
 - Servers resume TLS 1.3 sessions only: NSS's TLS 1.2 session cache and ticket key are
-  process-wide, so TLS 1.2 resumption would cross server contexts.
+  process-wide, so TLS 1.2 resumption would cross server contexts. Clients keep sessions in
+  unitls' cache (keyed by name and port) through NSS's resumption tokens.
+- Key logs hold TLS 1.3 secrets only (from ``SSL_SecretCallback``; NSS has no call for the
+  exporter secret or a TLS 1.2 master secret).
 """
 
 from __future__ import annotations
@@ -24,7 +27,7 @@ from __future__ import annotations
 from . import _native
 from ._config import TLSClientConfiguration, TLSServerConfiguration
 from ._engine import ClientContextBase, ServerContextBase, engine_implementation
-from ._native_engine import NativeBuffer, NativeEngine
+from ._native_engine import NativeBuffer, NativeEngine, check_session
 from ._nativesock import NativeClientSockets, NativeServerSockets
 from ._protocols import TLSImplementation
 
@@ -66,8 +69,11 @@ class NssBuffer(NativeBuffer):
 class NssClientContext(NativeClientSockets, ClientContextBase[_native.NssClientConfig]):
     """A client context: ``connect`` for sockets, ``create_buffer`` for in-memory use.
 
-    Connections from one context resume earlier sessions with the same server name unless
-    ``resumption=False``; contexts never share sessions.
+    Connections from one context resume earlier sessions (TLS 1.3 tickets, TLS 1.2 tickets or
+    ids) from a cache keyed by server name and port unless ``resumption=False``: NSS hands each
+    session over as a resumption token, kept in unitls' cache, not NSS's process-wide one.
+    Key logging (``keylog_filename``/``SSLKEYLOGFILE``) covers TLS 1.3 only, without
+    ``EXPORTER_SECRET``: with TLS 1.2 allowed it is a ``ConfigurationError``.
     """
 
     __slots__ = ()
@@ -76,16 +82,27 @@ class NssClientContext(NativeClientSockets, ClientContextBase[_native.NssClientC
 
     def _compile(self, configuration: TLSClientConfiguration) -> _native.NssClientConfig:
         verify, check_hostname = self._verification()
-        return _ENGINE.client_config(configuration, verify, check_hostname, self._resumption)
+        return _ENGINE.client_config(
+            configuration, verify, check_hostname, self._resumption, self._keylog
+        )
 
-    def _new_buffer(self, server_hostname: str) -> NssBuffer:
-        return NssBuffer(self, self._native.new_connection(server_hostname))
+    def _new_buffer(self, server_hostname: str, port: int | None, session: object) -> NssBuffer:
+        conn = self._native.new_connection(server_hostname, port, check_session(session))
+        return NssBuffer(self, conn)
+
+    def clear_session_cache(self) -> None:
+        """Forget every cached session: the next connections make full handshakes."""
+        self._native.clear_session_cache()
 
 
 class NssServerContext(NativeServerSockets, ServerContextBase[_native.NssServerConfig]):
     """A server context: ``connect`` binds and listens, ``create_buffer`` for in-memory use.
 
-    TLS 1.3 clients may resume; ``session_tickets=False`` makes every handshake a full one.
+    TLS 1.3 clients may resume (TLS 1.2 ones cannot: NSS's session cache is process-wide).
+    NSS encrypts every ticket under one process-wide key that never changes (NSS 3.87 has no
+    per-context or rotating ticket keys); a ticket carries a token naming this context and a
+    6-hour period, and is accepted in that period and the next, by this context only.
+    ``session_tickets=False`` makes every handshake a full one. Key logging as for clients.
     """
 
     __slots__ = ()
@@ -93,7 +110,7 @@ class NssServerContext(NativeServerSockets, ServerContextBase[_native.NssServerC
     validate = staticmethod(validate_config)
 
     def _compile(self, configuration: TLSServerConfiguration) -> _native.NssServerConfig:
-        return _ENGINE.server_config(configuration, self._session_tickets)
+        return _ENGINE.server_config(configuration, self._session_tickets, self._keylog)
 
     def _new_buffer(self, local_address: str | None) -> NssBuffer:
         return NssBuffer(self, self._native.new_connection(local_address))

@@ -4,7 +4,8 @@ Sockets wrap ``ssl.SSLSocket`` (its I/O loop runs in C: the fast path); buffers 
 ``ssl.SSLObject`` with two ``MemoryBIO``s. Each configuration is translated once, when the context
 is made, into ``ssl.SSLContext`` objects (servers: one per set of names their chains serve,
 picked by SNI; chains for the same names, such as RSA and ECDSA, share one and OpenSSL picks
-per client); equal configurations without file paths share them. Every ``ssl.SSLError``/``OSError`` is turned into
+per client); equal client configurations without file paths share them (servers never do: see
+below). Every ``ssl.SSLError``/``OSError`` is turned into
 the matching ``TLSError`` subclass with the original chained as ``__cause__``.
 
 What the stdlib cannot do is done another way or refused with ``ConfigurationError``, never
@@ -12,6 +13,20 @@ ignored. Python 3.11 has no call for TLS 1.3 cipher suites: the engine calls Ope
 ``SSL_CTX_set_ciphersuites`` on the context through ``ctypes`` after checking that it holds the
 right ``SSL_CTX`` (and that the suites took effect); where that is impossible, a list naming only
 some TLS 1.3 suites is refused.
+
+Session resumption (see ``unitls._engine`` for the behaviour every engine shares) also goes
+through ``ctypes`` (``unitls._openssl_ffi``): clients receive each session from an OpenSSL
+callback into the context's ``SessionCache`` (``unitls._sessions``) and offer one with
+``SSL_set_session``, never paying for ``SSLObject.session``'s re-serialisation; servers encrypt
+tickets under keys that rotate every 6 hours (the previous key still accepted), and
+``session_tickets=False`` also turns off OpenSSL's server session cache. Tickets are accepted
+for OpenSSL's session timeout (2 hours) at most. Where ``ctypes`` cannot reach OpenSSL
+(``_openssl_ffi.AVAILABLE`` is False: not CPython, or not OpenSSL 3), clients do not resume,
+servers keep OpenSSL's own fixed ticket key, and ``session_tickets=False`` is refused. Server
+``SSLContext``s are therefore never shared between server contexts (each server has its own
+keys and cache); client ones are, per configuration. Key logging uses the stdlib's
+``SSLContext.keylog_filename`` (a ``FILE`` opened in append mode, each line flushed by itself
+under a process-wide lock).
 """
 
 from __future__ import annotations
@@ -28,6 +43,7 @@ import threading
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any, Protocol
 
+from . import _openssl_ffi
 from ._config import TLSClientConfiguration, TLSServerConfiguration
 from ._drive import Deadline, linger_close, wait_fd
 from ._engine import (
@@ -56,6 +72,7 @@ from ._errors import (
 )
 from ._objects import Certificate, PrivateKey, SigningChain, TrustStore
 from ._protocols import TLSImplementation
+from ._sessions import ClientSession, SessionCache
 from ._socket import (
     _CLIENT_LINGER,
     _CLOSE_WAIT,
@@ -276,7 +293,6 @@ _GROUP_BY_NID = {
 }
 _BRAINPOOL_BY_NID = {927: (0x001A, 0x001F), 931: (0x001B, 0x0020), 933: (0x001C, 0x0021)}
 _TLSEXT_NID_UNKNOWN = 0x1000000  # | codepoint, for groups without a NID (OpenSSL 3.5's ML-KEM)
-_SSL_CTRL_GET_NEGOTIATED_GROUP = 134  # SSL_get_negotiated_group(), a macro over SSL_ctrl
 
 
 def _group_of_nid(nid: int, tls13: bool) -> str | None:
@@ -289,65 +305,16 @@ def _group_of_nid(nid: int, tls13: bool) -> str | None:
     return None if codepoint is None else _GROUP_NAMES[codepoint]
 
 
-def _negotiated_group_reader() -> Callable[[Any], str | None] | None:
-    """A function giving the IANA name of the group an ``_ssl._SSLSocket`` negotiated, or None
-    where that cannot be read safely (Python's ``ssl`` has no call for it before 3.15).
-
-    It calls OpenSSL 3's ``SSL_get_negotiated_group`` on the ``SSL *`` that CPython keeps in
-    the ``_ssl._SSLSocket`` (``PyObject_HEAD; PyObject *Socket; SSL *ssl; PySSLContext *ctx``),
-    and trusts that pointer only when the ``ctx`` slot after it holds the object's own context
-    and OpenSSL says the ``SSL`` belongs to the ``SSL_CTX *`` that context holds. Otherwise, and
-    for a NID it cannot map, it answers None rather than guess.
-    """
-    import ctypes
-    import sys
-
-    if sys.implementation.name != "cpython" or ssl.OPENSSL_VERSION_INFO < (3, 0):
-        return None
-    try:
-        lib = ctypes.CDLL(ssl._ssl.__file__)  # type: ignore[attr-defined]
-        ssl_ctrl = lib.SSL_ctrl
-        get_ssl_ctx = lib.SSL_get_SSL_CTX
-    except (OSError, AttributeError):
-        return None
-    ssl_ctrl.argtypes = [ctypes.c_void_p, ctypes.c_int, ctypes.c_long, ctypes.c_void_p]
-    ssl_ctrl.restype = ctypes.c_long
-    get_ssl_ctx.argtypes = [ctypes.c_void_p]
-    get_ssl_ctx.restype = ctypes.c_void_p
-    word = ctypes.sizeof(ctypes.c_void_p)
-    ssl_slot = object.__basicsize__ + word
-    ctx_slot = ssl_slot + word
-    sslsocket_type = _ssl._SSLSocket  # type: ignore[attr-defined]
-    if sslsocket_type.__basicsize__ < ctx_slot + word:
-        return None
-
-    def read(c_obj: Any) -> str | None:
-        # Only after a completed handshake: before it OpenSSL 3.0 reads the group through a
-        # session pointer that is still NULL (a crash, not an error).
-        if type(c_obj) is not sslsocket_type or c_obj.version() is None:
-            return None
-        context = c_obj.context
-        address = id(c_obj)
-        if ctypes.c_void_p.from_address(address + ctx_slot).value != id(context):
-            return None
-        ssl_ptr = ctypes.c_void_p.from_address(address + ssl_slot).value
-        ctx_ptr = ctypes.c_void_p.from_address(id(context) + object.__basicsize__).value
-        if not ssl_ptr or not ctx_ptr or get_ssl_ctx(ssl_ptr) != ctx_ptr:
-            return None
-        nid = ssl_ctrl(ssl_ptr, _SSL_CTRL_GET_NEGOTIATED_GROUP, 0, None)
-        return _group_of_nid(nid, c_obj.version() == "TLSv1.3") if nid > 0 else None
-
-    return read
-
-
-_read_negotiated_group = _negotiated_group_reader()
-
-
 def _group_of(c_obj: Any) -> str | None:
-    """IANA name of the group the connection used; None before the handshake or if unknown."""
-    if _read_negotiated_group is None or c_obj is None:
+    """IANA name of the group the connection used; None before the handshake, if unknown, and
+    where OpenSSL cannot be asked (``SSL_get_negotiated_group`` through ``_openssl_ffi``).
+
+    Only after a completed handshake: before it OpenSSL 3.0 reads the group through a session
+    pointer that is still NULL (a crash, not an error)."""
+    if type(c_obj) is not _ssl._SSLSocket or c_obj.version() is None:  # type: ignore[attr-defined]
         return None
-    return _read_negotiated_group(c_obj)
+    nid = _openssl_ffi.negotiated_group_nid(c_obj)
+    return _group_of_nid(nid, c_obj.version() == "TLSv1.3") if nid else None
 
 
 # -- translating a configuration ---------------------------------------------------------------
@@ -388,8 +355,17 @@ def _cipher_plan(
 
 
 def _apply_common(
-    ctx: ssl.SSLContext, config: TLSClientConfiguration | TLSServerConfiguration
+    ctx: ssl.SSLContext,
+    config: TLSClientConfiguration | TLSServerConfiguration,
+    keylog: str | None,
 ) -> None:
+    if keylog is not None:
+        try:
+            ctx.keylog_filename = keylog
+        except OSError as exc:
+            raise ConfigurationError(
+                f"cannot open the TLS key log file {keylog!r}: {exc.strerror or exc}"
+            ) from exc
     cipher_string, suites13, low, high = _cipher_plan(config)
     if suites13 is not None:
         assert _set_tls13_suites is not None
@@ -657,10 +633,15 @@ def _local_ip(sock: socket.socket) -> str | None:
 
 
 def _client_context(
-    config: TLSClientConfiguration, verify: bool, check_hostname: bool, _env: object = None
+    config: TLSClientConfiguration,
+    verify: bool,
+    check_hostname: bool,
+    _env: object = None,
+    keylog: str | None = None,
 ) -> ssl.SSLContext:
     ctx = _SSLContext(ssl.PROTOCOL_TLS_CLIENT)
-    _apply_common(ctx, config)
+    _apply_common(ctx, config, keylog)
+    _openssl_ffi.install_client_sessions(ctx)
     ctx.hostname_checks_common_name = False  # names come from the SAN only (RFC 6125)
     ctx.check_hostname = check_hostname and verify
     ctx.verify_mode = ssl.CERT_REQUIRED if verify else ssl.CERT_NONE
@@ -672,16 +653,35 @@ def _client_context(
 
 
 def _server_contexts(
-    config: TLSServerConfiguration, session_tickets: bool = True, _env: object = None
+    config: TLSServerConfiguration,
+    session_tickets: bool = True,
+    keylog: str | None = None,
+    *,
+    session_cache: bool = True,
 ) -> list[ssl.SSLContext]:
+    """The contexts of one server (never shared: they hold its ticket keys and session cache).
+
+    ``session_cache=False`` also turns off OpenSSL's session-id cache (the engine's
+    ``session_tickets=False``; the ``ssl`` bridge keeps it, as ``OP_NO_TICKET`` does in ``ssl``).
+    """
     contexts = []
+    keys = _openssl_ffi.TicketKeys() if session_tickets else None
     groups = _chain_groups(config.certificate_chain)
     for group in groups:
         ctx = _SSLContext(ssl.PROTOCOL_TLS_SERVER)
-        _apply_common(ctx, config)
-        if not session_tickets:
+        _apply_common(ctx, config, keylog)
+        if keys is not None:
+            _openssl_ffi.install_ticket_keys(ctx, keys)
+        else:
             ctx.num_tickets = 0
             ctx.options |= ssl.OP_NO_TICKET
+        if not session_cache:
+            if not _openssl_ffi.disable_session_cache(ctx):
+                raise ConfigurationError(
+                    "session_tickets=False: the openssl engine cannot turn off OpenSSL's server "
+                    "session cache on this Python (no ctypes access to OpenSSL 3), so TLS 1.2 "
+                    "clients could still resume; use the rustls engine"
+                )
         if config.trust_store is not None:
             _load_trust(ctx, config.trust_store)
             ctx.verify_mode = ssl.CERT_REQUIRED
@@ -710,12 +710,13 @@ def _has_paths(config: TLSClientConfiguration | TLSServerConfiguration) -> bool:
     return any(o is not None and o.path is not None for o in objs)
 
 
-# Equal configurations share their ssl contexts (loading the system store alone takes ~40 ms).
-# Configurations naming files are not cached, so rotated files are read again; where OpenSSL
-# finds the system store (SSL_CERT_FILE / SSL_CERT_DIR) is part of the key (the ``_env``
-# argument, unused by the builders themselves).
+# Equal client configurations share their ssl contexts (loading the system store alone takes
+# ~40 ms; sessions are kept per unitls context, not in the SSL_CTX). Configurations naming files
+# are not cached, so rotated files are read again; where OpenSSL finds the system store
+# (SSL_CERT_FILE / SSL_CERT_DIR) is part of the key (the ``_env`` argument, unused by the
+# builders themselves), and so is the key log file. Server contexts are never shared: each
+# server has its own ticket keys and session cache.
 _cached_client_context = functools.lru_cache(maxsize=64)(_client_context)
-_cached_server_contexts = functools.lru_cache(maxsize=64)(_server_contexts)
 
 
 def _trust_env() -> tuple[str | None, str | None]:
@@ -723,19 +724,11 @@ def _trust_env() -> tuple[str | None, str | None]:
 
 
 def _shared_client_context(
-    config: TLSClientConfiguration, verify: bool, check_hostname: bool
+    config: TLSClientConfiguration, verify: bool, check_hostname: bool, keylog: str | None = None
 ) -> ssl.SSLContext:
     if _has_paths(config):
-        return _client_context(config, verify, check_hostname)
-    return _cached_client_context(config, verify, check_hostname, _trust_env())
-
-
-def _shared_server_contexts(
-    config: TLSServerConfiguration, session_tickets: bool
-) -> list[ssl.SSLContext]:
-    if _has_paths(config):
-        return _server_contexts(config, session_tickets)
-    return _cached_server_contexts(config, session_tickets, _trust_env())
+        return _client_context(config, verify, check_hostname, None, keylog)
+    return _cached_client_context(config, verify, check_hostname, _trust_env(), keylog)
 
 
 def validate_config(config: TLSClientConfiguration | TLSServerConfiguration) -> None:
@@ -850,6 +843,29 @@ _wrap_bio: Callable[..., _CSSLObject] = _ssl._SSLContext._wrap_bio  # type: igno
 _pending: Callable[[ssl.MemoryBIO], int] = operator.attrgetter("pending")
 
 
+def _attach_sessions(
+    cache: SessionCache,
+    c_obj: Any,
+    sock: ssl.SSLSocket | None,
+    server_hostname: str,
+    port: int | None,
+    offered: ClientSession | None,
+) -> ClientSession:
+    """Before a client handshake: collect the connection's sessions and offer one from
+    ``offered`` or the cache. OpenSSL's callback finds the sink on the C object's ``owner``:
+    the ``ssl.SSLSocket`` of a socket, or for a buffer (whose C object has no owner) the
+    ``ClientSession`` itself, which the buffer keeps alive (``owner`` is a weak reference)."""
+    bag = cache.new_session(server_hostname, port)
+    if sock is None:
+        c_obj.owner = bag
+    else:
+        setattr(sock, _openssl_ffi.SESSION_SINK, bag._unitls_session_sink)
+    value = cache.take(bag._key, offered)
+    if value is not None:
+        _openssl_ffi.set_session(c_obj, value)
+    return bag
+
+
 class OpenSSLBuffer:
     """A TLSBuffer over the C ``_ssl._SSLSocket`` that ``SSLContext._wrap_bio`` returns (the
     object ``ssl.SSLObject`` wraps) and two ``ssl.MemoryBIO``s.
@@ -867,6 +883,7 @@ class OpenSSLBuffer:
         "_in",
         "_obj",
         "_out",
+        "_session",
         "incoming_bytes_buffered",
         "outgoing_bytes_buffered",
         "process_outgoing",
@@ -887,6 +904,7 @@ class OpenSSLBuffer:
         context: OpenSSLClientContext | OpenSSLServerContext,
         ssl_context: ssl.SSLContext,
         server_hostname: str | None,
+        sessions: tuple[SessionCache, int | None, ClientSession | None] | None = None,
     ) -> None:
         self._context = context
         self._in = incoming = ssl.MemoryBIO()
@@ -905,6 +923,10 @@ class OpenSSLBuffer:
         self.incoming_bytes_buffered = functools.partial(_pending, incoming)
         self._done = False
         self._first: bytes | None = None  # the start of what the peer sent (see _error)
+        self._session: ClientSession | None = None
+        if sessions is not None and server_hostname is not None:
+            cache, port, offered = sessions
+            self._session = _attach_sessions(cache, self._obj, None, server_hostname, port, offered)
 
     def read(self, amt: int, buffer: Buffer | None = None) -> bytes | int:
         try:
@@ -1010,7 +1032,7 @@ class OpenSSLBuffer:
 
     @property
     def session_resumed(self) -> bool:
-        """Whether the handshake resumed an earlier session."""
+        """Whether the handshake resumed an earlier session (False before it completes)."""
         return bool(self._obj.session_reused)
 
     @property
@@ -1027,6 +1049,11 @@ class OpenSSLBuffer:
     def server_name(self) -> str | None:
         """Client side: the name used for SNI and verification."""
         return self._obj.server_hostname
+
+    @property
+    def session(self) -> ClientSession | None:
+        """Client side: what the server sent for resuming (see ``unitls.extensions``)."""
+        return self._session
 
     def __repr__(self) -> str:
         side = "server" if self._obj.server_side else f"client to {self._obj.server_hostname!r}"
@@ -1357,7 +1384,7 @@ class OpenSSLSocket(_SocketBase):
 
     @property
     def session_resumed(self) -> bool:
-        """Whether the handshake resumed an earlier session."""
+        """Whether the handshake resumed an earlier session (False before it completes)."""
         return bool(self._ssl.session_reused)
 
     @property
@@ -1380,18 +1407,30 @@ class OpenSSLSocket(_SocketBase):
 
 
 class OpenSSLClientContext(ClientContextBase[ssl.SSLContext]):
-    """A client context: ``connect`` for sockets, ``create_buffer`` for in-memory use."""
+    """A client context: ``connect`` for sockets, ``create_buffer`` for in-memory use.
 
-    __slots__ = ()
+    Connections resume earlier sessions from this context's cache, keyed by server name and
+    port, unless ``resumption=False`` (see the module docstring).
+    """
+
+    __slots__ = ("_sessions",)
     engine_name = "openssl"
     validate = staticmethod(validate_config)
 
     def _compile(self, configuration: TLSClientConfiguration) -> ssl.SSLContext:
         verify, check_hostname = self._verification()
-        return _shared_client_context(configuration, verify, check_hostname)
+        self._sessions = SessionCache(self._resumption and _openssl_ffi.AVAILABLE)
+        return _shared_client_context(configuration, verify, check_hostname, self._keylog)
 
-    def _new_buffer(self, server_hostname: str) -> OpenSSLBuffer:
-        return OpenSSLBuffer(self, self._native, server_hostname)
+    def _new_buffer(self, server_hostname: str, port: int | None, session: object) -> OpenSSLBuffer:
+        offered = None
+        if session is not None:
+            offered = self._sessions.check_offered(session, server_hostname)
+        return OpenSSLBuffer(self, self._native, server_hostname, (self._sessions, port, offered))
+
+    def clear_session_cache(self) -> None:
+        """Forget every cached session: the next connections make full handshakes."""
+        self._sessions.clear()
 
     def stdlib_context(self) -> ssl.SSLContext:
         """The ``ssl.SSLContext`` this context's connections run on (for the ``ssl`` bridge)."""
@@ -1421,6 +1460,12 @@ class OpenSSLClientContext(ClientContextBase[ssl.SSLContext]):
             )
         except BaseException:
             sock.close()
+            raise
+        try:
+            c_obj = ssl_sock._sslobj  # type: ignore[attr-defined]
+            _attach_sessions(self._sessions, c_obj, ssl_sock, host, address[1], None)
+        except BaseException:
+            ssl_sock.close()
             raise
         tls = OpenSSLSocket(ssl_sock, self)
         try:
@@ -1461,7 +1506,9 @@ class _ServerContexts:
 class OpenSSLServerContext(ServerContextBase[_ServerContexts]):
     """A server context: ``connect`` binds and listens, ``create_buffer`` for in-memory use.
 
-    ``session_tickets=False`` stops issuing resumption tickets (every handshake is full).
+    Tickets are encrypted under this context's own keys, which rotate every 6 hours;
+    ``session_tickets=False`` stops issuing tickets and caching sessions (every handshake is
+    full). See the module docstring.
     """
 
     __slots__ = ()
@@ -1469,7 +1516,8 @@ class OpenSSLServerContext(ServerContextBase[_ServerContexts]):
     validate = staticmethod(validate_config)
 
     def _compile(self, configuration: TLSServerConfiguration) -> _ServerContexts:
-        contexts = _shared_server_contexts(configuration, self._session_tickets)
+        tickets = self._session_tickets
+        contexts = _server_contexts(configuration, tickets, self._keylog, session_cache=tickets)
         groups = _chain_groups(configuration.certificate_chain)
         return _ServerContexts(contexts, [group[0] for group in groups])
 

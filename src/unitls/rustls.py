@@ -14,7 +14,7 @@ from __future__ import annotations
 from . import _native
 from ._config import TLSClientConfiguration, TLSServerConfiguration
 from ._engine import ClientContextBase, ServerContextBase, engine_implementation
-from ._native_engine import NativeBuffer, NativeEngine
+from ._native_engine import NativeBuffer, NativeEngine, check_session
 from ._nativesock import NativeClientSockets, NativeServerSockets
 from ._protocols import TLSImplementation
 
@@ -43,15 +43,19 @@ def validate_config(config: TLSClientConfiguration | TLSServerConfiguration) -> 
 
 
 def _client_config(
-    config: TLSClientConfiguration, verify: bool, check_hostname: bool, resumption: bool
+    config: TLSClientConfiguration,
+    verify: bool,
+    check_hostname: bool,
+    resumption: bool,
+    keylog: str | None = None,
 ) -> _native.RustlsClientConfig:
-    return _ENGINE.client_config(config, verify, check_hostname, resumption)
+    return _ENGINE.client_config(config, verify, check_hostname, resumption, keylog)
 
 
 def _server_config(
-    config: TLSServerConfiguration, session_tickets: bool
+    config: TLSServerConfiguration, session_tickets: bool, keylog: str | None
 ) -> _native.RustlsServerConfig:
-    return _ENGINE.server_config(config, session_tickets)
+    return _ENGINE.server_config(config, session_tickets, keylog)
 
 
 class RustlsBuffer(NativeBuffer):
@@ -63,8 +67,10 @@ class RustlsBuffer(NativeBuffer):
 class RustlsClientContext(NativeClientSockets, ClientContextBase[_native.RustlsClientConfig]):
     """A client context: ``connect`` for sockets, ``create_buffer`` for in-memory use.
 
-    Connections from one context resume earlier sessions (TLS 1.3 tickets, TLS 1.2 ids)
-    unless ``resumption=False``.
+    Connections from one context resume earlier sessions (TLS 1.3 tickets, TLS 1.2 tickets or
+    ids) from a cache keyed by server name and port, unless ``resumption=False`` (rustls' own
+    cache knows names only: each connection gets a store that knows its port, see
+    ``rust/src/resumption.rs``).
     """
 
     __slots__ = ()
@@ -73,16 +79,24 @@ class RustlsClientContext(NativeClientSockets, ClientContextBase[_native.RustlsC
 
     def _compile(self, configuration: TLSClientConfiguration) -> _native.RustlsClientConfig:
         verify, check_hostname = self._verification()
-        return _client_config(configuration, verify, check_hostname, self._resumption)
+        return _client_config(configuration, verify, check_hostname, self._resumption, self._keylog)
 
-    def _new_buffer(self, server_hostname: str) -> RustlsBuffer:
-        return RustlsBuffer(self, self._native.new_connection(server_hostname))
+    def _new_buffer(self, server_hostname: str, port: int | None, session: object) -> RustlsBuffer:
+        conn = self._native.new_connection(server_hostname, port, check_session(session))
+        return RustlsBuffer(self, conn)
+
+    def clear_session_cache(self) -> None:
+        """Forget every cached session: the next connections make full handshakes."""
+        self._native.clear_session_cache()
 
 
 class RustlsServerContext(NativeServerSockets, ServerContextBase[_native.RustlsServerConfig]):
     """A server context: ``connect`` binds and listens, ``create_buffer`` for in-memory use.
 
-    ``session_tickets=False`` stops issuing resumption tickets (every handshake is full).
+    Tickets come from rustls' ``Ticketer``: a new ChaCha20-Poly1305 key every 6 hours, the
+    previous one still accepted (tickets live 6 to 12 hours); TLS 1.2 clients without tickets
+    resume from a cache of 256 sessions. ``session_tickets=False`` turns both off (every
+    handshake is full).
     """
 
     __slots__ = ()
@@ -90,7 +104,7 @@ class RustlsServerContext(NativeServerSockets, ServerContextBase[_native.RustlsS
     validate = staticmethod(validate_config)
 
     def _compile(self, configuration: TLSServerConfiguration) -> _native.RustlsServerConfig:
-        return _server_config(configuration, self._session_tickets)
+        return _server_config(configuration, self._session_tickets, self._keylog)
 
     def _new_buffer(self, local_address: str | None) -> RustlsBuffer:
         return RustlsBuffer(self, self._native.new_connection(local_address))

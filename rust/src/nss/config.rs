@@ -8,9 +8,10 @@
 //! experimental `SSL_CipherSuiteOrderSet`. Ids NSS does not implement, or that the system's NSS
 //! policy forbids, are a `ConfigurationError` naming them.
 
-use std::ffi::{c_uint, CString};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::ffi::c_uint;
+use std::path::PathBuf;
 use std::sync::Arc;
+use std::time::{SystemTime, UNIX_EPOCH};
 
 use pyo3::prelude::*;
 use rustls_pki_types::{CertificateDer, ServerName};
@@ -23,6 +24,8 @@ use crate::config::{bytes_of, check_alpn, extract_blobs, hex_list};
 use crate::conn::Connection;
 use crate::errors::config_err;
 use crate::keyinfo::{key_kind, names_der, KeyKind};
+use crate::keylog::{self, KeyLogFile};
+use crate::resumption::{self, ClientSession, TokenBag, TokenCache};
 
 /// Suites used when a configuration names none: AEAD with forward secrecy only, in NSS's order.
 const DEFAULT_SUITES: &[u16] = &[
@@ -306,8 +309,14 @@ pub struct ClientShared {
     anchors: Option<Arc<Anchors>>,
     pub identity: Option<Arc<ClientIdentity>>,
     pub alpn_wire: Vec<u8>,
-    /// NSS's client session cache key part naming this configuration (`None`: no resumption).
-    pub peer_id: Option<CString>,
+    /// unitls' session cache, keyed by (name, port), filled from NSS's resumption tokens
+    /// (`None`: resumption off; an offered session still resumes). NSS's own client cache is
+    /// process-wide and keyed by address and name: it is not used.
+    pub cache: Option<Arc<TokenCache>>,
+    /// Identifies this configuration's sessions.
+    pub origin: u64,
+    /// Where TLS 1.3 secrets are logged.
+    pub keylog: Option<Arc<KeyLogFile>>,
     verify_hostname: bool,
 }
 
@@ -329,8 +338,62 @@ pub struct ServerShared {
     pub alpn: Vec<Vec<u8>>,
     pub alpn_wire: Vec<u8>,
     client_anchors: Option<Arc<Anchors>>,
-    /// The token TLS 1.3 tickets of this configuration carry (`None`: no tickets).
-    pub ticket_token: Option<[u8; 32]>,
+    /// Secret of this server's ticket tokens (`None`: no tickets); see `ticket_tokens`.
+    ticket_secret: Option<[u8; 32]>,
+    /// Where TLS 1.3 secrets are logged.
+    pub keylog: Option<Arc<KeyLogFile>>,
+}
+
+/// How long a ticket token is issued; it is accepted for as long again (as rustls' ticket keys).
+const TICKET_TOKEN_PERIOD: u64 = 6 * 60 * 60;
+
+impl ServerShared {
+    /// The token TLS 1.3 tickets carry now and the previous period's, which is still accepted
+    /// (`None`: no tickets). NSS encrypts tickets under one process-wide key that never changes
+    /// (3.87 has no per-context or rotating keys), so the token is what makes a ticket this
+    /// server context's, and only for 6 to 12 hours.
+    pub fn ticket_tokens(&self) -> Option<([u8; 32], [u8; 32])> {
+        let secret = self.ticket_secret?;
+        let now = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map(|d| d.as_secs())
+            .unwrap_or(0);
+        let period = now / TICKET_TOKEN_PERIOD;
+        let token = |period: u64| {
+            let mut ctx = ring::digest::Context::new(&ring::digest::SHA256);
+            ctx.update(b"unitls nss server ticket token v2");
+            ctx.update(&secret);
+            ctx.update(&period.to_be_bytes());
+            let mut out = [0u8; 32];
+            out.copy_from_slice(ctx.finish().as_ref());
+            out
+        };
+        Some((token(period), token(period.saturating_sub(1))))
+    }
+}
+
+/// Open the key log for a configuration, or refuse: NSS hands over TLS 1.3 secrets only.
+fn keylog_for(
+    nss: &Nss,
+    path: Option<PathBuf>,
+    range: &SSLVersionRange,
+) -> PyResult<Option<Arc<KeyLogFile>>> {
+    let Some(path) = path else {
+        return Ok(None);
+    };
+    if range.min < TLS13 {
+        return Err(config_err(
+            "the nss engine can log TLS 1.3 secrets only (NSS gives no TLS 1.2 master secret, and \
+             Debian's NSS ignores SSLKEYLOGFILE itself): set lowest_supported_version=TLSv1_3, \
+             use another engine, or unset SSLKEYLOGFILE / keylog_filename",
+        ));
+    }
+    if nss.exp.secret_callback.is_none() {
+        return Err(config_err(
+            "this NSS lacks SSL_SecretCallback: the nss engine cannot log TLS secrets here",
+        ));
+    }
+    keylog::open(path).map(Some)
 }
 
 impl ServerChain {
@@ -423,8 +486,6 @@ fn configure_chain(nss: &Nss, model: &Model, chain: &Certified) -> PyResult<()> 
     Ok(())
 }
 
-static NEXT_CLIENT_ID: AtomicU64 = AtomicU64::new(1);
-
 /// Client side configuration.
 #[pyclass(frozen, name = "NssClientConfig", module = "unitls._native")]
 pub struct NssClientConfig {
@@ -436,7 +497,7 @@ impl NssClientConfig {
     #[new]
     #[pyo3(signature = (*, ca_certs, system_roots, client_chain, client_key, cipher_suites,
                         versions, alpn, verify_certificates=true, verify_hostname=true,
-                        resumption=true))]
+                        resumption=true, keylog_path=None))]
     #[allow(clippy::too_many_arguments)]
     fn new(
         ca_certs: Option<Vec<Bound<'_, PyAny>>>,
@@ -449,6 +510,7 @@ impl NssClientConfig {
         verify_certificates: bool,
         verify_hostname: bool,
         resumption: bool,
+        keylog_path: Option<PathBuf>,
     ) -> PyResult<Self> {
         let nss = loaded()?;
         let ca = extract_blobs(ca_certs, "ca_certs")?;
@@ -516,83 +578,71 @@ impl NssClientConfig {
                 }
             };
 
-        let options = [
-            (SSL_NO_CACHE, i32::from(!resumption)),
-            (SSL_ENABLE_SESSION_TICKETS, i32::from(resumption)),
-        ];
+        let keylog = keylog_for(nss, keylog_path, &range)?;
+        if nss.exp.set_resumption_token_callback.is_none() || nss.exp.set_resumption_token.is_none()
+        {
+            return Err(config_err(
+                "this NSS lacks SSL_SetResumptionTokenCallback / SSL_SetResumptionToken, which \
+                 the nss engine's clients need",
+            ));
+        }
+        // NSS makes resumption tokens only with its cache and tickets on; the token callback
+        // (set per connection) keeps the sessions out of NSS's process-wide cache.
+        let options = [(SSL_NO_CACHE, 0), (SSL_ENABLE_SESSION_TICKETS, 1)];
         let model = Model::new(nss, &suites, &range, &options)?;
-        let peer_id = resumption.then(|| {
-            let n = NEXT_CLIENT_ID.fetch_add(1, Ordering::Relaxed);
-            CString::new(format!("unitls-nss-client-config-{n}")).expect("no NUL")
-        });
         Ok(Self {
             shared: Arc::new(ClientShared {
                 model,
                 anchors,
                 identity,
                 alpn_wire: alpn_wire(&alpn),
-                peer_id,
+                cache: resumption.then(|| Arc::new(TokenCache::default())),
+                origin: resumption::new_origin(),
+                keylog,
                 verify_hostname,
             }),
         })
     }
 
-    /// A new client connection to `server_name` (DNS name or IP literal).
-    fn new_connection(&self, server_name: &str) -> PyResult<Connection> {
+    /// A new client connection to `server_name` (DNS name or IP literal) on `port` (the session
+    /// cache key; None when unknown). `session`: resume that session (another connection's
+    /// `client_session()` of this configuration) instead of one from the cache.
+    #[pyo3(signature = (server_name, port=None, session=None))]
+    fn new_connection(
+        &self,
+        py: Python<'_>,
+        server_name: &str,
+        port: Option<u16>,
+        session: Option<&Bound<'_, ClientSession>>,
+    ) -> PyResult<Connection> {
         let name = ServerName::try_from(server_name.to_owned()).map_err(|_| {
             config_err(format!(
                 "invalid server name {server_name:?}: pass a DNS name or an IP address literal"
             ))
         })?;
         let shared = &self.shared;
+        let key = (server_name.to_ascii_lowercase(), port);
+        let offered = session
+            .map(|s| s.get().offered::<TokenBag>(shared.origin, &key.0))
+            .transpose()?;
         let policy = shared.anchors.as_ref().map(|anchors| Policy {
             anchors: anchors.clone(),
             usage: CERTIFICATE_USAGE_SSL_SERVER,
             name: shared.verify_hostname.then_some(name),
         });
-        let session = NssSession::client(shared.clone(), server_name, policy)?;
-        Ok(Connection::new("nss", Box::new(session)))
+        let bag = Arc::new(TokenBag::new(key, shared.origin));
+        let session =
+            NssSession::client(shared.clone(), server_name, policy, bag.clone(), offered)?;
+        let exported = Py::new(py, ClientSession::new(bag))?.into_any();
+        Ok(Connection::new("nss", Box::new(session)).with_client_session(exported))
     }
-}
 
-/// A digest of what decides whether a session may be resumed by a server configuration.
-fn ticket_token(
-    chains: &[(Vec<Vec<u8>>, Vec<u8>)],
-    client_cas: Option<&[Vec<u8>]>,
-    require_client_cert: bool,
-    suites: &[u16],
-    range: &SSLVersionRange,
-    alpn: &[Vec<u8>],
-) -> [u8; 32] {
-    let mut ctx = ring::digest::Context::new(&ring::digest::SHA256);
-    let mut item = |data: &[u8]| {
-        ctx.update(&(data.len() as u64).to_be_bytes());
-        ctx.update(data);
-    };
-    item(b"unitls nss server ticket token v1");
-    for (certs, _) in chains {
-        item(b"chain");
-        for c in certs {
-            item(c);
+    /// Forget every cached session (the next connections make full handshakes).
+    fn clear_session_cache(&self) {
+        if let Some(cache) = &self.shared.cache {
+            cache.clear();
         }
     }
-    if let Some(cas) = client_cas {
-        item(b"client cas");
-        for c in cas {
-            item(c);
-        }
-    }
-    item(&[u8::from(require_client_cert)]);
-    let suite_bytes: Vec<u8> = suites.iter().flat_map(|s| s.to_be_bytes()).collect();
-    item(&suite_bytes);
-    item(&[range.min.to_be_bytes(), range.max.to_be_bytes()].concat());
-    for p in alpn {
-        item(p);
-    }
-    let digest = ctx.finish();
-    let mut out = [0u8; 32];
-    out.copy_from_slice(digest.as_ref());
-    out
 }
 
 /// Server side configuration.
@@ -605,7 +655,7 @@ pub struct NssServerConfig {
 impl NssServerConfig {
     #[new]
     #[pyo3(signature = (*, chains, client_ca_certs, require_client_cert, cipher_suites, versions,
-                        alpn, session_tickets=true))]
+                        alpn, session_tickets=true, keylog_path=None))]
     #[allow(clippy::too_many_arguments)]
     fn new(
         chains: Vec<(Vec<Bound<'_, PyAny>>, Bound<'_, PyAny>)>,
@@ -615,9 +665,11 @@ impl NssServerConfig {
         versions: Vec<u16>,
         alpn: Vec<Vec<u8>>,
         session_tickets: bool,
+        keylog_path: Option<PathBuf>,
     ) -> PyResult<Self> {
         let nss = loaded()?;
         let (suites, range) = plan_suites(nss, cipher_suites.as_deref(), &versions)?;
+        let keylog = keylog_for(nss, keylog_path, &range)?;
         let alpn = check_alpn(alpn)?;
         if chains.is_empty() {
             return Err(config_err(
@@ -699,26 +751,22 @@ impl NssServerConfig {
             });
         }
         // NSS now holds its own references (and copies of the keys): `loaded` may go.
-        let token = session_tickets.then(|| {
-            let cas: Option<Vec<Vec<u8>>> = client_anchors
-                .as_ref()
-                .map(|_| client_ca.as_deref().unwrap_or_default().to_vec());
-            ticket_token(
-                &raw,
-                cas.as_deref(),
-                require_client_cert,
-                &suites,
-                &range,
-                &alpn,
-            )
-        });
+        let ticket_secret = if session_tickets {
+            let mut secret = [0u8; 32];
+            ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut secret)
+                .map_err(|_| config_err("cannot make a ticket secret: no system randomness"))?;
+            Some(secret)
+        } else {
+            None
+        };
         Ok(Self {
             shared: Arc::new(ServerShared {
                 chains: served,
                 alpn_wire: alpn_wire(&alpn),
                 alpn,
                 client_anchors,
-                ticket_token: token,
+                ticket_secret,
+                keylog,
             }),
         })
     }

@@ -393,6 +393,17 @@ pub type HelloRetryRequestFn = unsafe extern "C" fn(
     *mut c_void,
 ) -> c_int;
 pub type TimeFn = unsafe extern "C" fn(*mut c_void) -> PRTime;
+/// `SSLSecretCallback` (sslexp.h): (fd, epoch, direction, `PK11SymKey *`, arg).
+pub type SecretFn = unsafe extern "C" fn(*mut PRFileDesc, u16, c_int, *mut c_void, *mut c_void);
+/// `SSLResumptionTokenCallback` (sslexp.h): (fd, token, length, arg); NSS frees the token after.
+pub type ResumptionTokenFn =
+    unsafe extern "C" fn(*mut PRFileDesc, *const u8, c_uint, *mut c_void) -> SECStatus;
+/// `SSLSecretDirection` (sslt.h): `ssl_secret_read` is 1.
+pub const SSL_SECRET_WRITE: c_int = 2;
+/// `SSLPreliminaryChannelInfo` (sslt.h): u32 length, u32 valuesSet, u16 protocolVersion, ...
+pub const PRELIMINARY_INFO_PREFIX: usize = 12;
+pub const PRELIMINARY_INFO_VERSION_AT: usize = 8;
+pub const SSL_PREINFO_VERSION: u32 = 1;
 
 /// `SSLHelloRetryRequestAction` (sslexp.h).
 pub const SSL_HELLO_RETRY_ACCEPT: c_int = 1;
@@ -467,6 +478,8 @@ nss_api! {
     nss fn CERT_GetCertTimes(*const CERTCertificate, *mut PRTime, *mut PRTime) -> SECStatus;
     nss fn PK11_GetInternalSlot() -> *mut PK11SlotInfo;
     nss fn PK11_FreeSlot(*mut PK11SlotInfo);
+    nss fn PK11_ExtractKeyValue(*mut c_void) -> SECStatus;
+    nss fn PK11_GetKeyData(*mut c_void) -> *mut SECItem;
     nss fn PK11_ImportDERPrivateKeyInfoAndReturnKey(*mut PK11SlotInfo, *mut SECItem, *mut SECItem,
                                                     *mut SECItem, PRBool, PRBool, c_uint,
                                                     *mut *mut SECKEYPrivateKey, *mut c_void)
@@ -495,12 +508,12 @@ nss_api! {
     ssl fn SSL_AlertReceivedCallback(*mut PRFileDesc, Option<AlertCallbackFn>, *mut c_void)
                                      -> SECStatus;
     ssl fn SSL_SetURL(*mut PRFileDesc, *const c_char) -> c_int;
-    ssl fn SSL_SetSockPeerID(*mut PRFileDesc, *const c_char) -> SECStatus;
     ssl fn SSL_ResetHandshake(*mut PRFileDesc, PRBool) -> SECStatus;
     ssl fn SSL_ForceHandshake(*mut PRFileDesc) -> SECStatus;
     ssl fn SSL_DataPending(*mut PRFileDesc) -> c_int;
     ssl fn SSL_PeerCertificateChain(*mut PRFileDesc) -> *mut CERTCertList;
     ssl fn SSL_GetChannelInfo(*mut PRFileDesc, *mut c_void, c_uint) -> SECStatus;
+    ssl fn SSL_GetPreliminaryChannelInfo(*mut PRFileDesc, *mut c_void, c_uint) -> SECStatus;
     ssl fn SSL_GetExperimentalAPI(*const c_char) -> *mut c_void;
     ssl fn SSL_ConfigServerSessionIDCacheWithOpt(u32, u32, *const c_char, c_int, c_int, c_int,
                                                  PRBool) -> SECStatus;
@@ -523,6 +536,15 @@ pub struct Experimental {
     /// takes an unsigned int, which is what is passed.
     pub cipher_suite_order_set:
         Option<unsafe extern "C" fn(*mut PRFileDesc, *const u16, c_uint) -> SECStatus>,
+    /// TLS 1.3 traffic secrets as they are derived (key logging).
+    pub secret_callback:
+        Option<unsafe extern "C" fn(*mut PRFileDesc, Option<SecretFn>, *mut c_void) -> SECStatus>,
+    /// Client sessions as tokens for an external cache (unitls' own, keyed by name and port).
+    pub set_resumption_token_callback: Option<
+        unsafe extern "C" fn(*mut PRFileDesc, Option<ResumptionTokenFn>, *mut c_void) -> SECStatus,
+    >,
+    pub set_resumption_token:
+        Option<unsafe extern "C" fn(*mut PRFileDesc, *const u8, c_uint) -> SECStatus>,
 }
 
 /// An experimental function by name (`None` if this NSS lacks it).
@@ -643,6 +665,9 @@ fn load() -> Result<Nss, String> {
             hello_retry_request_callback: experimental(&api, c"SSL_HelloRetryRequestCallback"),
             set_time_func: experimental(&api, c"SSL_SetTimeFunc"),
             cipher_suite_order_set: experimental(&api, c"SSL_CipherSuiteOrderSet"),
+            secret_callback: experimental(&api, c"SSL_SecretCallback"),
+            set_resumption_token_callback: experimental(&api, c"SSL_SetResumptionTokenCallback"),
+            set_resumption_token: experimental(&api, c"SSL_SetResumptionToken"),
         };
         let layer_identity = (api.PR_GetUniqueIdentity)(c"unitls-memory".as_ptr());
         let nspr_version = c_string((api.PR_GetVersion)());

@@ -23,20 +23,26 @@
 //!   instead of unwinding through C).
 //! - Failures are mapped after each NSS call from `PR_GetError` plus what the hooks recorded.
 //!
-//! Session resumption: clients cache sessions in NSS's process-wide client cache under a
-//! per-configuration peer ID (plus the server name), so configurations never share sessions.
-//! Servers resume TLS 1.3 tickets only: NSS's session-ID cache and its ticket key are
+//! Session resumption: clients keep their sessions in unitls' cache (`crate::resumption`,
+//! keyed by name and port, one per configuration), not in NSS's process-wide client cache
+//! (keyed by peer address and name): NSS hands each session over as a resumption token
+//! (`SSL_SetResumptionTokenCallback`, which also keeps it out of NSS's cache), and a new
+//! connection gets one with `SSL_SetResumptionToken` (after `SSL_ResetHandshake`, which would
+//! drop it). Servers resume TLS 1.3 tickets only: NSS's session-ID cache and its ticket key are
 //! process-wide, so TLS 1.2 resumption is off (`SSL_NO_CACHE`, no RFC 5077 tickets), and TLS 1.3
-//! tickets carry a token naming the server configuration (`SSL_SendSessionTicket`, just before
-//! the server's first application data). A ticket
-//! of another configuration (seen by the `SSL_HelloRetryRequestCallback` on the first
-//! ClientHello) is declined softly: a HelloRetryRequest, and for the second ClientHello the
-//! socket's clock (`SSL_SetTimeFunc`) runs far ahead so the ticket reads as expired and the
-//! handshake is a full one. Servers without tickets keep that clock running ahead for every
-//! handshake, so they never resume.
+//! tickets carry a token naming the server context and the 6-hour period (`ServerShared::
+//! ticket_tokens`; `SSL_SendSessionTicket`, just before the server's first application data).
+//! A ticket of another context or an older period (seen by the `SSL_HelloRetryRequestCallback`
+//! on the first ClientHello) is declined softly: a HelloRetryRequest, and for the second
+//! ClientHello the socket's clock (`SSL_SetTimeFunc`) runs far ahead so the ticket reads as
+//! expired and the handshake is a full one. Servers without tickets keep that clock running
+//! ahead for every handshake, so they never resume.
 //!
-//! Key logging (SSLKEYLOGFILE) is not done: Debian's NSS ignores the variable. The place for it
-//! is `install_hooks`: `SSL_SecretCallback` (sslexp.h) hands each TLS 1.3 traffic secret over.
+//! Key logging: Debian's NSS ignores SSLKEYLOGFILE, so the experimental `SSL_SecretCallback`
+//! hands each TLS 1.3 traffic secret (a `PK11SymKey`, read out with `PK11_ExtractKeyValue`) to
+//! `crate::keylog`, with the client random taken from the ClientHello on the wire. NSS has no
+//! call for the exporter secret (no `EXPORTER_SECRET` line) nor for a TLS 1.2 master secret
+//! (the configuration refuses key logging with TLS 1.2 allowed).
 
 use std::ffi::{c_int, c_uint, c_void, CString};
 use std::panic::{catch_unwind, AssertUnwindSafe};
@@ -50,6 +56,8 @@ use super::hello::{self, Peek};
 use super::io::{new_layer, Queues, EARLY_DATA_BUDGET};
 use super::pki::{self, Policy, Rejection};
 use crate::errors::{alert_name, is_certificate_alert, Failure};
+use crate::keylog::KeyLogFile;
+use crate::resumption::{AnyBag, TokenBag, TokenCache};
 use crate::rustls_session::group_name;
 use crate::session::TlsSession;
 
@@ -67,8 +75,15 @@ struct Core {
     policy: Option<Policy>,
     /// The client certificate and key to offer when asked.
     client_auth: Option<Arc<ClientIdentity>>,
-    /// The server configuration's ticket token (servers with tickets).
+    /// The token this server's tickets carry now, and the previous period's (servers with
+    /// tickets; see `ServerShared::ticket_tokens`).
     ticket_token: Option<[u8; 32]>,
+    previous_token: Option<[u8; 32]>,
+    /// Client side: where the sessions NSS hands over go.
+    tokens: Option<Tokens>,
+    /// Where TLS 1.3 secrets are logged, and the connection's client random (from the wire).
+    keylog: Option<Arc<KeyLogFile>>,
+    client_random: Option<[u8; 32]>,
     /// The socket's clock runs far ahead: tickets read as expired.
     expire_tickets: bool,
     close_notify: bool,
@@ -77,6 +92,98 @@ struct Core {
     /// Why our verifier refused the peer's certificate.
     rejection: Option<Rejection>,
     panic: Option<String>,
+}
+
+/// A client connection's sessions: its own bag, listed in the configuration's cache (if on).
+struct Tokens {
+    bag: Arc<TokenBag>,
+    cache: Option<Arc<TokenCache>>,
+}
+
+/// The client random of a ClientHello record at the start of `data` (bytes 11..43).
+fn client_random_of(data: &[u8]) -> Option<[u8; 32]> {
+    if data.len() < 43 || data[0] != 0x16 || data[5] != 0x01 {
+        return None;
+    }
+    data[11..43].try_into().ok()
+}
+
+/// The protocol version NSS negotiated so far (`SSL_GetPreliminaryChannelInfo`).
+unsafe fn preliminary_version(fd: *mut PRFileDesc) -> Option<u16> {
+    let mut info = [0u32; PRELIMINARY_INFO_PREFIX / 4];
+    let rv = (ffi::api().SSL_GetPreliminaryChannelInfo)(
+        fd,
+        info.as_mut_ptr() as *mut c_void,
+        PRELIMINARY_INFO_PREFIX as c_uint,
+    );
+    if rv != SEC_SUCCESS || info[1] & SSL_PREINFO_VERSION == 0 {
+        return None;
+    }
+    let bytes: Vec<u8> = info.iter().flat_map(|w| w.to_ne_bytes()).collect();
+    let at = PRELIMINARY_INFO_VERSION_AT;
+    Some(u16::from_ne_bytes([bytes[at], bytes[at + 1]]))
+}
+
+/// Client side: NSS hands over a session (TLS 1.2 at the end of the handshake, each TLS 1.3
+/// ticket when it arrives) as a token, which it frees after the call.
+unsafe extern "C" fn resumption_token(
+    fd: *mut PRFileDesc,
+    token: *const u8,
+    len: c_uint,
+    arg: *mut c_void,
+) -> SECStatus {
+    hook(arg, SEC_SUCCESS, |core| {
+        let Some(tokens) = &core.tokens else {
+            return SEC_SUCCESS;
+        };
+        if token.is_null() || len == 0 {
+            return SEC_SUCCESS;
+        }
+        let bytes = std::slice::from_raw_parts(token, len as usize).to_vec();
+        if preliminary_version(fd) == Some(TLS13) {
+            tokens.bag.push_tls13(bytes);
+        } else {
+            tokens.bag.set_tls12(bytes);
+        }
+        if let Some(cache) = &tokens.cache {
+            cache.remember(&tokens.bag);
+        }
+        SEC_SUCCESS
+    })
+}
+
+/// A TLS 1.3 traffic secret (epoch 1: early data, 2: handshake, 3: the first application
+/// secrets; later epochs are key updates, which Wireshark derives itself) for the key log.
+unsafe extern "C" fn log_secret(
+    _fd: *mut PRFileDesc,
+    epoch: u16,
+    direction: c_int,
+    secret: *mut c_void,
+    arg: *mut c_void,
+) {
+    hook(arg, (), |core| {
+        let (Some(log), Some(random)) = (&core.keylog, core.client_random) else {
+            return;
+        };
+        // A client writes with the client's secrets, a server reads with them.
+        let client = (direction == SSL_SECRET_WRITE) != core.is_server;
+        let who = if client { "CLIENT" } else { "SERVER" };
+        let label = match epoch {
+            1 if client => "CLIENT_EARLY_TRAFFIC_SECRET".to_string(),
+            2 => format!("{who}_HANDSHAKE_TRAFFIC_SECRET"),
+            3 => format!("{who}_TRAFFIC_SECRET_0"),
+            _ => return,
+        };
+        let api = ffi::api();
+        if secret.is_null() || (api.PK11_ExtractKeyValue)(secret) != SEC_SUCCESS {
+            return; // a key NSS will not export (FIPS mode): no line
+        }
+        let item = (api.PK11_GetKeyData)(secret);
+        if let Some(item) = item.as_ref().filter(|i| !i.data.is_null()) {
+            let bytes = std::slice::from_raw_parts(item.data, item.len as usize);
+            log.write(&label, &random, bytes);
+        }
+    })
 }
 
 /// Run a hook body; a panic is recorded (and re-raised once NSS returns) instead of unwinding
@@ -173,7 +280,8 @@ unsafe extern "C" fn hello_retry_callback(
             return SSL_HELLO_RETRY_ACCEPT;
         }
         let offered = std::slice::from_raw_parts(token, token_len as usize);
-        if core.ticket_token.as_ref().map(|t| &t[..]) == Some(offered) {
+        let ours = [core.ticket_token, core.previous_token];
+        if ours.iter().flatten().any(|t| &t[..] == offered) {
             return SSL_HELLO_RETRY_ACCEPT;
         }
         core.expire_tickets = true;
@@ -270,6 +378,10 @@ impl NssSession {
             policy,
             client_auth: None,
             ticket_token: None,
+            previous_token: None,
+            tokens: None,
+            keylog: None,
+            client_random: None,
             expire_tickets: false,
             close_notify: false,
             alert: None,
@@ -280,13 +392,27 @@ impl NssSession {
 
     /// A client connection to `host` (SNI, unless an IP literal, and the session cache key);
     /// `policy`: how to verify the server (`None`: accept any certificate).
+    /// `bag` receives the sessions NSS hands over; `offered` is a session to resume instead
+    /// of one from the configuration's cache.
     pub fn client(
         shared: Arc<ClientShared>,
         host: &str,
         policy: Option<Policy>,
+        bag: Arc<TokenBag>,
+        offered: Option<Arc<TokenBag>>,
     ) -> Result<Self, Failure> {
         let mut core = Self::blank_core(false, policy);
         core.client_auth = shared.identity.clone();
+        core.keylog = shared.keylog.clone();
+        let taken = match (&offered, &shared.cache) {
+            (Some(offered), _) => offered.take_any(),
+            (None, Some(cache)) => cache.take_any(bag.key()),
+            (None, None) => None,
+        };
+        core.tokens = Some(Tokens {
+            bag,
+            cache: shared.cache.clone(),
+        });
         let mut session = Self::new(
             core,
             Config::Client {
@@ -303,12 +429,6 @@ impl NssSession {
             if (api.SSL_SetURL)(fd, host_c.as_ptr()) != 0 {
                 return Err(setup_err("SSL_SetURL"));
             }
-            if let Some(id) = &shared.peer_id {
-                check(
-                    (api.SSL_SetSockPeerID)(fd, id.as_ptr()),
-                    "SSL_SetSockPeerID",
-                )?;
-            }
             if !shared.alpn_wire.is_empty() {
                 check(
                     (api.SSL_SetNextProtoNego)(
@@ -320,9 +440,19 @@ impl NssSession {
                 )?;
             }
             check((api.SSL_ResetHandshake)(fd, PR_FALSE), "SSL_ResetHandshake")?;
+            if let (Some((token, _)), Some(set_token)) = (
+                taken,
+                ffi::nss().ok().and_then(|n| n.exp.set_resumption_token),
+            ) {
+                // NSS refuses a token it cannot use (expired, another version): a full handshake.
+                let _ = set_token(fd, token.as_ptr(), token.len() as c_uint);
+            }
         }
         // The ClientHello is ready for the network right away, as with the other engines.
-        match session.handshake() {
+        let started = session.handshake();
+        let random = client_random_of(session.core().io.outgoing.data());
+        session.core_mut().client_random = random;
+        match started {
             Ok(()) | Err(Failure::WantRead(_)) => Ok(session),
             Err(e) => Err(e),
         }
@@ -331,9 +461,13 @@ impl NssSession {
     /// A server connection; its socket is made once the ClientHello is in.
     pub fn server(shared: Arc<ServerShared>, default_chain: usize, policy: Option<Policy>) -> Self {
         let mut core = Self::blank_core(true, policy);
-        core.ticket_token = shared.ticket_token;
+        core.keylog = shared.keylog.clone();
+        if let Some((current, previous)) = shared.ticket_tokens() {
+            core.ticket_token = Some(current);
+            core.previous_token = Some(previous);
+        }
         // Without tickets of its own, a server's clock runs ahead: every ticket reads as expired.
-        core.expire_tickets = shared.ticket_token.is_none();
+        core.expire_tickets = core.ticket_token.is_none();
         Self::new(
             core,
             Config::Server {
@@ -397,10 +531,24 @@ impl NssSession {
                 (api.SSL_AlertReceivedCallback)(fd, Some(alert_received), arg),
                 "SSL_AlertReceivedCallback",
             )?;
-            // Key logging (SSLKEYLOGFILE) belongs here: the experimental SSL_SecretCallback
-            // hands over each TLS 1.3 traffic secret as it is derived (Debian's NSS ignores the
-            // variable itself).
+            if core.keylog.is_some() {
+                let Some(set_secret) = nss.exp.secret_callback else {
+                    return Err(Failure::Config("this NSS lacks SSL_SecretCallback".into()));
+                };
+                check(set_secret(fd, Some(log_secret), arg), "SSL_SecretCallback")?;
+            }
             if !is_server {
+                if core.tokens.is_some() {
+                    let Some(set_cb) = nss.exp.set_resumption_token_callback else {
+                        return Err(Failure::Config(
+                            "this NSS lacks SSL_SetResumptionTokenCallback".into(),
+                        ));
+                    };
+                    check(
+                        set_cb(fd, Some(resumption_token), arg),
+                        "SSL_SetResumptionTokenCallback",
+                    )?;
+                }
                 return check(
                     (api.SSL_GetClientAuthDataHook)(fd, Some(client_auth_hook), arg),
                     "SSL_GetClientAuthDataHook",
@@ -468,6 +616,8 @@ impl NssSession {
                 .as_ref()
                 .is_none_or(|o| o.iter().any(|p| shared.alpn.contains(p)));
         self.server_name = name;
+        let random = client_random_of(self.core().io.incoming.data());
+        self.core_mut().client_random = random;
         self.import(shared.chains[chain].model())?;
         let api = ffi::api();
         let fd = self.fd;

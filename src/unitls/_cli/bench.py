@@ -34,8 +34,9 @@ def add_parser(sub: Any) -> None:
         "bench",
         help="benchmark each engine against the stdlib ssl module (ratios)",
         description=(
-            "Measures bulk throughput (loopback TCP and in memory), full TLS 1.3 handshakes per "
-            "second and 100-byte round trips for each engine and for the stdlib ssl module in the "
+            "Measures bulk throughput (loopback TCP and in memory), full and resumed TLS 1.3 "
+            "handshakes per second and 100-byte round trips for each engine and for the stdlib "
+            "ssl module in the "
             "same run, alternating the two, and prints engine/stdlib ratios. Also runs "
             "benchmarks/bench_compat.py and bench_asyncio.py when they exist. Absolute numbers "
             "vary between runs on a shared machine; compare the ratios."

@@ -40,8 +40,9 @@ Semantics (the choices this module makes):
 ``get_extra_info`` keys: ``peername``, ``sockname``, ``socket`` (and any other key of the socket
 transport), ``peercert`` (DER bytes or None), ``cipher`` (``CipherSuite`` or int), ``tls_version``
 (``TLSVersion``), ``alpn_protocol`` (``NextProtocol``, bytes or None), ``negotiated_group``
-(the key exchange group's IANA name, e.g. ``"X25519MLKEM768"``, if the engine tells), ``tls_buffer``,
-``tls_context``, ``server_hostname``, ``ragged_eof``.
+(the key exchange group's IANA name, e.g. ``"X25519MLKEM768"``, if the engine tells),
+``session_resumed`` (whether the handshake resumed a session; False if the engine does not
+tell), ``tls_buffer``, ``tls_context``, ``server_hostname``, ``ragged_eof``.
 """
 
 from __future__ import annotations
@@ -51,7 +52,7 @@ from collections.abc import Callable
 from typing import Any, Final, overload
 
 from .._protocols import ClientContext, ServerContext, TLSBuffer
-from .._socket import map_os_error, server_buffer
+from .._socket import client_buffer, map_os_error, server_buffer
 from ._protocol import TLSProtocol, TLSTransport, _check_timeout, _is_server_context
 
 __all__ = [
@@ -81,15 +82,17 @@ def _check_kwargs(kwargs: dict[str, Any]) -> None:
 
 
 def _client_buffer(
-    context: ClientContext | ServerContext, server_hostname: str | None
+    context: ClientContext | ServerContext, server_hostname: str | None, port: object
 ) -> TLSBuffer:
+    """``port`` (the server's, when it is a number) keys the engine's session cache."""
     if _is_server_context(context):
         raise TypeError("a client connection needs a ClientContext, not a ServerContext")
     if not server_hostname:
         raise ValueError(
             "server_hostname is needed (for SNI and the certificate check) when host is not given"
         )
-    return context.create_buffer(server_hostname)  # type: ignore[call-arg]
+    number = port if isinstance(port, int) and not isinstance(port, bool) else None
+    return client_buffer(context, server_hostname, number)  # type: ignore[arg-type]
 
 
 async def create_connection(
@@ -118,7 +121,7 @@ async def create_connection(
     _check_timeout("shutdown_timeout", shutdown_timeout)
     if server_hostname is None:
         server_hostname = host
-    buffer = _client_buffer(context, server_hostname)
+    buffer = _client_buffer(context, server_hostname, port)
     waiter: asyncio.Future[None] = loop.create_future()
     app_protocol = protocol_factory()
     tls = TLSProtocol(
@@ -284,7 +287,9 @@ async def _start_tls_transport(
         else:
             buffer = context.create_buffer()  # type: ignore[call-arg]
     else:
-        buffer = _client_buffer(context, server_hostname)
+        peer = transport.get_extra_info("peername")
+        port = peer[1] if isinstance(peer, tuple) and len(peer) >= 2 else None
+        buffer = _client_buffer(context, server_hostname, port)
     loop = asyncio.get_running_loop()
     waiter: asyncio.Future[None] = loop.create_future()
     tls = TLSProtocol(

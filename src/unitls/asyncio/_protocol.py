@@ -67,7 +67,7 @@ _RECV_SIZE: Final = 256 * 1024
 _PLAIN_SIZE: Final = 256 * 1024
 
 _LAZY_KEYS: Final = frozenset(
-    {"peercert", "cipher", "tls_version", "alpn_protocol", "negotiated_group"}
+    {"peercert", "cipher", "tls_version", "alpn_protocol", "negotiated_group", "session_resumed"}
 )
 
 
@@ -306,6 +306,8 @@ class TLSProtocol(asyncio.BufferedProtocol):
                 value = buffer.negotiated_tls_version
             elif name == "negotiated_group":
                 value = buffer.negotiated_group if isinstance(buffer, SupportsSessionInfo) else None
+            elif name == "session_resumed":
+                value = bool(getattr(buffer, "session_resumed", False))
             else:
                 value = buffer.negotiated_protocol()
             self._extra[name] = value
