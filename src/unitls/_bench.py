@@ -266,18 +266,7 @@ class _Engine:
     def buffer_pair(self) -> tuple[Any, Any, Callable[[], None], Callable[[], None]]:
         c = self.client.create_buffer("localhost")
         s = self.server.create_buffer()
-
-        def c2s() -> None:
-            n = c.outgoing_bytes_buffered()
-            if n:
-                s.process_incoming(c.process_outgoing(n))
-
-        def s2c() -> None:
-            n = s.outgoing_bytes_buffered()
-            if n:
-                c.process_incoming(s.process_outgoing(n))
-
-        return c, s, c2s, s2c
+        return (c, s, *_pumps(c, s))
 
     def handshake(self, c: Any, s: Any, c2s: Callable[[], None], s2c: Callable[[], None]) -> None:
         # The same loop shape as the stdlib side's.
@@ -303,17 +292,7 @@ class _Engine:
         """One handshake from the context's session cache. Returns resumed."""
         c = self.resuming_client.create_buffer("localhost")
         s = self.ticket_server.create_buffer()
-
-        def c2s() -> None:
-            n = c.outgoing_bytes_buffered()
-            if n:
-                s.process_incoming(c.process_outgoing(n))
-
-        def s2c() -> None:
-            n = s.outgoing_bytes_buffered()
-            if n:
-                c.process_incoming(s.process_outgoing(n))
-
+        c2s, s2c = _pumps(c, s)
         self.handshake(c, s, c2s, s2c)
         s.write(b"x")  # a server may send its tickets with its first data (NSS does)
         s2c()
@@ -330,6 +309,22 @@ def _with_options(factory: Any, config: Any, **options: bool) -> Any:
         return factory(config, **options)
     except TypeError:
         return factory(config)
+
+
+def _pumps(c: Any, s: Any) -> tuple[Callable[[], None], Callable[[], None]]:
+    """Move what one buffer has to send into the other: (client to server, server to client)."""
+
+    def c2s() -> None:
+        n = c.outgoing_bytes_buffered()
+        if n:
+            s.process_incoming(c.process_outgoing(n))
+
+    def s2c() -> None:
+        n = s.outgoing_bytes_buffered()
+        if n:
+            c.process_incoming(s.process_outgoing(n))
+
+    return c2s, s2c
 
 
 def _suite_name(suite: object) -> str:
