@@ -644,17 +644,24 @@ def test_tls_unique(engine: Engine, bridge_client: SSLContext, cert_files: CertF
 
 
 def test_keylog_filename(engine: Engine, cert_files: CertFiles, tmp_path: Path) -> None:
+    """``keylog_filename`` logs this context's connections on every engine (the OpenSSL engine
+    natively, the others through the engine's own key log), and no other context's."""
     log = tmp_path / "keys.log"
     ctx = SSLContext(ssl.PROTOCOL_TLS_CLIENT, implementation=engine)
     ctx.load_verify_locations(cert_files.ca_file)
-    if engine.name != "openssl":
-        with pytest.warns(IgnoredSettingWarning, match="keylog_filename"):
-            ctx.keylog_filename = str(log)
-        return
     neighbour = SSLContext(ssl.PROTOCOL_TLS_CLIENT, implementation=engine)
     neighbour.load_verify_locations(cert_files.ca_file)  # the same settings as ctx
+    if engine.name == "nss":
+        # NSS hands over TLS 1.3 secrets only: with TLS 1.2 allowed the key log is refused.
+        ctx.keylog_filename = str(log)
+        with pytest.raises(UnsupportedSettingError, match="TLS 1.3"):
+            ctx.wrap_bio(ssl.MemoryBIO(), ssl.MemoryBIO(), server_hostname="localhost")
+        ctx.keylog_filename = None
+        log.unlink()
+        for c in (ctx, neighbour):
+            c.minimum_version = ssl.TLSVersion.TLSv1_3
     with Server(_stdlib_server(cert_files), connections=2) as srv:
-        with srv.connect(ctx) as s:  # before the key log is set: engine contexts are shared
+        with srv.connect(ctx) as s:  # before the key log is set (OpenSSL: shared contexts)
             _talk(s)
         ctx.keylog_filename = str(log)
         assert ctx.keylog_filename == str(log)
@@ -667,6 +674,7 @@ def test_keylog_filename(engine: Engine, cert_files: CertFiles, tmp_path: Path) 
     assert lines[0].startswith("#")
     labels = {line.split()[0] for line in lines[1:]}
     assert {"CLIENT_HANDSHAKE_TRAFFIC_SECRET", "CLIENT_TRAFFIC_SECRET_0"} <= labels
+    assert len({line.split()[1] for line in lines[1:]}) == 1  # one connection's client random
 
 
 def test_session_resumption(engine: Engine, cert_files: CertFiles) -> None:
@@ -676,18 +684,15 @@ def test_session_resumption(engine: Engine, cert_files: CertFiles) -> None:
     server = SSLContext(ssl.PROTOCOL_TLS_SERVER, implementation=engine)
     server.load_cert_chain(cert_files.cert_file, cert_files.key_file)
     if engine.name != "openssl":
-        # ssl.SSLSession objects exist on the OpenSSL engine only (issue 13 for the others).
+        # A stdlib session cannot be offered to another engine.
         stdlib = _stdlib_client(cert_files)
         stdlib.maximum_version = ssl.TLSVersion.TLSv1_2
         with Server(_stdlib_server(cert_files)) as srv, srv.connect(stdlib) as s:
             session = s.session
             _talk(s)
-        with pytest.raises(UnsupportedSettingError, match="session"):
+        with pytest.raises(TypeError, match="not a SSLSession"):
             client.wrap_bio(ssl.MemoryBIO(), ssl.MemoryBIO(), server_hostname="x", session=session)
-        with Server(server) as srv, srv.connect(client) as s:
-            assert s.session is None
-            _talk(s)
-        # The engine resumes by itself; session_reused tells it, as with the stdlib.
+        # The engine also resumes by itself; session_reused tells it, as with the stdlib.
         reused = []
         with Server(_stdlib_server(cert_files), connections=2) as srv:
             for _ in range(2):
@@ -710,6 +715,70 @@ def test_session_resumption(engine: Engine, cert_files: CertFiles) -> None:
     other.load_verify_locations(cert_files.ca_file)
     with pytest.raises(ValueError, match="different SSLContext"):
         other.wrap_bio(ssl.MemoryBIO(), ssl.MemoryBIO(), server_hostname="x", session=session)
+
+
+def _forget_sessions(ctx: SSLContext) -> None:
+    """Empty the engine's own session cache behind a bridge client context (the OpenSSL
+    engine's bridge keeps none: it resumes only what is offered, as the stdlib)."""
+    pep = ctx._unitls_context(False).pep
+    if pep is not None:
+        pep.clear_session_cache()
+
+
+@pytest.mark.parametrize("version", ["TLSv1_2", "TLSv1_3"])
+def test_an_offered_session_resumes_on_every_engine(
+    engine: Engine, cert_files: CertFiles, version: str
+) -> None:
+    """``session=`` and ``SSLSocket.session = ...`` resume exactly the session offered, against
+    a stdlib server. The engine's own cache is emptied before each connection, so only the
+    offered session can make it resume."""
+    client = SSLContext(ssl.PROTOCOL_TLS_CLIENT, implementation=engine)
+    client.load_verify_locations(cert_files.ca_file)
+    client.maximum_version = client.minimum_version = getattr(ssl.TLSVersion, version)
+    with Server(_stdlib_server(cert_files), connections=5) as srv:
+        with srv.connect(client) as s:
+            _talk(s)  # TLS 1.3 tickets come after the handshake, with the first data read
+            assert not s.session_reused
+            session = s.session
+            assert session is not None and session.has_ticket
+            assert s.session == session  # the same session each time it is asked for
+        _forget_sessions(client)
+        with srv.connect(client) as s:
+            _talk(s)
+            assert not s.session_reused  # nothing cached, nothing offered: a full handshake
+        _forget_sessions(client)
+        with srv.connect(client, session=session) as s:
+            _talk(s)
+            assert s.session_reused
+            later = s.session
+            assert later is not None and later.has_ticket  # (NSS, TLS 1.2: the one it resumed)
+        _forget_sessions(client)
+        # The setter before connecting, as ssl.py passes it on for an unconnected socket.
+        sock = client.wrap_socket(socket.socket(), server_hostname="localhost")
+        with sock:
+            sock.session = later
+            sock.settimeout(TIMEOUT)
+            sock.connect(("127.0.0.1", srv.port))
+            _talk(sock)
+            assert sock.session_reused
+            if engine.name != "openssl" or version == "TLSv1_2":  # (OpenSSL: new TLS 1.3 ids)
+                assert sock.session == later and sock.session.id == session.id  # one session
+            with pytest.raises(ValueError, match="after handshake"):
+                sock.session = later
+        # Another server name: the engines do not offer it (it was verified for "localhost");
+        # OpenSSL, as in the stdlib, leaves that to the server.
+        _forget_sessions(client)
+        with srv.connect(client, "127.0.0.1", session=later) as s:
+            _talk(s)
+            assert engine.name == "openssl" or not s.session_reused
+    assert not srv.errors
+    other = SSLContext(ssl.PROTOCOL_TLS_CLIENT, implementation=engine)
+    with pytest.raises(ValueError, match="different SSLContext"):
+        other.wrap_bio(ssl.MemoryBIO(), ssl.MemoryBIO(), server_hostname="x", session=session)
+    server = SSLContext(ssl.PROTOCOL_TLS_SERVER, implementation=engine)
+    server.load_cert_chain(cert_files.cert_file, cert_files.key_file)
+    with pytest.raises(TypeError, match="not a SSLSession"):
+        server.wrap_bio(ssl.MemoryBIO(), ssl.MemoryBIO(), server_side=True, session=object())
 
 
 @pytest.mark.parametrize("setting", ["default", "OP_NO_TICKET", "num_tickets=0"])

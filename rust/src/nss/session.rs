@@ -409,6 +409,11 @@ impl NssSession {
             (None, Some(cache)) => cache.take_any(bag.key()),
             (None, None) => None,
         };
+        if let Some((token, false)) = &taken {
+            // NSS hands over no new token when it resumes a TLS 1.2 session: this connection's
+            // session is then the one it resumed (replaced if NSS hands over another).
+            bag.set_tls12(token.clone());
+        }
         core.tokens = Some(Tokens {
             bag,
             cache: shared.cache.clone(),

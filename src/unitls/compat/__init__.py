@@ -32,11 +32,13 @@ from ._context import (
     UnsupportedSettingError,
     safe_property,
 )
+from ._sslobj import SSLSession
 
 __all__ = [
     "ORIGINAL_SSLCONTEXT",
     "IgnoredSettingWarning",
     "SSLContext",
+    "SSLSession",
     "UnsupportedSettingError",
     "extract_from_ssl",
     "inject_into_ssl",

@@ -53,7 +53,7 @@ from ._certinfo import verified_chain
 from ._hello import report_unraisable
 from ._native import NativeTLS, check_session_owner
 from ._nativeio import NativeSocketTLS, native_sslobj
-from ._sslobj import BioTLS, SocketTLS
+from ._sslobj import BioTLS, SocketTLS, check_offered_session
 
 __all__ = [
     "ORIGINAL_SSLCONTEXT",
@@ -394,12 +394,12 @@ class _QuietInsecure:
     def configuration(self) -> TLSClientConfiguration:
         return self._pep.configuration
 
-    def create_buffer(self, server_hostname: str) -> Any:
+    def create_buffer(self, server_hostname: str, **options: Any) -> Any:
         from ..insecure import _already_warned
 
         token = _already_warned.set(True)
         try:
-            return self._pep.create_buffer(server_hostname)
+            return self._pep.create_buffer(server_hostname, **options)
         finally:
             _already_warned.reset(token)
 
@@ -665,18 +665,11 @@ class SSLContext(_Base):
 
     @keylog_filename.setter
     def keylog_filename(self, value: Any) -> None:
-        # The stdlib opens the file (and writes its header) here; connections on the OpenSSL
-        # engine log to it natively (see _sync_native).
+        # The stdlib opens the file (and writes its header) here. Connections on the OpenSSL
+        # engine log to it natively (see _sync_native); the other engines' contexts get the
+        # path (``keylog_filename=``, see _build) and append to it themselves.
         _c_descriptor("keylog_filename").__set__(self, value)
-        if self._unitls_native:
-            self._changed()  # a client then gets engine contexts of its own (see _build)
-        elif value is not None:
-            # Hook for engines that write a key log themselves (issue 13): hand them the path
-            # in _build once the PEP context takes one.
-            _ignored(
-                f"keylog_filename = {value!r}",
-                f"the {self._unitls_impl.name} engine writes no TLS key log",
-            )
+        self._changed()  # on the OpenSSL engine a client then gets engine contexts of its own
 
     @property
     def hostname_checks_common_name(self) -> bool:
@@ -860,11 +853,11 @@ class SSLContext(_Base):
                 if self._unitls_native:
                     native = self._native_server(server_config, tickets)
                     return _Plan(server_config, verify, native=native)
-                tickets = tickets and self.num_tickets != 0
-                if tickets:
-                    return _Plan(server_config, verify, pep=impl.server_context(server_config))
-                no_tickets = impl.server_context(server_config, session_tickets=False)
-                return _Plan(server_config, verify, pep=no_tickets)
+                options = self._engine_keylog()  # keywords only when needed: third-party
+                if not (tickets and self.num_tickets != 0):  # engines may take none
+                    options["session_tickets"] = False
+                server = impl.server_context(server_config, **options)
+                return _Plan(server_config, verify, pep=server)
             client_config = TLSClientConfiguration(
                 certificate_chain=self._complete(chain) if (chain := self._unitls_chain) else None,
                 trust_store=self._trust_store(False) if verify else None,
@@ -887,7 +880,8 @@ class SSLContext(_Base):
                 native = self._native_client(client_config, verify, self.check_hostname, private)
                 return _Plan(client_config, verify, native=native, private=private)
             if secure:
-                return _Plan(client_config, True, pep=impl.client_context(client_config))
+                client = impl.client_context(client_config, **self._engine_keylog())
+                return _Plan(client_config, True, pep=client)
             return _Plan(client_config, verify, pep=self._insecure_client(client_config, verify))
         except UnsupportedSettingError:
             raise
@@ -895,6 +889,12 @@ class SSLContext(_Base):
             raise UnsupportedSettingError(
                 f"the {impl.name} engine cannot honour this SSLContext's settings: {exc}"
             ) from exc
+
+    def _engine_keylog(self) -> dict[str, Any]:
+        """The key log keyword for the engine's contexts: ``keylog_filename`` when set (else
+        they follow ``SSLKEYLOGFILE`` by themselves, as the engines do)."""
+        path = _c_descriptor("keylog_filename").__get__(self)
+        return {} if path is None else {"keylog_filename": path}
 
     def _insecure_client(self, config: TLSClientConfiguration, verify: bool) -> _QuietInsecure:
         from ..insecure import InsecureConfiguration, _already_warned
@@ -905,7 +905,7 @@ class SSLContext(_Base):
             insecure = InsecureConfiguration(
                 disable_verification=not verify, disable_hostname_check=True
             )
-            ctx: ClientContext = impl.client_context(config, insecure)
+            ctx: ClientContext = impl.client_context(config, insecure, **self._engine_keylog())
         finally:
             _already_warned.reset(token)
         return _QuietInsecure(ctx)
@@ -999,14 +999,16 @@ class SSLContext(_Base):
                 plan.native[0], sock, server_side, server_hostname, owner=owner, session=session
             )
             return NativeTLS(c_obj, self)
-        _check_session(self, session)
+        offered = check_offered_session(self, session, server_side)
         # Engines with native I/O (rustls): the extension's _sslobj, no Python per TLS record.
         obj = native_sslobj(
-            sock, self, plan.pep, server_side, server_hostname, owner, plan.verified
+            sock, self, plan.pep, server_side, server_hostname, owner, plan.verified, offered
         )
         if obj is not None:
             return obj
-        return SocketTLS(sock, self, plan.pep, server_side, server_hostname, owner, plan.verified)
+        tls = SocketTLS(sock, self, plan.pep, server_side, server_hostname, owner, plan.verified)
+        tls._offered = offered
+        return tls
 
     def _wrap_bio(
         self,
@@ -1033,10 +1035,12 @@ class SSLContext(_Base):
                 session=session,
             )
             return NativeTLS(c_obj, self)
-        _check_session(self, session)
-        return BioTLS(
+        offered = check_offered_session(self, session, server_side)
+        bio = BioTLS(
             incoming, outgoing, self, plan.pep, server_side, server_hostname, owner, plan.verified
         )
+        bio._offered = offered
+        return bio
 
 
 def _native_sni_shim(ctx: SSLContext, engine_sni: Any) -> Callable[[Any, str | None, Any], Any]:
@@ -1093,13 +1097,3 @@ def _check_hostname(ctx: ssl.SSLContext, server_side: bool, server_hostname: str
             )
     elif ctx.check_hostname:
         raise ValueError("check_hostname requires server_hostname")
-
-
-def _check_session(ctx: SSLContext, session: Any) -> None:
-    if session is not None:
-        # ssl.SSLSession objects come from the OpenSSL engine's connections only. Resumption on
-        # the other engines is issue 13's (rustls clients resume by themselves meanwhile).
-        raise UnsupportedSettingError(
-            f"session=: the {ctx._unitls_impl.name} engine cannot resume an ssl.SSLSession "
-            "(sessions are resumed through the unitls bridge on the openssl engine only)"
-        )

@@ -24,7 +24,7 @@ from .. import _native
 from .._errors import TLSError
 from .._extensions import SupportsNativeIO
 from .._nativesock import NativeClientSockets
-from ._sslobj import _LockedBuffer, _TLSBase, translate
+from ._sslobj import SSLSession, _LockedBuffer, _TLSBase, client_buffer, translate
 
 if TYPE_CHECKING:
     import ssl
@@ -61,6 +61,8 @@ class NativeSocketTLS(_native.SSLSocketCore):
         self.server_hostname = server_hostname
         self._owner = weakref.ref(owner) if owner is not None else None
         self._verified = verified  # False: getpeercert() gives {} like an unverified C socket
+        self._offered: SSLSession | None = None  # given to the buffer at wrap time
+        self._exported: SSLSession | None = None
 
     @property
     def _handshaked(self) -> bool:
@@ -96,18 +98,19 @@ def native_sslobj(
     server_hostname: str | None,
     owner: Any,
     verified: bool,
+    offered: SSLSession | None = None,
 ) -> NativeSocketTLS | None:
     """The native ``_sslobj`` for a client ``sock``, or None (servers, whose engine buffer only
     comes with the ClientHello, for ``sni_callback``; engines without native I/O)."""
     if server_side or not isinstance(pep, NativeClientSockets):
         return None
     try:
-        buffer = pep.create_buffer(server_hostname or _peer_address(sock))  # type: ignore[call-arg]
+        buffer = client_buffer(pep, server_hostname or _peer_address(sock), offered)
     except TLSError as exc:
         raise translate(exc, "handshake", server_hostname) from exc
     if not isinstance(buffer, SupportsNativeIO):
         return None
-    return NativeSocketTLS(
+    obj = NativeSocketTLS(
         buffer.native_connection(),
         sock,
         functools.partial(translate, server_hostname=server_hostname),
@@ -119,6 +122,8 @@ def native_sslobj(
         owner,
         verified,
     )
+    obj._offered = offered
+    return obj
 
 
 def _peer_address(sock: ssl.SSLSocket) -> str:

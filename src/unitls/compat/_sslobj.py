@@ -17,10 +17,12 @@ from __future__ import annotations
 
 import _socket
 import errno
+import os
 import socket
 import ssl
 import sys
 import threading
+import time
 import weakref
 from typing import TYPE_CHECKING, Any
 
@@ -54,7 +56,7 @@ if TYPE_CHECKING:
 
     from .._protocols import ClientContext, ServerContext, TLSBuffer
 
-__all__ = ["BioTLS", "SocketTLS", "translate"]
+__all__ = ["BioTLS", "SSLSession", "SocketTLS", "check_offered_session", "translate"]
 
 _DONTWAIT = getattr(socket, "MSG_DONTWAIT", 0)
 # Python 3.13's _ssl reports a connection reset as ConnectionResetError; before, after the
@@ -155,6 +157,88 @@ def translate(exc: TLSError, operation: str, server_hostname: str | None = None)
     return err
 
 
+class SSLSession:
+    """What ``SSLSocket.session`` / ``SSLObject.session`` give on engines other than OpenSSL
+    (``ssl.SSLSession`` objects can only be made by ``_ssl``): the engine's session of one client
+    connection, to offer with ``wrap_socket(..., session=...)`` or ``sock.session = ...`` on a
+    later connection of the same ``SSLContext``, as with the stdlib.
+
+    It holds the TLS 1.2 session and TLS 1.3 tickets the connection received (tickets arrive after
+    the handshake, with the first data read); each TLS 1.3 ticket is used once. Offered to a
+    connection with another server name, or after the context's settings changed (the engine
+    context behind it was rebuilt), it is not used: that connection makes a full handshake.
+    """
+
+    __slots__ = ("_context", "_engine", "_id", "_pep", "_time")
+
+    def __init__(
+        self,
+        context: ssl.SSLContext,
+        pep: object,
+        engine: Any,
+        resumed: SSLSession | None = None,
+    ) -> None:
+        self._context = context
+        self._pep = pep  # the PEP context that made it: the only one that can resume it
+        self._engine = engine
+        # A connection that resumed an offered session continues it, as a TLS 1.2 session id
+        # does: the same id and creation time (the engines do not expose the protocol's own).
+        self._id: bytes = resumed._id if resumed is not None else os.urandom(32)
+        self._time: int = resumed._time if resumed is not None else int(time.time())
+
+    @property
+    def id(self) -> bytes:
+        """An identifier of the session, kept by the connections that resume it (unitls' own,
+        not the TLS session id, which the engines do not expose)."""
+        return self._id
+
+    @property
+    def time(self) -> int:
+        """When the session was established (seconds since the epoch)."""
+        return self._time
+
+    @property
+    def has_ticket(self) -> bool:
+        """Whether it still holds something to resume with (a TLS 1.2 session or a TLS 1.3
+        ticket)."""
+        return bool(getattr(self._engine, "resumable", False))
+
+    def usable_for(self, pep: object, server_hostname: str) -> Any:
+        """The engine's session to offer to a new buffer of ``pep`` for ``server_hostname``, or
+        None (a full handshake)."""
+        if pep is not self._pep:
+            return None
+        name = getattr(self._engine, "server_name", None)
+        return self._engine if name == server_hostname.lower() else None
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, SSLSession):
+            return NotImplemented
+        return self._id == other._id
+
+    def __hash__(self) -> int:
+        return hash(self._id)
+
+    def __repr__(self) -> str:
+        return f"<unitls.compat.SSLSession {self._engine!r}>"
+
+
+def check_offered_session(
+    context: ssl.SSLContext, session: object, server_side: bool
+) -> SSLSession | None:
+    """A session given to ``wrap_socket``/``wrap_bio`` or set on a connection: the checks, in
+    order and with the messages, of ``_ssl.c``."""
+    if session is None:
+        return None
+    if not isinstance(session, SSLSession):
+        raise TypeError("Value is not a SSLSession.")
+    if session._context is not context:
+        raise ValueError("Session refers to a different SSLContext.")
+    if server_side:
+        raise ValueError("Cannot set session for server-side SSLSocket.")
+    return session
+
+
 class _LockedBuffer:
     """Serialises calls into the engine.
 
@@ -214,9 +298,13 @@ class _LockedBuffer:
             return [leaf] if leaf else []
 
     def session_resumed(self) -> bool:
-        # Hook for engines reporting resumption (issue 13: TLSBuffer.session_resumed).
         with self._lock:
             return bool(getattr(self._buf, "session_resumed", False))
+
+    def session(self) -> Any:
+        """The engine's exported client session (``SupportsSessionExport``), or None."""
+        with self._lock:
+            return getattr(self._buf, "session", None)
 
     def client_hello(self) -> Any:
         # No lock: an attribute read, and the caller may be inside sni_callback (under the lock).
@@ -230,6 +318,16 @@ class _LockedBuffer:
     def negotiated_tls_version(self) -> TLSVersion | None:
         with self._lock:
             return self._buf.negotiated_tls_version
+
+
+def client_buffer(
+    pep: ClientContext | ServerContext, server_hostname: str, offered: SSLSession | None
+) -> TLSBuffer:
+    """A new client buffer of ``pep``, resuming ``offered`` where it can (see ``SSLSession``)."""
+    session = offered.usable_for(pep, server_hostname) if offered is not None else None
+    if session is not None:
+        return pep.create_buffer(server_hostname, session=session)  # type: ignore[call-arg]
+    return pep.create_buffer(server_hostname)  # type: ignore[call-arg]
 
 
 class _TLSBase:
@@ -253,6 +351,8 @@ class _TLSBase:
         self._driver: Driver | None = None  # made at first use (the engine's buffer with it)
         self._buf: _LockedBuffer | None = None
         self._shutdown_sent = False
+        self._offered: SSLSession | None = None  # session= / .session = before the handshake
+        self._exported: SSLSession | None = None
 
     # -- what the shells supply ---------------------------------------------------------------
 
@@ -292,7 +392,7 @@ class _TLSBase:
                     raw = HelloBuffer(self)
                 else:
                     name = self.server_hostname or self._placeholder_hostname()
-                    raw = self._pep.create_buffer(name)  # type: ignore[call-arg]
+                    raw = client_buffer(self._pep, name, self._offered)
             except TLSError as exc:
                 raise translate(exc, "handshake", self.server_hostname) from exc
             # As the stdlib: a reset during the handshake is a ConnectionResetError; after it, an
@@ -357,13 +457,31 @@ class _TLSBase:
         self._owner = weakref.ref(value) if value is not None else None
 
     @property
-    def session(self) -> None:
-        return None
+    def session(self) -> SSLSession | None:
+        """This client connection's session once the handshake completed (see ``SSLSession``)."""
+        if self.server_side or not self._handshaked:
+            return None
+        engine = self._buffer().session()
+        if engine is None:
+            return None
+        exported = self._exported
+        if exported is None or exported._engine is not engine:
+            offered = self._offered
+            resumed = offered if offered is not None and self._buffer().session_resumed() else None
+            exported = self._exported = SSLSession(self._context, self._pep, engine, resumed)
+        return exported
 
     @session.setter
     def session(self, value: object) -> None:
-        if value is not None:
-            raise ValueError("the unitls bridge does not resume sessions from ssl.SSLSession")
+        offered = check_offered_session(self._context, value, self.server_side)
+        if self._buf is not None:
+            if self._handshaked:
+                raise ValueError("Cannot set session after handshake.")
+            raise ValueError(
+                "the connection's engine buffer exists already: give the session to "
+                "wrap_socket(..., session=...) instead"
+            )
+        self._offered = offered
 
     @property
     def session_reused(self) -> bool | None:
