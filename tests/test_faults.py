@@ -456,7 +456,7 @@ def test_closing_a_listener_wakes_another_threads_accept(
     def accept() -> None:
         try:
             listener.accept()
-        except BaseException as exc:  # noqa: BLE001 - the test inspects what accept() raised
+        except BaseException as exc:  # the test inspects what accept() raised
             outcome.append(exc)
         else:
             outcome.append(None)

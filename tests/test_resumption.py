@@ -441,6 +441,13 @@ def test_exported_session_resumes_exactly_that_session(
         assert not session.resumable
     elif resumes(server_engine.name, version):
         assert offers == [True] * 6
+        # A resumed connection's session is the one it resumed, so it resumes in turn (NSS
+        # hands over no new TLS 1.2 session then: the engine keeps the resumed one).
+        assert c.session.resumable
+        again = client.create_buffer("localhost", port=443, session=c.session)
+        s = server.create_buffer()
+        _handshake(pump, again, s)
+        assert again.session_resumed
     else:
         assert offers == [False] * 6
     # The cache is off: without the session nothing resumes.

@@ -863,6 +863,10 @@ def _attach_sessions(
     value = cache.take(bag._key, offered)
     if value is not None:
         _openssl_ffi.set_session(c_obj, value)
+        if not value.tls13:
+            # OpenSSL hands over no new session when it resumes a TLS 1.2 one (unless the
+            # server renews its ticket): this connection's session is the one it resumed.
+            bag._tls12 = value
     return bag
 
 
