@@ -387,13 +387,16 @@ struct Core {
     received: AtomicU64,
     overhead: AtomicUsize,
     /// A reset while receiving during the handshake is an EOF without close_notify (else
-    /// ConnectionResetError); after the handshake it always is.
+    /// ConnectionResetError).
     reset_is_eof: bool,
+    /// The same after the handshake: always, except in the ssl bridge on Python 3.13+, whose
+    /// `_ssl` reports a reset as ConnectionResetError (before 3.13: SSLEOFError).
+    reset_after_handshake_is_eof: bool,
     tcp: OnceLock<bool>,
 }
 
 impl Core {
-    fn new(conn: Py<Connection>, reset_is_eof: bool) -> Self {
+    fn new(conn: Py<Connection>, reset_is_eof: bool, reset_after_handshake_is_eof: bool) -> Self {
         Core {
             conn,
             send: Mutex::default(),
@@ -408,6 +411,7 @@ impl Core {
             received: AtomicU64::new(0),
             overhead: AtomicUsize::new(MIN_OVERHEAD),
             reset_is_eof,
+            reset_after_handshake_is_eof,
             tcp: OnceLock::new(),
         }
     }
@@ -581,10 +585,13 @@ impl Core {
                 Err(e) if would_block(e) => self.wait_fd(fd, true, want_write, wait)?,
                 Err(e) if e == libc::EINTR => check_signals()?,
                 // A reset is an EOF without close_notify (the engine reports it), except in
-                // the ssl bridge's handshake, where it is ConnectionResetError as with OpenSSL.
+                // the ssl bridge's handshake, where it is ConnectionResetError as with OpenSSL
+                // (and after it too on Python 3.13+, see `reset_after_handshake_is_eof`).
                 Err(e)
                     if e == libc::ECONNRESET
-                        && (self.reset_is_eof || self.handshake_done.load(Ordering::Acquire)) =>
+                        && (self.reset_is_eof
+                            || (self.reset_after_handshake_is_eof
+                                && self.handshake_done.load(Ordering::Acquire))) =>
                 {
                     break 0
                 }
@@ -996,7 +1003,7 @@ impl SocketCore {
             .call_method0(intern!(py, "gettimeout"))?
             .extract()?;
         Ok(SocketCore {
-            core: Core::new(connection, true),
+            core: Core::new(connection, true, true),
             sock,
             timeout: Mutex::new(timeout),
         })
@@ -1209,12 +1216,13 @@ impl SSLSocketCore {
         }
     }
 
-    /// What OpenSSL reports when the peer has gone while we write after the handshake: an EOF
-    /// in violation of protocol, not the socket's error.
+    /// What `_ssl` reports when the peer has gone while we write after the handshake: up to
+    /// Python 3.12 an EOF in violation of protocol, from 3.13 the socket's error.
     fn write_error(&self, py: Python<'_>, e: IoErr) -> PyErr {
         let e = match e {
             IoErr::Os { errno, .. }
                 if (errno == libc::ECONNRESET || errno == libc::EPIPE)
+                    && self.core.reset_after_handshake_is_eof
                     && self.core.handshake_done.load(Ordering::Acquire) =>
             {
                 IoErr::Tls(Failure::Ragged(
@@ -1257,7 +1265,7 @@ impl SSLSocketCore {
     ) -> PyResult<Self> {
         let weakref = py.import("weakref")?.getattr("ref")?.call1((sslsock,))?;
         Ok(SSLSocketCore {
-            core: Core::new(connection, false),
+            core: Core::new(connection, false, py.version_info() < (3, 13)),
             sock_ref: weakref.unbind(),
             translate,
             write_taken: AtomicUsize::new(0),
