@@ -47,6 +47,7 @@ __all__ = [
     "connect_with_buffer",
     "listen_with_buffers",
     "map_os_error",
+    "no_delay",
     "open_connection",
     "open_listener",
     "upgrade_socket",
@@ -93,9 +94,24 @@ def open_connection(address: tuple[str | None, int], timeout: float | None) -> s
     if timeout is not DEFAULT_TIMEOUT and timeout is not None and timeout < 0:
         raise ValueError(f"timeout must be None or non-negative, not {timeout!r}")
     try:
-        return socket.create_connection((host, port), timeout=timeout)
+        sock = socket.create_connection((host, port), timeout=timeout)
     except OSError as exc:
         raise map_os_error(exc, f"could not connect to {_format_addr((host, port))}") from exc
+    return sock
+
+
+def no_delay(sock: socket.socket) -> None:
+    """Turn Nagle's algorithm off on a TCP socket (as Go and curl do for every connection).
+
+    The OpenSSL engine's client sockets need it: a small record written right after the
+    handshake's last flight waited for the peer's delayed ACK, 40 ms per connection on Linux
+    (measured: 21 connections/s instead of ~450). The Rust engines' write pattern does not meet
+    that stall, and Nagle's coalescing of their small records is worth ~5% connections/s."""
+    if sock.family in (socket.AF_INET, socket.AF_INET6):
+        try:
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        except OSError:
+            pass  # not fatal: the connection works, only later
 
 
 def open_listener(address: tuple[str | None, int], backlog: int | None = None) -> socket.socket:

@@ -80,6 +80,7 @@ from ._socket import (
     _check_timeout,
     _SocketBase,
     map_os_error,
+    no_delay,
     open_connection,
 )
 from ._stdlib import ORIGINAL_SSLCONTEXT
@@ -1455,6 +1456,7 @@ class OpenSSLClientContext(ClientContextBase[ssl.SSLContext]):
             timeout = socket.getdefaulttimeout()
         deadline = Deadline(timeout, "connect")
         sock = open_connection(address, timeout)
+        no_delay(sock)  # see no_delay: without it, 40 ms stalls after the handshake
         try:
             ssl_sock = self._native.wrap_socket(
                 sock,
