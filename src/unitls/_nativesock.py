@@ -22,13 +22,13 @@ from __future__ import annotations
 
 import socket
 import time
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 from . import _native
 from ._drive._linger import drain as _discard_unread
 from ._engine import check_server_hostname
 from ._errors import TLSError, WantReadError, WantWriteError
-from ._extensions import SupportsNativeIO
+from ._extensions import SupportsNativeIO, implements
 from ._socket import (
     DEFAULT_TIMEOUT,
     _check_address,
@@ -208,9 +208,9 @@ def native_socket(
     context: ClientContext | ServerContext, sock: socket.socket, buffer: TLSBuffer
 ) -> NativeSocket:
     """A ``NativeSocket`` (not yet handshaken) running ``buffer``'s connection over ``sock``."""
-    if not isinstance(buffer, SupportsNativeIO):
+    if not implements(buffer, SupportsNativeIO):
         raise TypeError(f"{type(buffer).__name__} has no native connection")
-    return NativeSocket(buffer.native_connection(), sock, buffer, context)
+    return NativeSocket(cast("SupportsNativeIO", buffer).native_connection(), sock, buffer, context)
 
 
 def _handshake_or_close(tls: NativeSocket, sock: socket.socket) -> None:

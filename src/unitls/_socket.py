@@ -18,7 +18,7 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any, Generic, Protocol, TypeVar
+from typing import TYPE_CHECKING, Any, Generic, Protocol, TypeVar, cast
 
 from ._drive import LINGER, NOW, Deadline, Driver, SocketIO, linger_close, map_os_error
 from ._drive._linger import drain, half_close
@@ -706,24 +706,24 @@ class BufferListener(_SocketBase, Generic[_T]):
 def server_buffer(context: ServerContext, sock: socket.socket) -> TLSBuffer:
     """A server buffer for a connection on ``sock``: unitls engines choose the default chain by
     the local address the client reached (``create_buffer_for``); others get ``create_buffer``."""
-    from ._extensions import SupportsCreateBufferFor
+    from ._extensions import SupportsCreateBufferFor, implements
 
-    if not isinstance(context, SupportsCreateBufferFor):
+    if not implements(context, SupportsCreateBufferFor):
         return context.create_buffer()
     try:
         local = str(sock.getsockname()[0])
     except (OSError, IndexError):
         local = None
-    return context.create_buffer_for(local)
+    return cast("SupportsCreateBufferFor", context).create_buffer_for(local)
 
 
 def client_buffer(context: ClientContext, server_hostname: str, port: int | None) -> TLSBuffer:
     """A client buffer to ``server_hostname``: unitls engines also get the port, which keys
     their session cache (``SupportsSessionCache``); others get ``create_buffer``."""
-    from ._extensions import SupportsSessionCache
+    from ._extensions import SupportsSessionCache, implements
 
-    if port is not None and isinstance(context, SupportsSessionCache):
-        return context.create_buffer(server_hostname, port=port)
+    if port is not None and implements(context, SupportsSessionCache):
+        return cast("SupportsSessionCache", context).create_buffer(server_hostname, port=port)
     return context.create_buffer(server_hostname)
 
 

@@ -53,7 +53,7 @@ from .._errors import (
     WantReadError,
     WantWriteError,
 )
-from .._extensions import SupportsIncomingViews, SupportsSessionInfo
+from .._extensions import SupportsIncomingViews, SupportsSessionInfo, implements
 from .._protocols import ClientContext, ServerContext, TLSBuffer
 from .._socket import server_buffer
 
@@ -256,7 +256,7 @@ class TLSProtocol(asyncio.BufferedProtocol):
         self._writes_after_close = 0
         self._plain_view = _scratch.plain
         # Engines that copy process_incoming's argument get a view of the receive buffer.
-        self._zero_copy = isinstance(buffer, SupportsIncomingViews)
+        self._zero_copy = implements(buffer, SupportsIncomingViews)
         if isinstance(loop, selector_events.BaseSelectorEventLoop):
             self._recv_view = _scratch.recv
         else:
@@ -274,7 +274,7 @@ class TLSProtocol(asyncio.BufferedProtocol):
 
     def _set_buffer(self, buffer: TLSBuffer) -> None:
         self._core = Core(buffer)
-        self._zero_copy = isinstance(buffer, SupportsIncomingViews)
+        self._zero_copy = implements(buffer, SupportsIncomingViews)
         self._extra["tls_buffer"] = buffer
 
     def _set_state(self, new: _State) -> None:

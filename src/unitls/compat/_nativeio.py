@@ -18,11 +18,11 @@ from __future__ import annotations
 
 import functools
 import weakref
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 from .. import _native
 from .._errors import TLSError
-from .._extensions import SupportsNativeIO
+from .._extensions import SupportsNativeIO, implements
 from .._nativesock import NativeClientSockets
 from ._sslobj import SSLSession, _LockedBuffer, _TLSBase, client_buffer, translate
 
@@ -108,10 +108,10 @@ def native_sslobj(
         buffer = client_buffer(pep, server_hostname or _peer_address(sock), offered)
     except TLSError as exc:
         raise translate(exc, "handshake", server_hostname) from exc
-    if not isinstance(buffer, SupportsNativeIO):
+    if not implements(buffer, SupportsNativeIO):
         return None
     obj = NativeSocketTLS(
-        buffer.native_connection(),
+        cast("SupportsNativeIO", buffer).native_connection(),
         sock,
         functools.partial(translate, server_hostname=server_hostname),
         buffer,
