@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import array
 import errno
+import os
 import socket
 import ssl
 import sys
@@ -675,6 +676,19 @@ def test_keylog_filename(engine: Engine, cert_files: CertFiles, tmp_path: Path) 
     labels = {line.split()[0] for line in lines[1:]}
     assert {"CLIENT_HANDSHAKE_TRAFFIC_SECRET", "CLIENT_TRAFFIC_SECRET_0"} <= labels
     assert len({line.split()[1] for line in lines[1:]}) == 1  # one connection's client random
+
+
+def test_keylog_filename_takes_a_bytes_path(
+    engine: Engine, cert_files: CertFiles, tmp_path: Path
+) -> None:
+    """As the stdlib: any path-like, bytes included, reaches the engine's key log."""
+    ctx = SSLContext(ssl.PROTOCOL_TLS_CLIENT, implementation=engine)
+    ctx.load_verify_locations(cert_files.ca_file)
+    ctx.minimum_version = ssl.TLSVersion.TLSv1_3  # (NSS logs TLS 1.3 only)
+    ctx.keylog_filename = os.fsencode(tmp_path / "keys.log")
+    with Server(_stdlib_server(cert_files)) as srv, srv.connect(ctx) as s:
+        _talk(s)
+    assert "CLIENT_TRAFFIC_SECRET_0" in (tmp_path / "keys.log").read_text()
 
 
 def test_session_resumption(engine: Engine, cert_files: CertFiles) -> None:

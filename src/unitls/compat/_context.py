@@ -894,7 +894,7 @@ class SSLContext(_Base):
         """The key log keyword for the engine's contexts: ``keylog_filename`` when set (else
         they follow ``SSLKEYLOGFILE`` by themselves, as the engines do)."""
         path = _c_descriptor("keylog_filename").__get__(self)
-        return {} if path is None else {"keylog_filename": path}
+        return {} if path is None else {"keylog_filename": os.fsdecode(path)}
 
     def _insecure_client(self, config: TLSClientConfiguration, verify: bool) -> _QuietInsecure:
         from ..insecure import InsecureConfiguration, _already_warned
