@@ -695,6 +695,37 @@ def test_openssl_engine_client_sockets_turn_nagle_off(
             assert recv_exactly(sock, 1) == b"x"
 
 
+def test_forced_close_does_not_wait_for_the_peers_close_notify(
+    engine: unitls.TLSImplementation[Any, Any],
+    client_config: TLSClientConfiguration,
+    server_ctx: ssl.SSLContext,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Regression: the OpenSSL engine's ``close(force=True)`` let OpenSSL wait for the peer's
+    close_notify for up to one slice of its single mode (a round trip per forced close cost
+    ~20% of the connections/s row). With the slice made 30 s, a peer that never answers shows
+    it: the close must return while the peer still holds the connection open."""
+    import unitls.openssl
+
+    monkeypatch.setattr(unitls.openssl, "_SLICE", 30.0)
+    release = threading.Event()
+
+    def hold(conn: ssl.SSLSocket) -> None:
+        conn.recv(1)
+        release.wait(30)  # no close_notify, no FIN until the test is over
+
+    with StdlibServer(server_ctx, hold) as server:
+        sock = engine.client_context(client_config).connect(server.address, timeout=None)
+        sock.sendall(b"x")
+        closer = threading.Thread(target=sock.close, kwargs={"force": True}, daemon=True)
+        closer.start()
+        closer.join(10)
+        finished = not closer.is_alive()
+        release.set()
+        closer.join(40)
+        assert finished, "close(force=True) waited for the peer's close_notify"
+
+
 # -- finding 8: the OpenSSL engine and injection ------------------------------------------------
 
 

@@ -241,6 +241,10 @@ class _Engine:
         self.ticket_server = impl.server_context(server)
         self.resuming_client = impl.client_context(client)
         self.suite = "?"
+        # Checked once: a runtime Protocol check per connection would be timed as the engine's.
+        from .extensions import SupportsConnectTimeout
+
+        self.connect_timeout = isinstance(self.client, SupportsConnectTimeout)
 
     def listen(self) -> tuple[Any, int]:
         listener = self.server.connect(("127.0.0.1", 0))
@@ -253,9 +257,7 @@ class _Engine:
         return conn
 
     def connect(self, port: int) -> Any:
-        from .extensions import SupportsConnectTimeout
-
-        if isinstance(self.client, SupportsConnectTimeout):
+        if self.connect_timeout:
             conn = self.client.connect(("127.0.0.1", port), timeout=_IO_TIMEOUT)
         else:
             conn = self.client.connect(("127.0.0.1", port))

@@ -534,13 +534,15 @@ class BufferListener(_SocketBase, Generic[_T]):
         return self._wrap_conn(conn, 0.0), addr
 
     def _accept(self, deadline: Deadline) -> tuple[_T, tuple[str | None, int]]:
+        # Everything once, then only what poll() reports ready (a handshake step that can only
+        # fail with WantRead costs two exceptions).
+        now = time.monotonic()
+        self._reap_lingering(now)
+        self._take_new_clients(now)
+        self._step_all(now)
         while True:
             if self._closed:  # by another thread, while this one waited
                 raise TLSError("the listening socket was closed during accept()")
-            now = time.monotonic()
-            self._reap_lingering(now)
-            self._take_new_clients(now)
-            self._step_all(now)
             if self._done:
                 return self._pop_done()
             self._wait(deadline)
@@ -553,7 +555,8 @@ class BufferListener(_SocketBase, Generic[_T]):
         tls.settimeout(self._timeout)
         return tls, addr
 
-    def _take_new_clients(self, now: float) -> None:
+    def _take_new_clients(self, now: float, new: set[int] | None = None) -> None:
+        """Accept waiting clients into the handshakes (their descriptors added to ``new``)."""
         while len(self._clients) < _MAX_HANDSHAKES:
             try:
                 accepted = self._accept_tcp()
@@ -571,7 +574,10 @@ class BufferListener(_SocketBase, Generic[_T]):
                 continue
             limit = self._handshake_timeout
             client = _Client(tls, addr, None if limit is None else now + limit)
-            self._clients[tls._sock.fileno()] = client
+            fd = tls._sock.fileno()
+            self._clients[fd] = client
+            if new is not None:
+                new.add(fd)
 
     def _step_all(self, now: float, ready: set[int] | None = None) -> None:
         for fd, client in list(self._clients.items()):
@@ -634,8 +640,9 @@ class BufferListener(_SocketBase, Generic[_T]):
             soonest = max(0.0, min(limits) - now)
             left = soonest if left is None else min(left, soonest)
         poller = select.poll()
+        listening = self._sock.fileno()
         if len(self._clients) < _MAX_HANDSHAKES:
-            poller.register(self._sock.fileno(), select.POLLIN)
+            poller.register(listening, select.POLLIN)
         for fd, client in clients:
             poller.register(fd, select.POLLOUT if client.want_write else select.POLLIN)
         for fd, _ in lingering:
@@ -644,6 +651,8 @@ class BufferListener(_SocketBase, Generic[_T]):
         ready = {fd for fd, _ in events}
         now = time.monotonic()
         self._reap_lingering(now, ready)
+        if listening in ready:
+            self._take_new_clients(now, ready)  # a new client's first step is due at once
         self._step_all(now, ready)
 
     def close(self, force: bool = False) -> None:

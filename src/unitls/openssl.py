@@ -991,6 +991,19 @@ class OpenSSLBuffer:
             raise self._error(exc) from exc
 
     def process_incoming(self, data_from_network: bytes) -> None:
+        # The fast path, once the first bytes are kept and the buffer has room: one C call
+        # (``MemoryBIO.write`` returns 0 for empty input, which is EOF). Anything unusual (not
+        # bytes-like, written after EOF) takes the checked path below for its error.
+        incoming = self._in
+        if self._first is not None and incoming.pending <= _INCOMING_LIMIT:
+            try:
+                if incoming.write(data_from_network):
+                    return
+            except (TypeError, ssl.SSLError):
+                pass
+        self._process_incoming_checked(data_from_network)
+
+    def _process_incoming_checked(self, data_from_network: bytes) -> None:
         try:
             size = memoryview(data_from_network).nbytes
         except TypeError:
@@ -1328,6 +1341,11 @@ class OpenSSLSocket(_SocketBase):
         try:
             if self._done:
                 wait = 0.0 if force else (_CLOSE_WAIT if timeout is None else timeout)
+                if not wait:
+                    # OpenSSL itself must not wait either (a slice in single mode: forced
+                    # closes took a round trip, waiting for the peer's close_notify).
+                    with self._lock:
+                        s.settimeout(0.0)
                 self._call(Deadline(wait, "close"), False, s.unwrap)
         except WantReadError:
             if not force and timeout == 0:
