@@ -76,6 +76,46 @@ pub struct Connection {
 }
 
 impl Connection {
+    fn read_bytes<'py>(&self, py: Python<'py>, amt: isize) -> PyResult<Bound<'py, PyBytes>> {
+        if amt < 0 {
+            return Err(PyValueError::new_err("amt must not be negative"));
+        }
+        let amt = amt as usize;
+        if amt == 0 {
+            self.run(py, true, |_| Ok(()))?;
+            return Ok(PyBytes::new(py, b""));
+        }
+        let mut guard = self.lock(py);
+        guard.check()?;
+        let inner = &mut *guard;
+        let (avail, queued) = self.call(py, inner, |inner| {
+            Ok((inner.session.plaintext_len(), inner.session.incoming_len()))
+        })?;
+        if avail >= amt || (avail > 0 && queued == 0) {
+            // Decrypted already: copy straight into the result.
+            let n = avail.min(amt);
+            let mut got = 0;
+            let out = PyBytes::new_with(py, n, |buf| {
+                got = self.call(py, inner, |inner| inner.session.read(buf))?;
+                Ok(())
+            })?;
+            if got == n {
+                return Ok(out);
+            }
+            return Ok(PyBytes::new(py, &out.as_bytes()[..got]));
+        }
+        // More records are queued than are decrypted: gather them in one call (plaintext is
+        // never longer than the ciphertext it came from).
+        let cap = if avail == 0 && queued == 0 {
+            1 // only a failure or the clean EOF can come
+        } else {
+            amt.min(avail + queued + 64 * 1024)
+        };
+        let mut gathered = vec![0u8; cap];
+        let got = self.call(py, inner, |inner| inner.session.read(&mut gathered))?;
+        Ok(PyBytes::new(py, &gathered[..got]))
+    }
+
     pub fn new(engine: &'static str, session: Box<dyn TlsSession>) -> Self {
         Connection {
             engine,
@@ -205,7 +245,9 @@ impl Connection {
                 return inner.session.feed_eof();
             }
             if inner.eof {
-                return Ok(()); // data after EOF: the transport said it had ended
+                return Err(Failure::Usage(
+                    "data received after the transport reported EOF".into(),
+                ));
             }
             if inner.session.incoming_len() > MAX_QUEUED_INCOMING {
                 return Err(Failure::WantRead(
@@ -260,48 +302,29 @@ impl Connection {
 
     /// Drive the handshake: returns once complete, else raises WantReadError.
     fn do_handshake(&self, py: Python<'_>) -> PyResult<()> {
-        self.run(py, true, |inner| inner.session.handshake())
+        self.run(py, true, |inner| match inner.session.handshake() {
+            // An engine may keep waiting after the peer's close_notify (OpenSSL stops at
+            // once): the same event gets the same class on every engine.
+            Err(Failure::WantRead(_)) if inner.session.close_notify_received() => Err(
+                Failure::HandshakeClosed("the peer sent close_notify during the TLS handshake".into()),
+            ),
+            other => other,
+        })
     }
 
-    /// Plaintext, up to `amt` bytes (b"" after the peer's close_notify).
-    fn read<'py>(&self, py: Python<'py>, amt: isize) -> PyResult<Bound<'py, PyBytes>> {
-        if amt < 0 {
-            return Err(PyValueError::new_err("amt must not be negative"));
+    /// Plaintext, up to `amt` bytes (b"" after the peer's close_notify); into `buffer` when
+    /// given (then returns the count, see `read_into`): the PEP's `TLSBuffer.read` in one call.
+    #[pyo3(signature = (amt, buffer=None))]
+    fn read<'py>(
+        &self,
+        py: Python<'py>,
+        amt: isize,
+        buffer: Option<&Bound<'py, PyAny>>,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        if let Some(buffer) = buffer {
+            return Ok(self.read_into(py, buffer, amt)?.into_pyobject(py)?.into_any());
         }
-        let amt = amt as usize;
-        if amt == 0 {
-            self.run(py, true, |_| Ok(()))?;
-            return Ok(PyBytes::new(py, b""));
-        }
-        let mut guard = self.lock(py);
-        guard.check()?;
-        let inner = &mut *guard;
-        let (avail, queued) = self.call(py, inner, |inner| {
-            Ok((inner.session.plaintext_len(), inner.session.incoming_len()))
-        })?;
-        if avail >= amt || (avail > 0 && queued == 0) {
-            // Decrypted already: copy straight into the result.
-            let n = avail.min(amt);
-            let mut got = 0;
-            let out = PyBytes::new_with(py, n, |buf| {
-                got = self.call(py, inner, |inner| inner.session.read(buf))?;
-                Ok(())
-            })?;
-            if got == n {
-                return Ok(out);
-            }
-            return Ok(PyBytes::new(py, &out.as_bytes()[..got]));
-        }
-        // More records are queued than are decrypted: gather them in one call (plaintext is
-        // never longer than the ciphertext it came from).
-        let cap = if avail == 0 && queued == 0 {
-            1 // only a failure or the clean EOF can come
-        } else {
-            amt.min(avail + queued + 64 * 1024)
-        };
-        let mut gathered = vec![0u8; cap];
-        let got = self.call(py, inner, |inner| inner.session.read(&mut gathered))?;
-        Ok(PyBytes::new(py, &gathered[..got]))
+        Ok(self.read_bytes(py, amt)?.into_any())
     }
 
     /// Plaintext into a writable buffer, up to `amt` bytes (amt <= 0: len(buffer)).

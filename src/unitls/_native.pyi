@@ -15,7 +15,7 @@ thread-safe). Buffers: any object exporting a contiguous buffer is taken as byte
 """
 
 from collections.abc import Sequence
-from typing import Any, Self, final
+from typing import Any, Self, final, overload
 
 from typing_extensions import Buffer
 
@@ -213,8 +213,9 @@ class Connection:
     def process_incoming(self, data: Buffer) -> None:
         """Queue ciphertext from the peer and feed rustls as far as it takes it.
 
-        ``b""`` signals transport EOF. Raises ``WantReadError`` (storing nothing) if more than
-        1 MiB is already queued, and the mapped exception on a fatal TLS error."""
+        ``b""`` signals transport EOF; data after it is a ``TLSError``. Raises
+        ``WantReadError`` (storing nothing) if more than 1 MiB is already queued, and the mapped
+        exception on a fatal TLS error."""
 
     def incoming_bytes_buffered(self) -> int:
         """Ciphertext bytes queued and not yet consumed by rustls."""
@@ -227,8 +228,14 @@ class Connection:
         """Return once the handshake is complete; else raise ``WantReadError`` (the next
         flight is then available from ``process_outgoing``) or ``HandshakeClosedError``."""
 
-    def read(self, amt: int) -> bytes:
-        """Up to ``amt`` bytes of plaintext; ``b""`` after the peer's close_notify.
+    @overload
+    def read(self, amt: int, buffer: None = None) -> bytes: ...
+    @overload
+    def read(self, amt: int, buffer: Buffer) -> int: ...
+    @overload
+    def read(self, amt: int, buffer: Buffer | None = None) -> bytes | int:
+        """Up to ``amt`` bytes of plaintext; ``b""`` after the peer's close_notify (with
+        ``buffer``: into it, as ``read_into``, returning the count).
 
         Raises ``WantReadError`` when nothing is available yet and ``RaggedEOF`` after a
         transport EOF without close_notify. Drives the handshake first if needed."""

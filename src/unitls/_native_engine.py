@@ -24,7 +24,7 @@ from ._engine import (
     versions,
 )
 from ._enums import CipherSuite, NextProtocol, TLSVersion, cipher_from_id, protocol_from_bytes
-from ._errors import ConfigurationError, HandshakeClosedError, TLSError, WantReadError
+from ._errors import ConfigurationError
 from ._objects import SigningChain, TrustStore
 
 if TYPE_CHECKING:
@@ -34,60 +34,62 @@ __all__ = ["NativeBuffer", "NativeEngine", "check_session"]
 
 
 class NativeBuffer:
-    """A ``TLSBuffer`` over a ``_native.Connection`` (client or server)."""
+    """A ``TLSBuffer`` over a ``_native.Connection`` (client or server).
 
-    __slots__ = ("_conn", "_context", "_eof")
+    The data path (``read``, ``write``, ``do_handshake``, ``shutdown``, ``process_incoming``,
+    ``process_outgoing`` and the two byte counts) is the connection's own methods, bound per
+    buffer: no Python frame between the caller and the engine. The PEP's rules on those calls
+    (EOF, data after EOF, close_notify during the handshake) live in ``rust/src/conn.rs``.
+    """
+
+    __slots__ = (
+        "_conn",
+        "_context",
+        "do_handshake",
+        "incoming_bytes_buffered",
+        "outgoing_bytes_buffered",
+        "process_incoming",
+        "process_outgoing",
+        "read",
+        "shutdown",
+        "write",
+    )
 
     #: process_incoming copies its argument at once (see ``unitls.extensions``).
     copies_incoming = True
 
+    #: Up to ``amt`` bytes of plaintext, or into ``buffer`` (returning the count).
+    read: Callable[..., bytes | int]
+    #: Encrypt plaintext; takes all of it once the handshake is complete.
+    write: Callable[[Buffer], int]
+    #: Drive the handshake; WantReadError until it completes.
+    do_handshake: Callable[[], None]
+    #: Queue close_notify for the peer.
+    shutdown: Callable[[], None]
+    #: Ciphertext from the peer; empty means the transport's EOF (data after it: TLSError).
+    process_incoming: Callable[[Buffer], None]
+    #: Ciphertext bytes received and not yet consumed.
+    incoming_bytes_buffered: Callable[[], int]
+    #: Up to ``amount_bytes_for_network`` bytes of ciphertext for the peer.
+    process_outgoing: Callable[[int], bytes]
+    #: Ciphertext bytes waiting to be sent.
+    outgoing_bytes_buffered: Callable[[], int]
+
     def __init__(self, context: Any, conn: _native.Connection) -> None:
         self._context = context
         self._conn = conn
-        self._eof = False
+        self.read = conn.read
+        self.write = conn.write
+        self.do_handshake = conn.do_handshake
+        self.shutdown = conn.shutdown
+        self.process_incoming = conn.process_incoming
+        self.incoming_bytes_buffered = conn.incoming_bytes_buffered
+        self.process_outgoing = conn.process_outgoing
+        self.outgoing_bytes_buffered = conn.outgoing_bytes_buffered
 
     def native_connection(self) -> _native.Connection:
         """The extension's connection (``unitls.extensions.SupportsNativeIO``)."""
         return self._conn
-
-    def read(self, amt: int, buffer: Buffer | None = None) -> bytes | int:
-        if buffer is None:
-            return self._conn.read(amt)
-        return self._conn.read_into(buffer, amt)
-
-    def write(self, buf: Buffer) -> int:
-        return self._conn.write(buf)
-
-    def do_handshake(self) -> None:
-        try:
-            self._conn.do_handshake()
-        except WantReadError:
-            # rustls keeps waiting after the peer's close_notify; OpenSSL stops at once. The
-            # same event gets the same class on every engine.
-            if self._conn.close_notify_received():
-                raise HandshakeClosedError(
-                    "the peer sent close_notify during the TLS handshake"
-                ) from None
-            raise
-
-    def shutdown(self) -> None:
-        self._conn.shutdown()
-
-    def process_incoming(self, data_from_network: bytes) -> None:
-        if self._eof:
-            raise TLSError("data received after the transport reported EOF")
-        self._conn.process_incoming(data_from_network)
-        if not data_from_network:
-            self._eof = True
-
-    def incoming_bytes_buffered(self) -> int:
-        return self._conn.incoming_bytes_buffered()
-
-    def process_outgoing(self, amount_bytes_for_network: int) -> bytes:
-        return self._conn.process_outgoing(amount_bytes_for_network)
-
-    def outgoing_bytes_buffered(self) -> int:
-        return self._conn.outgoing_bytes_buffered()
 
     # Like OpenSSL: the peer's certificates only once the handshake (and so their
     # verification) has completed.
