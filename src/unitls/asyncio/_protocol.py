@@ -478,14 +478,21 @@ class TLSProtocol(asyncio.BufferedProtocol):
             off = 0
             end: BaseException | None = None
             eof = False
+            # ``core.read_available`` inlined: this loop runs once per TLS record.
+            read, lock = core.buffer.read, core.lock
             try:
                 while off < size:
-                    n = core.read_available(size - off, view[off:])
-                    assert isinstance(n, int)
+                    try:
+                        with lock:
+                            n = read(size - off, view[off:] if off else view)
+                    except WantReadError:
+                        if not core.starved(False):
+                            raise
+                        continue
                     if not n:
                         eof = True
                         break
-                    off += n
+                    off += n  # type: ignore[operator]  # an int: read into a buffer
             except WantReadError:
                 pass
             except RaggedEOF as exc:
