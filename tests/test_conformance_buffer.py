@@ -635,6 +635,28 @@ def test_ragged_eof(
         client.read(100)
 
 
+def test_data_after_eof_is_refused(
+    client_engine: Impl,
+    server_engine: Impl,
+    client_config: TLSClientConfiguration,
+    server_config: TLSServerConfiguration,
+    pump: Any,
+) -> None:
+    """After ``process_incoming(b"")`` (the transport's EOF) more data is a caller's bug: a
+    ``TLSError`` that is not a ``WantReadError`` (the engine cannot take it, ever), while
+    another EOF is harmless. (Regression guard for the checks moved into the Rust engines.)"""
+    client, server = pump.connected(client_engine, server_engine, client_config, server_config)
+    client.write(b"hello")
+    pump.transfer(client, server)
+    server.process_incoming(b"")
+    server.process_incoming(b"")
+    with pytest.raises(unitls.TLSError) as info:
+        server.process_incoming(b"\x17\x03\x03\x00\x01x")
+    assert not isinstance(info.value, unitls.WantReadError)
+    assert "EOF" in str(info.value)
+    assert server.read(100) == b"hello"
+
+
 def test_eof_during_handshake(
     engine: Impl,
     client_config: TLSClientConfiguration,
