@@ -305,9 +305,11 @@ impl Connection {
         self.run(py, true, |inner| match inner.session.handshake() {
             // An engine may keep waiting after the peer's close_notify (OpenSSL stops at
             // once): the same event gets the same class on every engine.
-            Err(Failure::WantRead(_)) if inner.session.close_notify_received() => Err(
-                Failure::HandshakeClosed("the peer sent close_notify during the TLS handshake".into()),
-            ),
+            Err(Failure::WantRead(_)) if inner.session.close_notify_received() => {
+                Err(Failure::HandshakeClosed(
+                    "the peer sent close_notify during the TLS handshake".into(),
+                ))
+            }
             other => other,
         })
     }
@@ -322,7 +324,10 @@ impl Connection {
         buffer: Option<&Bound<'py, PyAny>>,
     ) -> PyResult<Bound<'py, PyAny>> {
         if let Some(buffer) = buffer {
-            return Ok(self.read_into(py, buffer, amt)?.into_pyobject(py)?.into_any());
+            return Ok(self
+                .read_into(py, buffer, amt)?
+                .into_pyobject(py)?
+                .into_any());
         }
         Ok(self.read_bytes(py, amt)?.into_any())
     }

@@ -223,6 +223,22 @@ fn is_tcp(fd: c_int) -> bool {
     rc == 0 && proto == libc::IPPROTO_TCP
 }
 
+/// Turn Nagle's algorithm off (`on`) or back on for a TCP socket; errors are ignored (the
+/// connection works either way, only its timing differs).
+fn set_no_delay(fd: c_int, on: bool) {
+    let value: c_int = on.into();
+    // SAFETY: `value` lives across the call and its size is passed.
+    unsafe {
+        libc::setsockopt(
+            fd,
+            libc::IPPROTO_TCP,
+            libc::TCP_NODELAY,
+            (&value as *const c_int).cast(),
+            std::mem::size_of::<c_int>() as libc::socklen_t,
+        );
+    }
+}
+
 /// After a failed handshake (the alert is out): read off, without waiting, the records the peer
 /// sent after the one that failed. Closing a socket with unread bytes sends a TCP reset, which
 /// can destroy the alert before the peer reads it.
@@ -393,6 +409,9 @@ struct Core {
     /// `_ssl` reports a reset as ConnectionResetError (before 3.13: SSLEOFError).
     reset_after_handshake_is_eof: bool,
     tcp: OnceLock<bool>,
+    /// Nagle's algorithm is off until the first application write has gone out (see
+    /// `SocketCore::_no_delay_until_first_write`).
+    nagle_after_first_write: AtomicBool,
 }
 
 impl Core {
@@ -413,6 +432,16 @@ impl Core {
             reset_is_eof,
             reset_after_handshake_is_eof,
             tcp: OnceLock::new(),
+            nagle_after_first_write: AtomicBool::new(false),
+        }
+    }
+
+    /// After an application write: Nagle back on if it was off for the first one.
+    fn first_write_done(&self, fd: c_int) {
+        if self.nagle_after_first_write.load(Ordering::Relaxed)
+            && self.nagle_after_first_write.swap(false, Ordering::AcqRel)
+        {
+            set_no_delay(fd, false);
         }
     }
 
@@ -1065,8 +1094,12 @@ impl SocketCore {
         let fd = self.fd(py)?;
         let wait = self.wait();
         let bytes = view.as_slice();
-        py.detach(|| self.core.write(fd, wait, bytes))
-            .map_err(|e| pep_error(e, "write"))
+        py.detach(|| {
+            let n = self.core.write(fd, wait, bytes)?;
+            self.core.first_write_done(fd);
+            Ok(n)
+        })
+        .map_err(|e| pep_error(e, "write"))
     }
 
     /// Send all of `data` within the timeout.
@@ -1075,8 +1108,25 @@ impl SocketCore {
         let fd = self.fd(py)?;
         let wait = self.wait();
         let bytes = view.as_slice();
-        py.detach(|| self.core.write_all(fd, wait, bytes))
-            .map_err(|e| pep_error(e, "write"))
+        py.detach(|| {
+            self.core.write_all(fd, wait, bytes)?;
+            self.core.first_write_done(fd);
+            Ok(())
+        })
+        .map_err(|e| pep_error(e, "write"))
+    }
+
+    /// Client connections made by a context: Nagle's algorithm off for the handshake and the
+    /// first application write, then on (see `unitls._socket.no_delay_until_first_write`).
+    fn _no_delay_until_first_write(&self, py: Python<'_>) -> PyResult<()> {
+        let fd = self.fd(py)?;
+        if is_tcp(fd) {
+            set_no_delay(fd, true);
+            self.core
+                .nagle_after_first_write
+                .store(true, Ordering::Release);
+        }
+        Ok(())
     }
 
     /// Decrypted bytes ready to be read without touching the network.

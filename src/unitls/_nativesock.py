@@ -244,6 +244,7 @@ class NativeClientSockets:
         sock = open_connection(address, timeout)
         try:
             tls = native_socket(context, sock, buffer)
+            tls._no_delay_until_first_write()  # no delayed-ACK wait for the first request
         except BaseException:
             sock.close()
             raise

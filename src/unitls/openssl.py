@@ -1122,6 +1122,7 @@ class OpenSSLSocket(_SocketBase):
         "_context",
         "_done",
         "_lock",
+        "_nagle_after_first_write",
         "_shared",
         "_sock",
         "_ssl",
@@ -1142,6 +1143,7 @@ class OpenSSLSocket(_SocketBase):
         self._closed = False
         self._done = False
         self._close_sent = False
+        self._nagle_after_first_write = False  # connect(): Nagle off until the first write
         ssl_sock.settimeout(self._openssl_timeout())
 
     def _openssl_timeout(self) -> float:
@@ -1279,7 +1281,14 @@ class OpenSSLSocket(_SocketBase):
         n: int = self._call("send", True, self._ssl.send, data)
         if not self._done:
             self._done = True
+        if self._nagle_after_first_write:
+            self._first_write_done()
         return n
+
+    def _first_write_done(self) -> None:
+        self._nagle_after_first_write = False
+        if self._ssl.fileno() != -1:
+            no_delay(self._ssl, on=False)
 
     def sendall(self, data: Buffer) -> None:
         if self._close_sent:
@@ -1294,6 +1303,8 @@ class OpenSSLSocket(_SocketBase):
                 send(data)
                 if not self._done:
                     self._done = True
+                if self._nagle_after_first_write:
+                    self._first_write_done()
                 return
             except (ssl.SSLError, OSError) as exc:
                 failed = exc  # handled below
@@ -1307,6 +1318,8 @@ class OpenSSLSocket(_SocketBase):
             failed = None
         if not self._done:
             self._done = True
+        if self._nagle_after_first_write:
+            self._first_write_done()
 
     def _error(self, exc: Exception, writing: bool) -> TLSError:
         if self._closed or self._ssl.fileno() == -1:
@@ -1474,7 +1487,7 @@ class OpenSSLClientContext(ClientContextBase[ssl.SSLContext]):
             timeout = socket.getdefaulttimeout()
         deadline = Deadline(timeout, "connect")
         sock = open_connection(address, timeout)
-        no_delay(sock)  # see no_delay: without it, 40 ms stalls after the handshake
+        no_delay(sock)  # until the first write (see no_delay): no delayed-ACK wait for it
         try:
             ssl_sock = self._native.wrap_socket(
                 sock,
@@ -1492,6 +1505,7 @@ class OpenSSLClientContext(ClientContextBase[ssl.SSLContext]):
             ssl_sock.close()
             raise
         tls = OpenSSLSocket(ssl_sock, self)
+        tls._nagle_after_first_write = True
         try:
             tls._handshake_within(deadline)  # what the TCP connect left of the timeout
         except TLSError:
