@@ -1158,6 +1158,12 @@ impl SocketCore {
     fn _send_close_notify(&self, py: Python<'_>, timeout: Option<f64>) -> PyResult<()> {
         let fd = self.fd(py)?;
         let wait = Wait::from_timeout(timeout);
+        if *self.core.tcp.get_or_init(|| is_tcp(fd)) {
+            // Nothing more follows the alert: Nagle would hold it (and the tail of the last
+            // record) until the peer's delayed ACK, 40 ms on Linux. Setting TCP_NODELAY also
+            // pushes what is held.
+            set_no_delay(fd, true);
+        }
         py.detach(|| self.core.shutdown(fd, wait))
             .map_err(|e| pep_error(e, "close"))
     }

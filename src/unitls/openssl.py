@@ -1353,6 +1353,9 @@ class OpenSSLSocket(_SocketBase):
         timeout = self._timeout
         try:
             if self._done:
+                # Nothing follows close_notify: Nagle would hold it (and the tail of the last
+                # record) until the peer's delayed ACK, 40 ms on Linux.
+                no_delay(s)
                 wait = 0.0 if force else (_CLOSE_WAIT if timeout is None else timeout)
                 if not wait:
                     # OpenSSL itself must not wait either (a slice in single mode: forced
@@ -1376,6 +1379,7 @@ class OpenSSLSocket(_SocketBase):
         s = self._ssl
         if how != socket.SHUT_RD and not self._close_sent and self._done:
             c_obj = s._sslobj  # type: ignore[attr-defined]
+            no_delay(s)  # see close()
             with self._lock:
                 _close_notify(c_obj, s, Deadline(self._timeout, "shutdown"))
             self._close_sent = True
