@@ -1158,12 +1158,6 @@ impl SocketCore {
     fn _send_close_notify(&self, py: Python<'_>, timeout: Option<f64>) -> PyResult<()> {
         let fd = self.fd(py)?;
         let wait = Wait::from_timeout(timeout);
-        if *self.core.tcp.get_or_init(|| is_tcp(fd)) {
-            // Nothing more follows the alert: Nagle would hold it (and the tail of the last
-            // record) until the peer's delayed ACK, 40 ms on Linux. Setting TCP_NODELAY also
-            // pushes what is held.
-            set_no_delay(fd, true);
-        }
         py.detach(|| self.core.shutdown(fd, wait))
             .map_err(|e| pep_error(e, "close"))
     }
@@ -1172,6 +1166,13 @@ impl SocketCore {
     /// (None: block; 0: non-blocking, WantReadError until it arrives).
     fn _await_close_notify(&self, py: Python<'_>, timeout: Option<f64>) -> PyResult<()> {
         let fd = self.fd(py)?;
+        if *self.core.tcp.get_or_init(|| is_tcp(fd)) {
+            // Before waiting for the peer's answer: Nagle would hold our close_notify (and the
+            // tail of the last record) until the peer's delayed ACK, 40 ms on Linux; setting
+            // TCP_NODELAY pushes what is held. (Without a wait, closing or shutting down the
+            // socket sends a FIN, which pushes it too.)
+            set_no_delay(fd, true);
+        }
         let wait = Wait::from_timeout(timeout);
         py.detach(|| {
             self.core

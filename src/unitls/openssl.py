@@ -1353,10 +1353,12 @@ class OpenSSLSocket(_SocketBase):
         timeout = self._timeout
         try:
             if self._done:
-                # Nothing follows close_notify: Nagle would hold it (and the tail of the last
-                # record) until the peer's delayed ACK, 40 ms on Linux.
-                no_delay(s)
                 wait = 0.0 if force else (_CLOSE_WAIT if timeout is None else timeout)
+                if wait:
+                    # Waiting for the peer's answer: Nagle would hold our close_notify (and the
+                    # tail of the last record) until the peer's delayed ACK, 40 ms on Linux.
+                    # (Without a wait, closing the socket sends a FIN, which pushes it too.)
+                    no_delay(s)
                 if not wait:
                     # OpenSSL itself must not wait either (a slice in single mode: forced
                     # closes took a round trip, waiting for the peer's close_notify).
@@ -1379,7 +1381,6 @@ class OpenSSLSocket(_SocketBase):
         s = self._ssl
         if how != socket.SHUT_RD and not self._close_sent and self._done:
             c_obj = s._sslobj  # type: ignore[attr-defined]
-            no_delay(s)  # see close()
             with self._lock:
                 _close_notify(c_obj, s, Deadline(self._timeout, "shutdown"))
             self._close_sent = True
