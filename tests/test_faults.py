@@ -711,10 +711,12 @@ def test_client_sockets_turn_nagle_off_until_the_first_write(
             assert not nodelay(sock)
 
 
+@pytest.mark.parametrize("blocking", [True, False], ids=["blocking", "nonblocking"])
 def test_close_notify_is_not_held_by_nagle(
     engine: unitls.TLSImplementation[Any, Any],
     client_config: TLSClientConfiguration,
     server_ctx: ssl.SSLContext,
+    blocking: bool,
 ) -> None:
     """Regression: close() sent close_notify with Nagle's algorithm on, so the alert and the
     tail of the last record waited for the peer's delayed ACK (40 ms on Linux): each bulk
@@ -735,11 +737,20 @@ def test_close_notify_is_not_held_by_nagle(
         keep = os.dup(sock.fileno())  # the same TCP socket, open after close()
         try:
             assert not nodelay(keep)  # Nagle is on after the first write
-            sock.close()
+            if blocking:
+                sock.close()
+            else:
+                # Non-blocking: the first close() sends close_notify and raises WantReadError
+                # until the peer's arrives (the caller retries): Nagle is off from the start.
+                sock.setblocking(False)
+                try:
+                    sock.close()
+                except unitls.WantReadError:
+                    pass
             assert nodelay(keep), "close() waited for close_notify with Nagle's algorithm on"
         finally:
             os.close(keep)
-            sock.close()
+            sock.close(force=True)
 
 
 def test_forced_close_does_not_wait_for_the_peers_close_notify(

@@ -1354,10 +1354,11 @@ class OpenSSLSocket(_SocketBase):
         try:
             if self._done:
                 wait = 0.0 if force else (_CLOSE_WAIT if timeout is None else timeout)
-                if wait:
-                    # Waiting for the peer's answer: Nagle would hold our close_notify (and the
-                    # tail of the last record) until the peer's delayed ACK, 40 ms on Linux.
-                    # (Without a wait, closing the socket sends a FIN, which pushes it too.)
+                if not force:
+                    # The peer's answer is awaited (now, or over the caller's retries when
+                    # non-blocking): Nagle would hold our close_notify (and the tail of the
+                    # last record) until the peer's delayed ACK, 40 ms on Linux. (A forced close
+                    # closes the socket at once: its FIN pushes what Nagle holds.)
                     no_delay(s)
                 if not wait:
                     # OpenSSL itself must not wait either (a slice in single mode: forced
