@@ -76,6 +76,7 @@ pub struct Connection {
 }
 
 impl Connection {
+    /// `read` without a buffer: up to `amt` bytes of plaintext as `bytes`.
     fn read_bytes<'py>(&self, py: Python<'py>, amt: isize) -> PyResult<Bound<'py, PyBytes>> {
         if amt < 0 {
             return Err(PyValueError::new_err("amt must not be negative"));

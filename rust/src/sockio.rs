@@ -1117,7 +1117,7 @@ impl SocketCore {
     }
 
     /// Client connections made by a context: Nagle's algorithm off for the handshake and the
-    /// first application write, then on (see `unitls._socket.no_delay_until_first_write`).
+    /// first application write, then on (why: `unitls._socket.no_delay`).
     fn _no_delay_until_first_write(&self, py: Python<'_>) -> PyResult<()> {
         let fd = self.fd(py)?;
         if is_tcp(fd) {
