@@ -680,6 +680,12 @@ def test_finding_7_refused_ciphertext_is_kept_by_asyncio(
     asyncio.run(asyncio.wait_for(main(), 60))
 
 
+def _nodelay(fd: int) -> int:
+    """TCP_NODELAY of the TCP socket behind ``fd`` (read through a duplicate descriptor)."""
+    with socket.socket(fileno=os.dup(fd)) as raw:
+        return raw.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY)
+
+
 def test_client_sockets_turn_nagle_off_until_the_first_write(
     engine: unitls.TLSImplementation[Any, Any],
     client_config: TLSClientConfiguration,
@@ -692,23 +698,19 @@ def test_client_sockets_turn_nagle_off_until_the_first_write(
     streams of 16 KiB records lost 10-20% on loopback. So a client socket from ``connect()``
     has TCP_NODELAY until its first write, then not."""
 
-    def nodelay(sock: Any) -> int:
-        with socket.socket(fileno=os.dup(sock.fileno())) as raw:
-            return raw.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY)
-
     with StdlibServer(server_ctx, echo_handler, connections=2) as server:
         with engine.client_context(client_config).connect(server.address, timeout=20) as sock:
-            assert nodelay(sock), "Nagle is off for the first write"
+            assert _nodelay(sock.fileno()), "Nagle is off for the first write"
             sock.sendall(b"x")
             assert recv_exactly(sock, 1) == b"x"
-            assert not nodelay(sock), "Nagle is back on after the first write"
+            assert not _nodelay(sock.fileno()), "Nagle is back on after the first write"
             sock.sendall(b"y")
             assert recv_exactly(sock, 1) == b"y"
         with engine.client_context(client_config).connect(server.address, timeout=20) as sock:
-            assert nodelay(sock)
+            assert _nodelay(sock.fileno())
             assert sock.send(b"z") == 1  # send() counts as the first write too
             assert recv_exactly(sock, 1) == b"z"
-            assert not nodelay(sock)
+            assert not _nodelay(sock.fileno())
 
 
 @pytest.mark.parametrize("blocking", [True, False], ids=["blocking", "nonblocking"])
@@ -726,17 +728,13 @@ def test_close_notify_is_not_held_by_nagle(
     anything held. (``close(force=True)`` and ``shutdown()`` send a FIN right after the alert,
     which pushes it: they leave Nagle alone, sparing short connections a packet.)"""
 
-    def nodelay(fd: int) -> int:
-        with socket.socket(fileno=os.dup(fd)) as raw:
-            return raw.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY)
-
     with StdlibServer(server_ctx, echo_handler) as server:
         sock = engine.client_context(client_config).connect(server.address, timeout=20)
         sock.sendall(b"x")
         assert recv_exactly(sock, 1) == b"x"
         keep = os.dup(sock.fileno())  # the same TCP socket, open after close()
         try:
-            assert not nodelay(keep)  # Nagle is on after the first write
+            assert not _nodelay(keep)  # Nagle is on after the first write
             if blocking:
                 sock.close()
             else:
@@ -747,7 +745,7 @@ def test_close_notify_is_not_held_by_nagle(
                     sock.close()
                 except unitls.WantReadError:
                     pass
-            assert nodelay(keep), "close() waited for close_notify with Nagle's algorithm on"
+            assert _nodelay(keep), "close() waited for close_notify with Nagle's algorithm on"
         finally:
             os.close(keep)
             sock.close(force=True)

@@ -1120,7 +1120,7 @@ impl SocketCore {
     /// first application write, then on (why: `unitls._socket.no_delay`).
     fn _no_delay_until_first_write(&self, py: Python<'_>) -> PyResult<()> {
         let fd = self.fd(py)?;
-        if is_tcp(fd) {
+        if *self.core.tcp.get_or_init(|| is_tcp(fd)) {
             set_no_delay(fd, true);
             self.core
                 .nagle_after_first_write

@@ -94,10 +94,9 @@ def open_connection(address: tuple[str | None, int], timeout: float | None) -> s
     if timeout is not DEFAULT_TIMEOUT and timeout is not None and timeout < 0:
         raise ValueError(f"timeout must be None or non-negative, not {timeout!r}")
     try:
-        sock = socket.create_connection((host, port), timeout=timeout)
+        return socket.create_connection((host, port), timeout=timeout)
     except OSError as exc:
         raise map_os_error(exc, f"could not connect to {_format_addr((host, port))}") from exc
-    return sock
 
 
 def no_delay(sock: socket.socket, on: bool = True) -> None:

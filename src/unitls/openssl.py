@@ -1143,7 +1143,7 @@ class OpenSSLSocket(_SocketBase):
         self._closed = False
         self._done = False
         self._close_sent = False
-        self._nagle_after_first_write = False  # connect(): Nagle off until the first write
+        self._nagle_after_first_write = False  # see _no_delay_until_first_write
         ssl_sock.settimeout(self._openssl_timeout())
 
     def _openssl_timeout(self) -> float:
@@ -1284,6 +1284,12 @@ class OpenSSLSocket(_SocketBase):
         if self._nagle_after_first_write:
             self._first_write_done()
         return n
+
+    def _no_delay_until_first_write(self) -> None:
+        """Client sockets from ``connect()``: Nagle off now, on again after the first write
+        (why: ``unitls._socket.no_delay``; the Rust ``SocketCore`` has the same method)."""
+        no_delay(self._ssl)
+        self._nagle_after_first_write = True
 
     def _first_write_done(self) -> None:
         self._nagle_after_first_write = False
@@ -1493,7 +1499,6 @@ class OpenSSLClientContext(ClientContextBase[ssl.SSLContext]):
             timeout = socket.getdefaulttimeout()
         deadline = Deadline(timeout, "connect")
         sock = open_connection(address, timeout)
-        no_delay(sock)  # until the first write (see no_delay): no delayed-ACK wait for it
         try:
             ssl_sock = self._native.wrap_socket(
                 sock,
@@ -1511,7 +1516,7 @@ class OpenSSLClientContext(ClientContextBase[ssl.SSLContext]):
             ssl_sock.close()
             raise
         tls = OpenSSLSocket(ssl_sock, self)
-        tls._nagle_after_first_write = True
+        tls._no_delay_until_first_write()  # no delayed-ACK wait for the first request
         try:
             tls._handshake_within(deadline)  # what the TCP connect left of the timeout
         except TLSError:
