@@ -600,6 +600,102 @@ def test_bridge_sslobj_is_native(bridge_client: ssl.SSLContext, stdlib_server_ct
     assert not errors
 
 
+def _bridge_server_ctx(engine: str, issued: Issued, folder: Any, name: str) -> ssl.SSLContext:
+    from unitls.compat import SSLContext
+
+    cert, key = folder / f"{name}.pem", folder / f"{name}.key"
+    cert.write_bytes(issued.chain_pem)
+    key.write_bytes(issued.key_pem)
+    ctx = SSLContext(ssl.PROTOCOL_TLS_SERVER, implementation=engine)
+    ctx.load_cert_chain(cert, key)
+    return ctx
+
+
+@pytest.mark.parametrize("start", ["handshake", "nonblocking", "read"])
+def test_bridge_server_sslobj_goes_native_after_the_client_hello(
+    rust_engine: Any, ca: CA, tmp_path: Any, start: str
+) -> None:
+    """A bridge server reads the ClientHello in Python (sni_callback may switch the context),
+    then its _sslobj is the extension's: however the handshake is started."""
+    from unitls.compat._nativeio import NativeSocketTLS
+
+    first = _bridge_server_ctx(rust_engine.name, ca.issue("localhost"), tmp_path, "first")
+    other = _bridge_server_ctx(rust_engine.name, ca.issue("other.example"), tmp_path, "other")
+    names: list[str | None] = []
+
+    def choose(sslsock: Any, name: str | None, ctx: ssl.SSLContext) -> None:
+        names.append(name)
+        if name == "other.example":
+            sslsock.context = other
+
+    first.sni_callback = choose
+    client = ssl.create_default_context(cadata=ca.cert_pem.decode())
+    client.minimum_version = ssl.TLSVersion.TLSv1_2
+
+    def handler(conn: socket.socket) -> None:
+        tls = client.wrap_socket(conn, server_hostname="other.example")
+        tls.sendall(b"ping")
+        assert recv_all(tls, 4) == b"PING"
+        tls.close()
+
+    with peer(handler) as (sock, errors):
+        tls = first.wrap_socket(sock, server_side=True, do_handshake_on_connect=False)
+        if start == "handshake":
+            tls.do_handshake()
+        elif start == "nonblocking":
+            tls.setblocking(False)
+            while True:
+                try:
+                    tls.do_handshake()
+                    break
+                except ssl.SSLWantReadError:
+                    select.select([tls], [], [], TIMEOUT)
+            tls.setblocking(True)
+            tls.settimeout(TIMEOUT)
+        data = recv_all(tls, 4)  # start == "read": the handshake runs inside read()
+        assert isinstance(tls._sslobj, NativeSocketTLS)  # type: ignore[attr-defined]
+        tls.sendall(data.upper())
+        assert names == ["other.example"]
+        assert tls.context is other
+        assert tls.version() in ("TLSv1.2", "TLSv1.3")
+        assert tls.shared_ciphers()  # learnt from the ClientHello Python read
+        assert tls.recv(1) == b""
+        tls.close()
+    assert not errors
+    # The client verified "other.example": the certificate of the context sni_callback chose.
+
+
+def test_bridge_server_reader_and_writer_start_the_handshake_together(
+    rust_engine: Any, ca: CA, tmp_path: Any
+) -> None:
+    """A reader and a writer thread on a bridge server socket not yet handshaken: one reads the
+    ClientHello and switches to the native _sslobj, the other (waiting in the Python driver)
+    follows it; no byte is lost either way."""
+    from unitls.compat._nativeio import NativeSocketTLS
+
+    server = _bridge_server_ctx(rust_engine.name, ca.issue("localhost"), tmp_path, "srv")
+    client = ssl.create_default_context(cadata=ca.cert_pem.decode())
+
+    def handler(conn: socket.socket) -> None:
+        tls = client.wrap_socket(conn, server_hostname="localhost")
+        tls.sendall(b"ping")
+        assert recv_all(tls, 5) == b"hello"
+        tls.close()
+
+    for _ in range(5):
+        with peer(handler) as (sock, errors):
+            tls = server.wrap_socket(sock, server_side=True, do_handshake_on_connect=False)
+            got: list[bytes] = []
+            reader = threading.Thread(target=lambda t=tls, g=got: g.append(recv_all(t, 4)))
+            reader.start()
+            tls.sendall(b"hello")
+            reader.join(TIMEOUT)
+            assert got == [b"ping"]
+            assert isinstance(tls._sslobj, NativeSocketTLS)  # type: ignore[attr-defined]
+            tls.close()
+        assert not errors
+
+
 def test_bridge_select_sees_close_notify_behind_data(
     bridge_client: ssl.SSLContext, stdlib_server_ctx: Any
 ) -> None:

@@ -16,6 +16,9 @@ Two ways to run a connection:
   (the system CAs load once) unless a hook that must not leak to other contexts is set (key log,
   ``_msg_callback``, ECDH curve). Sessions remember their bridge context (``_native.py``).
 - Every other engine: ``SocketTLS``/``BioTLS`` run the engine's ``TLSBuffer`` (``_sslobj.py``).
+  On engines with native I/O (rustls, NSS) a socket's ``_sslobj`` is the extension's instead
+  (``_nativeio.py``): from the start for clients, after the ClientHello for servers (which
+  Python reads for ``sni_callback``). ``SSLObject``s keep ``BioTLS``.
 
 Decisions that make the bridge behave like the stdlib where the PEP is silent:
 
@@ -45,6 +48,7 @@ from typing import TYPE_CHECKING, Any
 from .._config import TLSClientConfiguration, TLSServerConfiguration
 from .._enums import TLS13_SUITES, CipherSuite, NextProtocol, TLSVersion
 from .._errors import ConfigurationError
+from .._nativesock import NativeServerSockets
 from .._objects import Certificate, PrivateKey, SigningChain, TrustStore
 from .._protocols import ClientContext, TLSImplementation
 from .._registry import get_implementation
@@ -52,7 +56,7 @@ from .._stdlib import ORIGINAL_SSLCONTEXT
 from ._certinfo import verified_chain
 from ._hello import report_unraisable
 from ._native import NativeTLS, check_session_owner
-from ._nativeio import NativeSocketTLS, native_sslobj
+from ._nativeio import NativeServerSocketTLS, NativeSocketTLS, native_sslobj
 from ._sslobj import BioTLS, SocketTLS, check_offered_session
 
 __all__ = [
@@ -1006,7 +1010,12 @@ class SSLContext(_Base):
         )
         if obj is not None:
             return obj
-        tls = SocketTLS(sock, self, plan.pep, server_side, server_hostname, owner, plan.verified)
+        # Servers on engines with native I/O: Python reads the ClientHello, then the extension
+        # takes over (NativeServerSocketTLS).
+        shell = SocketTLS
+        if server_side and isinstance(plan.pep, NativeServerSockets):
+            shell = NativeServerSocketTLS
+        tls = shell(sock, self, plan.pep, server_side, server_hostname, owner, plan.verified)
         tls._offered = offered
         return tls
 

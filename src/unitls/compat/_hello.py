@@ -3,11 +3,12 @@
 PEP 748 engines choose the certificate themselves and report nothing about the ClientHello, but
 the ``ssl`` API lets a server decide after it: ``sni_callback`` may switch the connection to
 another context (another certificate) or refuse it with an alert, and ``shared_ciphers()`` lists
-the suites both sides offered. For engines without a native path, a server connection therefore
-starts with ``HelloBuffer``: it collects the ClientHello (cleartext in every TLS version), parses
-it, calls ``sni_callback`` the way ``_ssl.c`` does, and only then creates the engine's buffer from
-the context chosen, feeds it every byte received and steps aside (its methods become the engine
-buffer's own).
+the suites both sides offered. A server connection (other than the OpenSSL engine's, which
+``_ssl.c`` runs) therefore starts with ``HelloBuffer``: it collects the ClientHello (cleartext in
+every TLS version), parses it, calls ``sni_callback`` the way ``_ssl.c`` does, and only then
+creates the engine's buffer from the context chosen, feeds it every byte received and steps aside
+(its methods become the engine buffer's own). On engines with native I/O (rustls, NSS) it then
+raises ``SwitchToNative``: the rest of the connection runs in the extension.
 """
 
 from __future__ import annotations
@@ -18,12 +19,18 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from .._errors import ProtocolError, WantReadError
-from .._extensions import SupportsCreateBufferFor
+from .._extensions import SupportsCreateBufferFor, SupportsNativeIO, implements
 
 if TYPE_CHECKING:
     from .._protocols import TLSBuffer
 
-__all__ = ["ClientHello", "HelloBuffer", "parse_client_hello", "report_unraisable"]
+__all__ = [
+    "ClientHello",
+    "HelloBuffer",
+    "SwitchToNative",
+    "parse_client_hello",
+    "report_unraisable",
+]
 
 _HANDSHAKE = 22
 _CLIENT_HELLO = 1
@@ -44,6 +51,19 @@ class ClientHello:
 
 class _Incomplete(Exception):
     pass
+
+
+class SwitchToNative(Exception):
+    """Raised out of the Python driver by ``HelloBuffer`` of a connection that asked for it
+    (``tls._native_switch``) once the engine's buffer exists and has native I/O: the bridge
+    then continues the handshake on that buffer's connection in the extension
+    (``unitls.compat._nativeio``). Nothing has been sent yet and every byte received is in the
+    engine."""
+
+    def __init__(self, hello: HelloBuffer, engine: TLSBuffer) -> None:
+        super().__init__("switch to the native I/O path")
+        self.hello = hello
+        self.engine = engine
 
 
 def parse_client_hello(data: bytes | bytearray) -> ClientHello | None:
@@ -164,7 +184,10 @@ class HelloBuffer:
         if hello is None and len(self._data) <= _MAX_HELLO:
             return
         self.client_hello = hello
-        self._start(hello)
+        engine = self._start(hello)
+        if hello is not None and getattr(self._tls, "_native_switch", False):
+            if implements(engine, SupportsNativeIO):
+                raise SwitchToNative(self, engine)
 
     def _start(self, hello: ClientHello | None) -> TLSBuffer:
         if hello is not None:
@@ -196,6 +219,26 @@ class HelloBuffer:
             data, self._data = bytes(self._data), bytearray()
             buf.process_incoming(data)
         return buf
+
+    def retire(self, switch: SwitchToNative) -> None:
+        """After the switch to native I/O: a thread still in the Python driver (one that waited
+        for its lock) gets ``switch`` from its next data-path call and follows the others; the
+        information methods stay (the native ``_sslobj`` reads them here)."""
+
+        def switched(*args: Any) -> Any:
+            raise switch
+
+        for name in (
+            "process_incoming",
+            "process_outgoing",
+            "outgoing_bytes_buffered",
+            "incoming_bytes_buffered",
+            "read",
+            "write",
+            "do_handshake",
+            "shutdown",
+        ):
+            setattr(self, name, switched)
 
     def _call_sni_callback(self, server_name: str | None) -> None:
         tls = self._tls

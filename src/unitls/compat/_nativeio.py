@@ -10,8 +10,11 @@ the engine), and ``unwrap()`` reads the peer's close_notify record by record (wh
 stays in the socket).
 
 Only the information methods are Python, shared with ``SocketTLS`` (``_sslobj.py``). Server
-sockets keep ``SocketTLS``: their engine buffer is made once the ClientHello is in, so that
-``sni_callback`` can choose the context; a client's context cannot be switched after wrapping.
+sockets start as ``NativeServerSocketTLS``, the Python ``SocketTLS``: their engine buffer is made
+once the ClientHello is in, so that ``sni_callback`` can choose the context (``_hello.py``). The
+ClientHello is the only record Python reads: the engine's buffer then exists with the hello in
+it and nothing sent, and the ``SSLSocket``'s ``_sslobj`` becomes a ``NativeSocketTLS`` over that
+buffer's connection, which continues the call that read the hello (handshake, read or write).
 """
 
 from __future__ import annotations
@@ -24,14 +27,15 @@ from .. import _native
 from .._errors import TLSError
 from .._extensions import SupportsNativeIO, implements
 from .._nativesock import NativeClientSockets
-from ._sslobj import SSLSession, _LockedBuffer, _TLSBase, client_buffer, translate
+from ._hello import SwitchToNative
+from ._sslobj import SocketTLS, SSLSession, _LockedBuffer, _TLSBase, client_buffer, translate
 
 if TYPE_CHECKING:
     import ssl
 
     from .._protocols import ClientContext, ServerContext, TLSBuffer
 
-__all__ = ["NativeSocketTLS", "native_sslobj"]
+__all__ = ["NativeServerSocketTLS", "NativeSocketTLS", "native_sslobj"]
 
 
 class NativeSocketTLS(_native.SSLSocketCore):
@@ -124,6 +128,55 @@ def native_sslobj(
     )
     obj._offered = offered
     return obj
+
+
+class NativeServerSocketTLS(SocketTLS):
+    """``_sslobj`` of a bridge server ``ssl.SSLSocket`` on an engine with native I/O, until the
+    ClientHello is in (see the module docstring): then the ``SSLSocket``'s ``_sslobj`` is a
+    ``NativeSocketTLS`` and this object is dropped."""
+
+    _native_switch = True  # read by HelloBuffer
+    _native: NativeSocketTLS | None = None
+
+    def _go_native(self, switch: SwitchToNative) -> NativeSocketTLS:
+        """The native ``_sslobj``, made by the first call that gets ``switch``; a thread that
+        was waiting in the Python driver meanwhile gets it too (``HelloBuffer.retire``)."""
+        if self._native is not None:
+            return self._native
+        sock = cast("ssl.SSLSocket", self._sock())
+        obj = self._native = NativeSocketTLS(
+            cast("SupportsNativeIO", switch.engine).native_connection(),
+            sock,
+            functools.partial(translate, server_hostname=self.server_hostname),
+            switch.hello,  # forwards to the engine's buffer; keeps the ClientHello's facts
+            self._context,  # as sni_callback left them
+            self._pep,
+            True,
+            self.server_hostname,
+            self.owner,
+            self._verified,
+        )
+        sock._sslobj = obj  # type: ignore[attr-defined]
+        switch.hello.retire(switch)
+        return obj
+
+    def do_handshake(self) -> None:
+        try:
+            super().do_handshake()
+        except SwitchToNative as switch:
+            self._go_native(switch).do_handshake()
+
+    def read(self, n: int = 1024, buffer: Any = None) -> bytes | int:
+        try:
+            return super().read(n, buffer)
+        except SwitchToNative as switch:
+            return self._go_native(switch).read(n, buffer)
+
+    def write(self, data: Any) -> int:
+        try:
+            return super().write(data)
+        except SwitchToNative as switch:
+            return self._go_native(switch).write(data)
 
 
 def _peer_address(sock: ssl.SSLSocket) -> str:
