@@ -133,6 +133,31 @@ def test_echo(
     assert not server.errors, server.errors
 
 
+def test_shutdown_of_the_reading_side_sends_no_close_notify(
+    client_engine: Impl,
+    server_engine: Impl,
+    client_config: TLSClientConfiguration,
+    server_config: TLSServerConfiguration,
+) -> None:
+    """``shutdown(SHUT_RD)`` closes our reading side only: no close_notify (which would end our
+    writing side too), so what is sent after it arrives, then the close's EOF."""
+
+    def handler(conn: Any) -> None:
+        assert recv_exactly(conn, 4) == b"ping"
+        conn.shutdown(socket.SHUT_RD)
+        conn.sendall(b"after SHUT_RD")
+        conn.close()
+
+    ctx = client_engine.client_context(client_config)
+    with serve(server_engine, server_config, handler) as server:
+        with ctx.connect((HOST, server.port)) as sock:
+            sock.settimeout(THREAD_TIMEOUT)
+            sock.sendall(b"ping")
+            assert recv_exactly(sock, 13) == b"after SHUT_RD"
+            assert sock.recv(1) == b""
+    assert not server.errors, server.errors
+
+
 def test_listener_is_a_tls_socket(
     server_engine: Impl, server_config: TLSServerConfiguration
 ) -> None:

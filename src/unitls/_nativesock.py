@@ -109,12 +109,13 @@ class NativeSocket(_native.SocketCore):
         sock.close()
 
     def shutdown(self, how: int = socket.SHUT_RDWR) -> None:
-        """Send close_notify, then shut down the TCP connection like ``socket.shutdown``.
-
-        After ``SHUT_WR`` reads go on, still TLS-protected, until the peer's close_notify.
+        """Like ``socket.shutdown``; ``SHUT_WR``/``SHUT_RDWR`` send close_notify first (not
+        ``SHUT_RD``: writing goes on). After ``SHUT_WR`` reads go on, still TLS-protected, until
+        the peer's close_notify.
         """
         self._check_open()
-        self._send_close_notify(self.gettimeout())
+        if how != socket.SHUT_RD:
+            self._send_close_notify(self.gettimeout())
         try:
             self._sock.shutdown(how)
         except OSError as exc:
