@@ -41,6 +41,17 @@ _INTERNAL_ERROR = 80
 # More than any real ClientHello (post-quantum key shares included): stop waiting, let the
 # engine judge the bytes.
 _MAX_HELLO = 64 * 1024
+# The TLSBuffer methods that move bytes (HelloBuffer's until the engine's buffer exists).
+_DATA_PATH = (
+    "process_incoming",
+    "process_outgoing",
+    "outgoing_bytes_buffered",
+    "incoming_bytes_buffered",
+    "read",
+    "write",
+    "do_handshake",
+    "shutdown",
+)
 
 
 @dataclass(frozen=True)
@@ -200,19 +211,7 @@ class HelloBuffer:
         else:
             buf = pep.create_buffer()
         # From now on every call goes straight to the engine's buffer.
-        for name in (
-            "process_incoming",
-            "process_outgoing",
-            "outgoing_bytes_buffered",
-            "incoming_bytes_buffered",
-            "read",
-            "write",
-            "do_handshake",
-            "shutdown",
-            "getpeercert",
-            "cipher",
-            "negotiated_protocol",
-        ):
+        for name in (*_DATA_PATH, "getpeercert", "cipher", "negotiated_protocol"):
             setattr(self, name, getattr(buf, name))
         self._engine = buf
         if self._data:
@@ -228,16 +227,7 @@ class HelloBuffer:
         def switched(*args: Any) -> Any:
             raise switch
 
-        for name in (
-            "process_incoming",
-            "process_outgoing",
-            "outgoing_bytes_buffered",
-            "incoming_bytes_buffered",
-            "read",
-            "write",
-            "do_handshake",
-            "shutdown",
-        ):
+        for name in _DATA_PATH:
             setattr(self, name, switched)
 
     def _call_sni_callback(self, server_name: str | None) -> None:
