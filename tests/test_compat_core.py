@@ -578,3 +578,27 @@ def test_settings_the_engines_ignore_are_announced(
 
 
 _DH_PARAMS = os.path.join(os.path.dirname(ssl.__file__), "test", "certdata", "ffdh3072.pem")
+
+
+def test_openssl_bridge_clients_run_no_engine_callback_inside_ssl_read() -> None:
+    """Bridge client contexts on the OpenSSL engine get no new-session callback: it would run
+    Python inside SSL_read when tickets arrive, while a bridge SSLSocket may have another thread
+    in SSL_write (websockets' sync client hung that way under load). The engine's own client
+    contexts keep theirs."""
+    import ctypes
+
+    from unitls import _openssl_ffi, openssl
+
+    if not _openssl_ffi.AVAILABLE:
+        pytest.skip("OpenSSL is not reachable through ctypes here")
+    get_cb = ctypes.CDLL(ssl._ssl.__file__).SSL_CTX_sess_get_new_cb  # type: ignore[attr-defined]
+    get_cb.argtypes, get_cb.restype = [ctypes.c_void_p], ctypes.c_void_p
+
+    bridge = SSLContext(ssl.PROTOCOL_TLS_CLIENT, implementation="openssl")
+    native = bridge._native_for(False)
+    assert native is not None
+    assert not get_cb(_openssl_ffi._ctx_pointer(native))
+    config = unitls.TLSClientConfiguration()
+    engine = openssl._shared_client_context(config, True, True)
+    assert engine is not native
+    assert get_cb(_openssl_ffi._ctx_pointer(engine))

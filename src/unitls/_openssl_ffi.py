@@ -228,9 +228,15 @@ def _on_new_session(ssl_ptr: int, session_ptr: int) -> int:
 _NEW_SESSION_CB = ctypes.CFUNCTYPE(ctypes.c_int, _P, _P)(_on_new_session)
 
 
-def install_client_sessions(ctx: ssl.SSLContext) -> bool:
+def install_client_sessions(ctx: ssl.SSLContext, hand_over: bool = True) -> bool:
     """Make OpenSSL hand each new session of ``ctx``'s connections to the sink its
-    ``SSLObject``/``SSLSocket`` names (``SESSION_SINK``); OpenSSL's own client cache stays off."""
+    ``SSLObject``/``SSLSocket`` names (``SESSION_SINK``); OpenSSL's own client cache stays off.
+
+    ``hand_over=False``: the cache mode only, no callback (the ``ssl`` bridge, whose sockets
+    have no sink). The callback runs Python inside ``SSL_read`` when tickets arrive, waiting for
+    the GIL mid-read; a bridge ``SSLSocket`` may have another thread in ``SSL_write`` on the
+    same connection meanwhile (websockets' sync client does), which OpenSSL tolerates only while
+    the read's processing of post-handshake messages is short."""
     if not AVAILABLE:
         return False
     assert _lib is not None
@@ -239,7 +245,8 @@ def install_client_sessions(ctx: ssl.SSLContext) -> bool:
         return False
     mode = _SSL_SESS_CACHE_CLIENT | _SSL_SESS_CACHE_NO_INTERNAL_STORE
     _lib.SSL_CTX_ctrl(ptr, _SSL_CTRL_SET_SESS_CACHE_MODE, mode, None)
-    _lib.SSL_CTX_sess_set_new_cb(ptr, ctypes.cast(_NEW_SESSION_CB, _P))
+    if hand_over:
+        _lib.SSL_CTX_sess_set_new_cb(ptr, ctypes.cast(_NEW_SESSION_CB, _P))
     return True
 
 

@@ -639,10 +639,13 @@ def _client_context(
     check_hostname: bool,
     _env: object = None,
     keylog: str | None = None,
+    sessions: bool = True,
 ) -> ssl.SSLContext:
+    """``sessions=False``: for the ``ssl`` bridge, whose sockets keep no engine sessions (see
+    ``_openssl_ffi.install_client_sessions``)."""
     ctx = _SSLContext(ssl.PROTOCOL_TLS_CLIENT)
     _apply_common(ctx, config, keylog)
-    _openssl_ffi.install_client_sessions(ctx)
+    _openssl_ffi.install_client_sessions(ctx, hand_over=sessions)
     ctx.hostname_checks_common_name = False  # names come from the SAN only (RFC 6125)
     ctx.check_hostname = check_hostname and verify
     ctx.verify_mode = ssl.CERT_REQUIRED if verify else ssl.CERT_NONE
@@ -725,11 +728,15 @@ def _trust_env() -> tuple[str | None, str | None]:
 
 
 def _shared_client_context(
-    config: TLSClientConfiguration, verify: bool, check_hostname: bool, keylog: str | None = None
+    config: TLSClientConfiguration,
+    verify: bool,
+    check_hostname: bool,
+    keylog: str | None = None,
+    sessions: bool = True,
 ) -> ssl.SSLContext:
     if _has_paths(config):
-        return _client_context(config, verify, check_hostname, None, keylog)
-    return _cached_client_context(config, verify, check_hostname, _trust_env(), keylog)
+        return _client_context(config, verify, check_hostname, None, keylog, sessions)
+    return _cached_client_context(config, verify, check_hostname, _trust_env(), keylog, sessions)
 
 
 def validate_config(config: TLSClientConfiguration | TLSServerConfiguration) -> None:

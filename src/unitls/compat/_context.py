@@ -922,9 +922,11 @@ class SSLContext(_Base):
         from .. import openssl
 
         openssl.validate_config(config)
+        # sessions=False: bridge sockets keep stdlib sessions only; no engine callback may run
+        # inside their SSL_read (see _openssl_ffi.install_client_sessions).
         if not private:
-            return [openssl._shared_client_context(config, verify, check_hostname)]
-        inner = openssl._client_context(config, verify, check_hostname)
+            return [openssl._shared_client_context(config, verify, check_hostname, sessions=False)]
+        inner = openssl._client_context(config, verify, check_hostname, sessions=False)
         self._native_extras(inner)
         return [inner]
 
