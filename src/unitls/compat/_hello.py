@@ -198,7 +198,11 @@ class HelloBuffer:
         engine = self._start(hello)
         if hello is not None and getattr(self._tls, "_native_switch", False):
             if implements(engine, SupportsNativeIO):
-                raise SwitchToNative(self, engine)
+                switch = SwitchToNative(self, engine)
+                # Before the driver's locks are released: a thread that gets them next must
+                # not drive the engine's buffer through the Python driver.
+                self.retire(switch)
+                raise switch
 
     def _start(self, hello: ClientHello | None) -> TLSBuffer:
         if hello is not None:

@@ -140,7 +140,7 @@ class NativeServerSocketTLS(SocketTLS):
 
     def _go_native(self, switch: SwitchToNative) -> NativeSocketTLS:
         """The native ``_sslobj``, made by the first call that gets ``switch``; a thread that
-        was waiting in the Python driver meanwhile gets it too (``HelloBuffer.retire``)."""
+        was waiting in the Python driver gets ``switch`` too (``HelloBuffer.retire``)."""
         if self._native is not None:
             return self._native
         sock = cast("ssl.SSLSocket", self._sock())
@@ -157,7 +157,6 @@ class NativeServerSocketTLS(SocketTLS):
             self._verified,
         )
         sock._sslobj = obj  # type: ignore[attr-defined]
-        switch.hello.retire(switch)
         return obj
 
     def do_handshake(self) -> None:
