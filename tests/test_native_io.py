@@ -665,6 +665,31 @@ def test_bridge_server_sslobj_goes_native_after_the_client_hello(
     # The client verified "other.example": the certificate of the context sni_callback chose.
 
 
+def _reader_and_writer_exchange(server: ssl.SSLContext, ca: CA) -> Any:
+    """A reader and a writer thread start the handshake of a bridge server socket together;
+    returns the socket's ``_sslobj`` at the end."""
+    client = ssl.create_default_context(cadata=ca.cert_pem.decode())
+
+    def handler(conn: socket.socket) -> None:
+        tls = client.wrap_socket(conn, server_hostname="localhost")
+        tls.sendall(b"ping")
+        assert recv_all(tls, 5) == b"hello"
+        tls.close()
+
+    with peer(handler) as (sock, errors):
+        tls = server.wrap_socket(sock, server_side=True, do_handshake_on_connect=False)
+        got: list[bytes] = []
+        reader = threading.Thread(target=lambda: got.append(recv_all(tls, 4)))
+        reader.start()
+        tls.sendall(b"hello")
+        reader.join(TIMEOUT)
+        assert got == [b"ping"]
+        sslobj = tls._sslobj  # type: ignore[attr-defined]
+        tls.close()
+    assert not errors
+    return sslobj
+
+
 def test_bridge_server_reader_and_writer_start_the_handshake_together(
     rust_engine: Any, ca: CA, tmp_path: Any
 ) -> None:
@@ -674,26 +699,51 @@ def test_bridge_server_reader_and_writer_start_the_handshake_together(
     from unitls.compat._nativeio import NativeSocketTLS
 
     server = _bridge_server_ctx(rust_engine.name, ca.issue("localhost"), tmp_path, "srv")
-    client = ssl.create_default_context(cadata=ca.cert_pem.decode())
-
-    def handler(conn: socket.socket) -> None:
-        tls = client.wrap_socket(conn, server_hostname="localhost")
-        tls.sendall(b"ping")
-        assert recv_all(tls, 5) == b"hello"
-        tls.close()
-
     for _ in range(5):
-        with peer(handler) as (sock, errors):
-            tls = server.wrap_socket(sock, server_side=True, do_handshake_on_connect=False)
-            got: list[bytes] = []
-            reader = threading.Thread(target=lambda t=tls, g=got: g.append(recv_all(t, 4)))
-            reader.start()
-            tls.sendall(b"hello")
-            reader.join(TIMEOUT)
-            assert got == [b"ping"]
-            assert isinstance(tls._sslobj, NativeSocketTLS)  # type: ignore[attr-defined]
-            tls.close()
-        assert not errors
+        assert isinstance(_reader_and_writer_exchange(server, ca), NativeSocketTLS)
+
+
+def test_bridge_server_threads_that_switch_together_share_one_native_sslobj(
+    rust_engine: Any, ca: CA, tmp_path: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The thread that read the ClientHello is slow to build the native _sslobj while the
+    other thread, waiting in the Python driver, gets the switch too: both must end up on one
+    object (two would be two native cores on one socket, each taking the other's records)."""
+    from unitls.compat import _nativeio
+
+    made: list[object] = []
+    real_init = _nativeio.NativeSocketTLS.__init__
+
+    def slow_init(self: Any, *args: Any, **kwargs: Any) -> None:
+        made.append(self)
+        time.sleep(0.2)  # the follower arrives meanwhile
+        real_init(self, *args, **kwargs)
+
+    monkeypatch.setattr(_nativeio.NativeSocketTLS, "__init__", slow_init)
+    server = _bridge_server_ctx(rust_engine.name, ca.issue("localhost"), tmp_path, "srv")
+    assert made == [_reader_and_writer_exchange(server, ca)]
+
+
+def test_bridge_threads_that_start_together_share_one_driver(
+    rust_engine: Any, ca: CA, tmp_path: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The first read and the first write of a bridge socket arrive together and both find no
+    driver yet: one driver (one engine buffer) is made for both, or each thread would read
+    records off the socket into its own and the handshake would fail or hang."""
+    from unitls.compat import _sslobj
+
+    made: list[object] = []
+
+    class SlowHelloBuffer(_sslobj.HelloBuffer):
+        def __init__(self, tls: Any) -> None:
+            made.append(self)
+            time.sleep(0.2)  # the other thread arrives meanwhile
+            super().__init__(tls)
+
+    monkeypatch.setattr(_sslobj, "HelloBuffer", SlowHelloBuffer)
+    server = _bridge_server_ctx(rust_engine.name, ca.issue("localhost"), tmp_path, "srv")
+    _reader_and_writer_exchange(server, ca)
+    assert len(made) == 1
 
 
 def test_bridge_select_sees_close_notify_behind_data(

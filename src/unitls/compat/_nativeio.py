@@ -20,6 +20,7 @@ buffer's connection, which continues the call that read the hello (handshake, re
 from __future__ import annotations
 
 import functools
+import threading
 import weakref
 from typing import TYPE_CHECKING, Any, cast
 
@@ -138,13 +139,23 @@ class NativeServerSocketTLS(SocketTLS):
     _native_switch = True  # read by HelloBuffer
     _native: NativeSocketTLS | None = None
 
+    def __init__(self, sock: ssl.SSLSocket, *args: Any) -> None:
+        super().__init__(sock, *args)
+        self._switch_lock = threading.Lock()
+
     def _go_native(self, switch: SwitchToNative) -> NativeSocketTLS:
         """The native ``_sslobj``, made by the first call that gets ``switch``; a thread that
-        was waiting in the Python driver gets ``switch`` too (``HelloBuffer.retire``)."""
-        if self._native is not None:
+        was waiting in the Python driver gets ``switch`` too (``HelloBuffer.retire``) and must
+        find the same object: two would be two native cores reading one socket, each losing
+        the records the other took."""
+        with self._switch_lock:
+            if self._native is None:
+                self._native = self._make_native(switch)
             return self._native
+
+    def _make_native(self, switch: SwitchToNative) -> NativeSocketTLS:
         sock = cast("ssl.SSLSocket", self._sock())
-        obj = self._native = NativeSocketTLS(
+        obj = NativeSocketTLS(
             cast("SupportsNativeIO", switch.engine).native_connection(),
             sock,
             functools.partial(translate, server_hostname=self.server_hostname),

@@ -349,6 +349,7 @@ class _TLSBase:
         self._owner = weakref.ref(owner) if owner is not None else None
         self._verified = verified  # False: getpeercert() gives {} like an unverified C socket
         self._driver: Driver | None = None  # made at first use (the engine's buffer with it)
+        self._drv_lock = threading.Lock()
         self._buf: _LockedBuffer | None = None
         self._shutdown_sent = False
         self._offered: SSLSession | None = None  # session= / .session = before the handshake
@@ -385,25 +386,35 @@ class _TLSBase:
     def _drv(self) -> Driver:
         driver = self._driver
         if driver is None:
-            raw: Any
-            try:
-                if self.server_side:
-                    # The engine's buffer comes once the ClientHello is in (sni_callback).
-                    raw = HelloBuffer(self)
-                else:
-                    name = self.server_hostname or self._placeholder_hostname()
-                    raw = client_buffer(self._pep, name, self._offered)
-            except TLSError as exc:
-                raise translate(exc, "handshake", self.server_hostname) from exc
-            # As the stdlib: a reset during the handshake is a ConnectionResetError; after it, an
-            # EOF in violation of protocol up to Python 3.12, a ConnectionResetError from 3.13.
-            driver = self._driver = Driver(
-                raw,
-                self._transport(),
-                reset_is_eof=not _RESET_IS_OSERROR,
-                handshake_reset_is_eof=False,
-            )
-            self._buf = _LockedBuffer(raw, driver.lock)
+            # A reader and a writer thread may make the first call together: one driver (one
+            # engine buffer) for both, or each would take the other's records off the socket.
+            with self._drv_lock:
+                driver = self._driver
+                if driver is None:
+                    driver = self._new_driver()
+        return driver
+
+    def _new_driver(self) -> Driver:
+        raw: Any
+        try:
+            if self.server_side:
+                # The engine's buffer comes once the ClientHello is in (sni_callback).
+                raw = HelloBuffer(self)
+            else:
+                name = self.server_hostname or self._placeholder_hostname()
+                raw = client_buffer(self._pep, name, self._offered)
+        except TLSError as exc:
+            raise translate(exc, "handshake", self.server_hostname) from exc
+        # As the stdlib: a reset during the handshake is a ConnectionResetError; after it, an
+        # EOF in violation of protocol up to Python 3.12, a ConnectionResetError from 3.13.
+        driver = Driver(
+            raw,
+            self._transport(),
+            reset_is_eof=not _RESET_IS_OSERROR,
+            handshake_reset_is_eof=False,
+        )
+        self._buf = _LockedBuffer(raw, driver.lock)
+        self._driver = driver  # published last: _buffer() relies on _buf once it is set
         return driver
 
     def _buffer(self) -> _LockedBuffer:
