@@ -351,6 +351,51 @@ def test_finding_4_two_threads_on_one_socket(
             _full_duplex(sock, size)
 
 
+@pytest.mark.parametrize("path", ["socket", "upgrade"])
+@pytest.mark.parametrize("blocked_in", ["recv", "sendall"])
+def test_close_from_another_thread_ends_a_blocked_call(
+    subject: Impl,
+    path: str,
+    blocked_in: str,
+    client_config: TLSClientConfiguration,
+    server_ctx: ssl.SSLContext,
+) -> None:
+    """A thread blocked in ``recv`` (no timeout, the peer sends nothing) or ``sendall`` (the peer
+    reads nothing) on a socket that another thread closes: its call ends at once with a
+    ``TLSError``, on every engine alike, not when the peer next sends (or never)."""
+    release = threading.Event()
+
+    def idle_peer(tls: ssl.SSLSocket) -> None:
+        release.wait(30)
+
+    factory = SOCKET_FACTORIES[path]
+    with StdlibServer(server_ctx, idle_peer) as server:
+        sock = factory.connect(subject, client_config, server.address, None)
+        outcome: list[BaseException | None] = []
+
+        def blocked() -> None:
+            try:
+                if blocked_in == "recv":
+                    sock.recv(100)
+                else:
+                    sock.sendall(b"x" * (64 * MIB))
+                outcome.append(None)
+            except BaseException as exc:
+                outcome.append(exc)
+
+        thread = threading.Thread(target=blocked, daemon=True)
+        thread.start()
+        time.sleep(0.3)  # inside recv(), or sendall() with the socket's buffers full
+        assert thread.is_alive()
+        sock.close(force=True)
+        thread.join(5)
+        stuck = thread.is_alive()
+        release.set()
+        thread.join(30)
+    assert not stuck, f"{blocked_in}() still blocked 5 s after close() in another thread"
+    assert len(outcome) == 1 and isinstance(outcome[0], unitls.TLSError), outcome
+
+
 def test_finding_5_two_threads_through_the_bridge(
     subject: Impl, client_config: TLSClientConfiguration, server_ctx: ssl.SSLContext
 ) -> None:

@@ -904,3 +904,44 @@ def test_openssl_buffer_reports_its_group(
     assert client.negotiated_tls_version is not None
     assert client.negotiated_group == server.negotiated_group
     assert client.negotiated_group is not None
+
+
+def test_close_waits_for_other_threads_calls_before_the_descriptor_goes(
+    factory: Factory, stdlib_server_ctx: Any
+) -> None:
+    """close() from another thread while a recv() is blocked: the recv ends with TLSError, and
+    a socket that gets the closed descriptor's number right after close() returns keeps its
+    data (a call still inside with the old number would read it)."""
+    release = threading.Event()
+    with stdlib_peer(stdlib_server_ctx, lambda tls: release.wait(TIMEOUT)) as (sock, errors):
+        tls = factory(sock)
+        tls.do_handshake()
+        tls.settimeout(None)
+        number = tls.fileno()
+        outcome: list[BaseException | bytes] = []
+
+        def reader() -> None:
+            try:
+                outcome.append(tls.recv(100))
+            except BaseException as exc:
+                outcome.append(exc)
+
+        thread = threading.Thread(target=reader, daemon=True)
+        thread.start()
+        time.sleep(0.2)
+        tls.close(force=True)
+        a, b = socket.socketpair()  # the lowest free numbers: the closed one among them
+        try:
+            reused = a if a.fileno() == number else b
+            other = b if reused is a else a
+            other.sendall(b"not yours")
+            thread.join(5)
+            assert not thread.is_alive(), "recv() still blocked after close()"
+            assert len(outcome) == 1 and isinstance(outcome[0], unitls.TLSError), outcome
+            reused.settimeout(5)
+            assert reused.recv(100) == b"not yours"
+        finally:
+            a.close()
+            b.close()
+            release.set()
+    assert not errors

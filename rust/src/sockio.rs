@@ -64,6 +64,8 @@ use crate::errors::{
 const RECV_MAX: usize = 256 * 1024;
 /// Plaintext encrypted per engine call (its ciphertext goes out in one send call).
 const WRITE_CHUNK: usize = 256 * 1024;
+/// How long `close()` waits for other threads' calls to leave (they are woken at once).
+const STOP_WAIT: Duration = Duration::from_secs(5);
 /// How long a blocking operation that failed waits to deliver the engine's alert.
 const ALERT_WAIT: Duration = Duration::from_secs(1);
 /// Smallest per-record expansion of any AEAD suite (TLS 1.2 ChaCha20: header 5 + tag 16).
@@ -139,8 +141,13 @@ enum IoErr {
     WantRead,
     WantWrite,
     Timeout,
-    Os { errno: i32, what: &'static str },
+    Os {
+        errno: i32,
+        what: &'static str,
+    },
     Py(PyErr),
+    /// Another thread closed the socket (`SocketCore::_stop_io`).
+    Closed,
 }
 
 impl From<Failure> for IoErr {
@@ -412,6 +419,11 @@ struct Core {
     /// Nagle's algorithm is off until the first application write has gone out (see
     /// `SocketCore::_no_delay_until_first_write`).
     nagle_after_first_write: AtomicBool,
+    /// Set by `SocketCore::_stop_io` before the socket is closed: calls still inside end with
+    /// `IoErr::Closed` at their next wait or receive.
+    closing: AtomicBool,
+    /// `SocketCore` calls inside the core with the descriptor (`InFlight` guards).
+    in_flight: AtomicUsize,
 }
 
 impl Core {
@@ -433,7 +445,16 @@ impl Core {
             reset_after_handshake_is_eof,
             tcp: OnceLock::new(),
             nagle_after_first_write: AtomicBool::new(false),
+            closing: AtomicBool::new(false),
+            in_flight: AtomicUsize::new(0),
         }
+    }
+
+    fn check_open(&self) -> Result<(), IoErr> {
+        if self.closing.load(Ordering::SeqCst) {
+            return Err(IoErr::Closed);
+        }
+        Ok(())
     }
 
     /// After an application write: Nagle back on if it was off for the first one.
@@ -470,6 +491,7 @@ impl Core {
         };
         // SAFETY: one valid pollfd.
         let rc = unsafe { libc::poll(&mut pfd, 1, ms) };
+        self.check_open()?; // woken by another thread's close()
         if rc < 0 {
             let e = errno();
             if e == libc::EINTR {
@@ -487,6 +509,7 @@ impl Core {
 
     /// Send what is unsent, then everything the engine holds; the caller holds `send`.
     fn send_locked(&self, st: &mut SendState, fd: c_int, wait: Wait) -> Result<usize, IoErr> {
+        self.check_open()?;
         let mut sent = 0;
         loop {
             if !st.unsent() {
@@ -583,6 +606,7 @@ impl Core {
     fn receive(&self, fd: c_int, wait: Wait, want: Want) -> Result<(), IoErr> {
         let seen = self.received.load(Ordering::Acquire);
         let mut st = wait.lock(&self.recv, IoErr::WantRead)?;
+        self.check_open()?; // the lock's holder may have been woken by close()
         if seen != self.received.load(Ordering::Acquire) {
             return Ok(()); // another thread received meanwhile: retry the engine first
         }
@@ -982,6 +1006,7 @@ fn pep_error(e: IoErr, what: &str) -> PyErr {
             TLSConnectionError::new_err((errno, format!("{what}: {}", strerror(errno))))
         }
         IoErr::Py(e) => e,
+        IoErr::Closed => TLSError::new_err("the TLS socket is closed"),
     }
 }
 
@@ -1011,8 +1036,30 @@ impl SocketCore {
         Ok(fd)
     }
 
+    /// The descriptor for one I/O call, which counts as in flight until the guard drops
+    /// (`_stop_io` waits for it). Taken with the GIL held, as `_stop_io` runs: a call either
+    /// starts before the socket is closing, and is waited for, or fails here.
+    fn enter(&self, py: Python<'_>) -> PyResult<(c_int, InFlight<'_>)> {
+        let fd = self.fd(py)?;
+        self.core.in_flight.fetch_add(1, Ordering::SeqCst);
+        let guard = InFlight(&self.core.in_flight);
+        if self.core.closing.load(Ordering::SeqCst) {
+            return Err(TLSError::new_err("the TLS socket is closed"));
+        }
+        Ok((fd, guard))
+    }
+
     fn wait(&self) -> Wait {
         Wait::from_timeout(*self.timeout.lock())
+    }
+}
+
+/// One `SocketCore` call in flight (see `SocketCore::enter`).
+struct InFlight<'a>(&'a AtomicUsize);
+
+impl Drop for InFlight<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::SeqCst);
     }
 }
 
@@ -1040,7 +1087,7 @@ impl SocketCore {
 
     /// Complete the handshake (within the timeout).
     fn do_handshake(&self, py: Python<'_>) -> PyResult<()> {
-        let fd = self.fd(py)?;
+        let (fd, _in_flight) = self.enter(py)?;
         let wait = self.wait();
         py.detach(|| self.core.handshake(fd, wait))
             .map_err(|e| pep_error(e, "handshake"))
@@ -1051,7 +1098,7 @@ impl SocketCore {
         if bufsize < 0 {
             return Err(PyValueError::new_err("negative buffersize in recv"));
         }
-        let fd = self.fd(py)?;
+        let (fd, _in_flight) = self.enter(py)?;
         if bufsize == 0 {
             return Ok(PyBytes::new(py, b""));
         }
@@ -1073,7 +1120,7 @@ impl SocketCore {
             return Err(PyValueError::new_err("negative buffersize in recv_into"));
         }
         let view = ByteView::writable(buffer)?;
-        let fd = self.fd(py)?;
+        let (fd, _in_flight) = self.enter(py)?;
         let len = if nbytes == 0 {
             view.len()
         } else {
@@ -1091,7 +1138,7 @@ impl SocketCore {
     /// Encrypt and send; returns how much of `data` was taken.
     fn send(&self, py: Python<'_>, data: &Bound<'_, PyAny>) -> PyResult<usize> {
         let view = ByteView::readable(data)?;
-        let fd = self.fd(py)?;
+        let (fd, _in_flight) = self.enter(py)?;
         let wait = self.wait();
         let bytes = view.as_slice();
         py.detach(|| {
@@ -1105,7 +1152,7 @@ impl SocketCore {
     /// Send all of `data` within the timeout.
     fn sendall(&self, py: Python<'_>, data: &Bound<'_, PyAny>) -> PyResult<()> {
         let view = ByteView::readable(data)?;
-        let fd = self.fd(py)?;
+        let (fd, _in_flight) = self.enter(py)?;
         let wait = self.wait();
         let bytes = view.as_slice();
         py.detach(|| {
@@ -1156,7 +1203,7 @@ impl SocketCore {
     /// Queue close_notify and send it within `timeout` seconds (None: block; 0: what the
     /// socket takes now, WantWriteError for the rest, which later calls send).
     fn _send_close_notify(&self, py: Python<'_>, timeout: Option<f64>) -> PyResult<()> {
-        let fd = self.fd(py)?;
+        let (fd, _in_flight) = self.enter(py)?;
         let wait = Wait::from_timeout(timeout);
         py.detach(|| self.core.shutdown(fd, wait))
             .map_err(|e| pep_error(e, "close"))
@@ -1165,7 +1212,7 @@ impl SocketCore {
     /// Read and discard until the peer's close_notify or EOF, for at most `timeout` seconds
     /// (None: block; 0: non-blocking, WantReadError until it arrives).
     fn _await_close_notify(&self, py: Python<'_>, timeout: Option<f64>) -> PyResult<()> {
-        let fd = self.fd(py)?;
+        let (fd, _in_flight) = self.enter(py)?;
         if *self.core.tcp.get_or_init(|| is_tcp(fd)) {
             // Before waiting for the peer's answer: Nagle would hold our close_notify (and the
             // tail of the last record) until the peer's delayed ACK, 40 ms on Linux; setting
@@ -1179,6 +1226,34 @@ impl SocketCore {
                 .await_close_notify(fd, wait, Want::Plain(DISCARD_SIZE))
         })
         .map_err(|e| pep_error(e, "close"))
+    }
+
+    /// Called by `close()` just before the socket is closed. Calls of other threads still
+    /// inside (blocked in `recv`, or in `sendall` towards a peer that reads nothing) are woken:
+    /// the socket is shut down under them, and they end with "the TLS socket is closed", as on
+    /// the OpenSSL engine. Returns once they have left (at most `STOP_WAIT`), so that the
+    /// descriptor is not closed, and its number reused by another socket, under them.
+    fn _stop_io(&self, py: Python<'_>) -> PyResult<()> {
+        self.core.closing.store(true, Ordering::SeqCst);
+        if self.core.in_flight.load(Ordering::SeqCst) == 0 {
+            return Ok(());
+        }
+        let fd: c_int = self
+            .sock
+            .bind(py)
+            .call_method0(intern!(py, "fileno"))?
+            .extract()?;
+        if fd >= 0 {
+            // SAFETY: shutdown() of a descriptor this socket still owns.
+            unsafe { libc::shutdown(fd, libc::SHUT_RDWR) };
+        }
+        let until = Instant::now() + STOP_WAIT;
+        py.detach(|| {
+            while self.core.in_flight.load(Ordering::SeqCst) > 0 && Instant::now() < until {
+                std::thread::sleep(Duration::from_millis(1));
+            }
+        });
+        Ok(())
     }
 
     /// Whether the handshake completed.
@@ -1258,6 +1333,7 @@ impl SSLSocketCore {
             }
             IoErr::Os { errno, .. } => PyOSError::new_err((errno, strerror(errno))),
             IoErr::Py(e) => e,
+            IoErr::Closed => PyOSError::new_err((libc::EBADF, strerror(libc::EBADF))),
             IoErr::Tls(f) => {
                 let exc: PyErr = f.into();
                 let value = exc.value(py);

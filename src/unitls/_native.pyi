@@ -304,6 +304,9 @@ class SocketCore:
     def setblocking(self, flag: bool, /) -> None: ...
     def _send_close_notify(self, timeout: float | None, /) -> None: ...
     def _await_close_notify(self, timeout: float | None, /) -> None: ...
+    def _stop_io(self) -> None:
+        """Before ``close()`` closes the socket: other threads' calls still inside are woken
+        and end with ``TLSError``; returns once they have left."""
     def _no_delay_until_first_write(self) -> None:
         """TCP only: Nagle's algorithm off now, on again after the first ``send``/``sendall``
         (see ``unitls._socket.no_delay``)."""

@@ -105,6 +105,7 @@ class NativeSocket(_native.SocketCore):
             # goodbye: closing is all that is left to do, as for socket.socket.close().
             pass
         self._closed = True
+        self._stop_io()  # other threads' calls on this socket end first (with TLSError)
         _discard_unread(sock)
         sock.close()
 

@@ -198,7 +198,7 @@ class BufferSocket(_SocketBase):
     ``upgrade_socket(..., do_handshake=False)``), the first ``recv``/``send`` completes it.
     """
 
-    __slots__ = ("_closed", "_context", "_driver", "_sock", "_timeout")
+    __slots__ = ("_closed", "_context", "_driver", "_io", "_sock", "_timeout")
 
     def __init__(
         self,
@@ -208,7 +208,8 @@ class BufferSocket(_SocketBase):
     ) -> None:
         self._timeout = sock.gettimeout()
         self._sock = sock
-        self._driver = Driver(buffer, SocketIO(sock))  # the socket stays non-blocking
+        self._io = SocketIO(sock)  # the socket stays non-blocking
+        self._driver = Driver(buffer, self._io)
         self._context = context
         self._closed = False
 
@@ -301,6 +302,7 @@ class BufferSocket(_SocketBase):
 
     def _close_now(self) -> None:
         self._closed = True
+        self._io.stop()  # other threads waiting on the socket end first
         # Unread bytes (say, TLS 1.3 session tickets) would turn our FIN into a reset, which can
         # destroy the close_notify before the peer reads it.
         drain(self._sock)

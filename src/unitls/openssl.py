@@ -1204,6 +1204,8 @@ class OpenSSLSocket(_SocketBase):
                 finally:
                     lock.release()
             error, failed = failed, None
+            if self._closed:  # by another thread, while this one was inside
+                raise TLSError("the TLS socket is closed") from error
             want: bool | None
             if isinstance(error, ssl.SSLWantReadError):
                 want = False
@@ -1221,7 +1223,14 @@ class OpenSSLSocket(_SocketBase):
                 raise WantReadError("no TLS data available on the socket yet")
             remaining = deadline.remaining()  # TLSTimeoutError once it is over
             if want is not None and self._shared:
-                wait_fd(self._ssl.fileno(), not want, want, remaining)
+                # A slice at a time, like OpenSSL's own waits: a close() by another thread
+                # (which a poll() on the closed descriptor would never see) ends the call.
+                wait_fd(
+                    self._ssl.fileno(),
+                    not want,
+                    want,
+                    _SLICE if remaining is None else min(remaining, _SLICE),
+                )
 
     def do_handshake(self) -> None:
         self._call("handshake", False, self._ssl.do_handshake)

@@ -58,7 +58,11 @@ Rules
    and reads stay TLS-protected until the peer's close_notify. ``await_close_notify()`` reads and
    discards until the peer's close_notify or EOF. After a failed handshake, shells deliver the
    engine's alert, half-close, and drain briefly before closing (``linger_close``), so that a TCP
-   reset does not destroy the alert.
+   reset does not destroy the alert. ``close()`` from another thread ends a call blocked on the
+   socket (a ``recv`` waiting for data, a ``sendall`` waiting for room) with ``TLSError`` at
+   once: the shell shuts the socket down under it before closing (``SocketIO.stop``; the native
+   core also waits for such calls to leave, so that the descriptor's number, free again, is
+   never used by a call still inside).
 7. **Errors.** An engine ``TLSError`` is raised as is, after trying to deliver the alert the
    engine queued. Transport failures become ``TLSConnectionError``/``TLSTimeoutError`` with the
    ``OSError`` chained. Shells translate these to their own exceptions; they never invent others.

@@ -10,10 +10,11 @@ from __future__ import annotations
 import math
 import select
 import socket
+import threading
 import time
 from typing import Protocol
 
-from .._errors import TLSTimeoutError
+from .._errors import TLSError, TLSTimeoutError
 
 __all__ = ["Deadline", "MemoryIO", "SocketIO", "Transport", "wait_fd"]
 
@@ -88,7 +89,7 @@ class SocketIO:
     lives in the shell), so an attempt is one system call and every wait is a ``poll`` bounded
     by the operation's deadline."""
 
-    __slots__ = ("recv", "send", "sock")
+    __slots__ = ("closing", "recv", "send", "sock", "waiting")
 
     def __init__(self, sock: socket.socket) -> None:
         sock.setblocking(False)
@@ -96,9 +97,32 @@ class SocketIO:
         # The socket's own methods: BlockingIOError when they cannot proceed at once.
         self.recv = sock.recv
         self.send = sock.send
+        self.closing = False  # see stop()
+        self.waiting: set[int] = set()  # threads inside wait() (set operations: GIL-atomic)
 
     def wait(self, read: bool, write: bool, timeout: float | None) -> bool:
-        return wait_fd(self.sock.fileno(), read, write, timeout)
+        me = threading.get_ident()
+        self.waiting.add(me)
+        try:
+            if self.closing or (fd := self.sock.fileno()) < 0:
+                raise TLSError("the TLS socket is closed")
+            ready = wait_fd(fd, read, write, timeout)
+            if self.closing:  # woken by stop()
+                raise TLSError("the TLS socket is closed")
+            return ready
+        finally:
+            self.waiting.discard(me)
+
+    def stop(self) -> None:
+        """Called just before the shell closes the socket: threads waiting on it are woken (the
+        socket is shut down under them) and raise ``TLSError``, as on the OpenSSL engine,
+        instead of waiting until the peer next sends, or forever."""
+        self.closing = True
+        if self.waiting:
+            try:
+                self.sock.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
 
     def buffered(self) -> bytes:
         return b""
