@@ -22,6 +22,7 @@ from unitls import (
     TLSServerConfiguration,
     TLSVersion,
     TrustStore,
+    extensions,
 )
 from unitls._certgen import CA, Issued
 
@@ -537,6 +538,37 @@ def test_sni_selects_chain(
     )
     assert client.getpeercert() == sni_certs[index].cert_der
     assert pump.send(client, server, name.encode()) == name.encode()
+
+
+@pytest.mark.parametrize(
+    ("name", "client_sees", "server_sees"),
+    [
+        ("foo.example.test", "foo.example.test", "foo.example.test"),
+        ("BAR.Example.TEST", "BAR.Example.TEST", "bar.example.test"),
+        ("first.test.", "first.test", "first.test"),  # fully qualified: SNI has no dot
+        ("127.0.0.1", "127.0.0.1", None),  # an IP address is never sent as SNI
+    ],
+)
+def test_server_name(
+    client_engine: Impl,
+    server_engine: Impl,
+    ca: CA,
+    sni_server_config: TLSServerConfiguration,
+    pump: Any,
+    name: str,
+    client_sees: str,
+    server_sees: str | None,
+) -> None:
+    """A fully qualified name (trailing dot) verifies on every engine. Where buffers have
+    ``unitls.extensions.SupportsServerName``, the server reports the SNI it got (lowercase,
+    without a trailing dot) and the client the name it verified and sent."""
+    client, server = pump.connected(
+        client_engine, server_engine, client_cfg(ca), sni_server_config, server_hostname=name
+    )
+    if isinstance(client, extensions.SupportsServerName):
+        assert client.server_name == client_sees
+    if isinstance(server, extensions.SupportsServerName):
+        assert server.server_name == server_sees
 
 
 @pytest.mark.filterwarnings("ignore::UserWarning")

@@ -14,7 +14,7 @@ from unitls._engine import ClientContextBase, ServerContextBase, engine_implemen
 from unitls.insecure import InsecureConfiguration, SecurityWarning, get_insecure_implementation
 
 
-@pytest.mark.parametrize("bad", ["", "bad\x00name", 123, None])
+@pytest.mark.parametrize("bad", ["", ".", "bad\x00name", 123, None])
 def test_create_buffer_checks_the_server_name(engine: Any, client_config: Any, bad: Any) -> None:
     ctx = engine.client_context(client_config)
     with pytest.raises((TypeError, ValueError)):
@@ -172,3 +172,33 @@ def test_weak_suites_are_refused_on_every_engine(engine: Any, suite: int) -> Non
         engine.validate_config(config)
     with pytest.raises(unitls.ConfigurationError, match="not AEAD suites with forward secrecy"):
         engine.client_context(config)
+
+
+def test_sockets_verify_a_fully_qualified_name(
+    engine: Any, client_config: Any, server_config: Any
+) -> None:
+    """A trailing-dot host name on a socket (``upgrade``; "localhost." does not resolve
+    everywhere, so not ``connect``): the same certificate checks as without the dot, and the
+    server gets the name without it."""
+    import socket
+    import threading
+
+    listener = engine.server_context(server_config).connect(("127.0.0.1", 0))
+    port = listener.getsockname()[1]
+    seen: list[Any] = []
+
+    def serve() -> None:
+        conn, _ = listener.accept()
+        seen.append(conn.recv(4))
+        conn.close(force=True)
+
+    thread = threading.Thread(target=serve, daemon=True)
+    thread.start()
+    try:
+        raw = socket.create_connection(("127.0.0.1", port), timeout=10)
+        with engine.client_context(client_config).upgrade(raw, "localhost.") as tls:
+            tls.sendall(b"fqdn")
+    finally:
+        thread.join(10)
+        listener.close()
+    assert seen == [b"fqdn"]

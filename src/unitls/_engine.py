@@ -175,14 +175,26 @@ _Native = TypeVar("_Native")
 
 
 def check_server_hostname(server_hostname: object) -> str:
-    """The name a client buffer verifies and sends (SNI), checked like ``ssl`` checks it."""
+    """The name a client buffer verifies and sends (SNI), checked like ``ssl`` checks it.
+
+    A fully qualified name's trailing dot is dropped: SNI carries names without it (RFC 6066),
+    and the certificate names the same host without it (rustls did this on its own; OpenSSL
+    failed the verification, and NSS sent the dot).
+    """
     if not isinstance(server_hostname, str):
         raise TypeError(f"server_hostname must be a str, not {type(server_hostname).__name__}")
-    if not server_hostname:
-        raise ValueError("create_buffer needs the server's host name (for SNI and checks)")
     if "\x00" in server_hostname:
         raise TypeError("server_hostname must not contain a NUL character")
-    return server_hostname
+    name = server_hostname[:-1] if server_hostname.endswith(".") else server_hostname
+    if not name:
+        raise ValueError("create_buffer needs the server's host name (for SNI and checks)")
+    return name
+
+
+def sni_name(sent: str | None) -> str | None:
+    """The host name a client sent in SNI, as every engine's server buffers report it
+    (``server_name``): lowercase, without a trailing dot (engines differ on both otherwise)."""
+    return sent.rstrip(".").lower() if sent else None
 
 
 def check_port(port: object) -> int | None:

@@ -41,8 +41,10 @@ class SupportsPeerCertChain(Protocol):
 
 @runtime_checkable
 class SupportsServerName(Protocol):
-    """Buffers: the server name of the connection (server side: the SNI the client sent;
-    client side: the name used for SNI and verification)."""
+    """Buffers: the server name of the connection. Server side: the host name the client sent
+    (SNI), lowercase and without a trailing dot, None without SNI (clients reaching an IP
+    address send none); client side: the name used for SNI and verification (a trailing dot
+    dropped). The same on every built-in engine (``test_conformance_buffer.py``)."""
 
     @property
     @abstractmethod

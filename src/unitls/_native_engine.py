@@ -19,6 +19,7 @@ from ._engine import (
     VERSION_ENUM,
     read_source,
     reject_ids,
+    sni_name,
     split_ciphers,
     suite_name,
     versions,
@@ -45,6 +46,7 @@ class NativeBuffer:
     __slots__ = (
         "_conn",
         "_context",
+        "_name",
         "do_handshake",
         "incoming_bytes_buffered",
         "outgoing_bytes_buffered",
@@ -75,9 +77,12 @@ class NativeBuffer:
     #: Ciphertext bytes waiting to be sent.
     outgoing_bytes_buffered: Callable[[], int]
 
-    def __init__(self, context: Any, conn: _native.Connection) -> None:
+    def __init__(
+        self, context: Any, conn: _native.Connection, server_hostname: str | None = None
+    ) -> None:
         self._context = context
         self._conn = conn
+        self._name = server_hostname  # clients: the name given to create_buffer
         self.read = conn.read
         self.write = conn.write
         self.do_handshake = conn.do_handshake
@@ -121,8 +126,10 @@ class NativeBuffer:
 
     @property
     def server_name(self) -> str | None:
-        """Server side: the SNI name the client sent."""
-        return self._conn.server_name()
+        """Server side: the host name the client sent (SNI; None without); client side: the
+        name used for SNI and verification."""
+        name = self._name
+        return sni_name(self._conn.server_name()) if name is None else name
 
     @property
     def session_resumed(self) -> bool:

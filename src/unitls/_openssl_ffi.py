@@ -56,6 +56,7 @@ _SSL_SESS_CACHE_OFF = 0x0
 _SSL_SESS_CACHE_CLIENT = 0x1
 _SSL_SESS_CACHE_NO_INTERNAL_STORE = 0x200
 _TLS1_3_VERSION = 0x0304
+_TLSEXT_NAMETYPE_HOST_NAME = 0
 # OSSL_PARAM data types and "not set" marker (openssl/core.h).
 _OSSL_PARAM_UTF8_STRING = 4
 _OSSL_PARAM_OCTET_STRING = 5
@@ -87,6 +88,7 @@ class _Lib:
         self.SSL_get_SSL_CTX = fn("SSL_get_SSL_CTX", _P, _P)
         self.SSL_ctrl = fn("SSL_ctrl", c_long, _P, c_int, c_long, _P)
         self.SSL_get_ex_data = fn("SSL_get_ex_data", _P, _P, c_int)
+        self.SSL_get_servername = fn("SSL_get_servername", ctypes.c_char_p, _P, c_int)
         self.SSL_version = fn("SSL_version", c_int, _P)
         self.SSL_set_session = fn("SSL_set_session", c_int, _P, _P)
         self.SSL_SESSION_free = fn("SSL_SESSION_free", None, _P)
@@ -180,6 +182,19 @@ def negotiated_group_nid(c_obj: Any) -> int | None:
         return None
     nid = _lib.SSL_ctrl(ptr, _SSL_CTRL_GET_NEGOTIATED_GROUP, 0, None)
     return int(nid) if nid > 0 else None
+
+
+def sni_host_name(c_obj: Any) -> str | None:
+    """Server side: the host name the client sent in its SNI extension (``SSL_get_servername``;
+    Python's ``ssl`` only shows it to an ``sni_callback``); None without one."""
+    if not AVAILABLE:
+        return None
+    assert _lib is not None
+    ptr = _ssl_pointer(c_obj)
+    if ptr is None:
+        return None
+    name = _lib.SSL_get_servername(ptr, _TLSEXT_NAMETYPE_HOST_NAME)
+    return name.decode("ascii", "replace") if name else None
 
 
 # -- client sessions ---------------------------------------------------------------------------

@@ -88,7 +88,7 @@ class NssClientContext(NativeClientSockets, ClientContextBase[_native.NssClientC
 
     def _new_buffer(self, server_hostname: str, port: int | None, session: object) -> NssBuffer:
         conn = self._native.new_connection(server_hostname, port, check_session(session))
-        return NssBuffer(self, conn)
+        return NssBuffer(self, conn, server_hostname)
 
     def clear_session_cache(self) -> None:
         """Forget every cached session: the next connections make full handshakes."""

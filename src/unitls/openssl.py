@@ -51,9 +51,11 @@ from ._engine import (
     TLS13,
     ClientContextBase,
     ServerContextBase,
+    check_server_hostname,
     engine_implementation,
     read_source,
     reject_ids,
+    sni_name,
     split_ciphers,
     suite_name,
     version_bounds,
@@ -1072,8 +1074,12 @@ class OpenSSLBuffer:
 
     @property
     def server_name(self) -> str | None:
-        """Client side: the name used for SNI and verification."""
-        return self._obj.server_hostname
+        """Server side: the host name the client sent (SNI; None without, or where OpenSSL
+        cannot be asked); client side: the name used for SNI and verification."""
+        obj = self._obj
+        if obj.server_side:
+            return sni_name(_openssl_ffi.sni_host_name(obj))
+        return obj.server_hostname
 
     @property
     def session(self) -> ClientSession | None:
@@ -1513,12 +1519,13 @@ class OpenSSLClientContext(ClientContextBase[ssl.SSLContext]):
             raise ValueError("a client needs a host name or address to connect to")
         if timeout is DEFAULT_TIMEOUT:
             timeout = socket.getdefaulttimeout()
+        name = check_server_hostname(host)  # what is verified and sent (SNI)
         deadline = Deadline(timeout, "connect")
         sock = open_connection(address, timeout)
         try:
             ssl_sock = self._native.wrap_socket(
                 sock,
-                server_hostname=host,
+                server_hostname=name,
                 do_handshake_on_connect=False,
                 suppress_ragged_eofs=False,
             )
@@ -1527,7 +1534,7 @@ class OpenSSLClientContext(ClientContextBase[ssl.SSLContext]):
             raise
         try:
             c_obj = ssl_sock._sslobj  # type: ignore[attr-defined]
-            _attach_sessions(self._sessions, c_obj, ssl_sock, host, address[1], None)
+            _attach_sessions(self._sessions, c_obj, ssl_sock, name, address[1], None)
         except BaseException:
             ssl_sock.close()
             raise

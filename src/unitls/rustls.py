@@ -83,7 +83,7 @@ class RustlsClientContext(NativeClientSockets, ClientContextBase[_native.RustlsC
 
     def _new_buffer(self, server_hostname: str, port: int | None, session: object) -> RustlsBuffer:
         conn = self._native.new_connection(server_hostname, port, check_session(session))
-        return RustlsBuffer(self, conn)
+        return RustlsBuffer(self, conn, server_hostname)
 
     def clear_session_cache(self) -> None:
         """Forget every cached session: the next connections make full handshakes."""
