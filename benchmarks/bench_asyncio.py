@@ -19,12 +19,13 @@ import ssl
 import sys
 import tempfile
 import time
-from collections.abc import Awaitable, Callable
-from statistics import median
+from collections.abc import Awaitable, Callable, Coroutine
+from functools import partial
 from typing import Any
 
 import unitls
 import unitls.asyncio as uasyncio
+from unitls._bench import side_by_side
 from unitls._certgen import CA
 
 HOST = "127.0.0.1"
@@ -165,38 +166,34 @@ class _Setup:
         return serve, connect
 
 
+def _measure(
+    measure: Callable[[ServerFactory, ClientFactory, float], Coroutine[Any, Any, float]],
+    sides: Callable[[], tuple[ServerFactory, ClientFactory]],
+    seconds: float,
+) -> float:
+    return asyncio.run(measure(*sides(), seconds))
+
+
 def run(seconds: float = 2.0) -> list[dict[str, Any]]:
     """Each engine vs the stdlib, ``seconds`` per measurement (split in alternating rounds)."""
-    engines = unitls.implementations()
-    rows: list[dict[str, Any]] = []
     with tempfile.TemporaryDirectory() as tmp:
         setup = _Setup(tmp)
-        for name, measure, unit in (
-            ("asyncio bulk throughput", _bulk, "MiB/s"),
-            ("asyncio handshakes", _handshakes, "handshakes/s"),
-        ):
-            rounds = max(3, min(9, round(seconds / 0.25)))
-            for engine in engines:
-                # Alternating rounds (stdlib, engine, engine, stdlib, ...): the median of each.
-                std_values: list[float] = []
-                values: list[float] = []
-                for rnd in range(rounds):
-                    sides = [(setup.stdlib, std_values), (lambda e=engine: setup.unitls(e), values)]
-                    for make, into in sides if rnd % 2 == 0 else sides[::-1]:
-                        into.append(asyncio.run(measure(*make(), seconds / rounds)))
-                baseline = median(std_values)
-                value = median(values)
-                rows.append(
-                    {
-                        "name": name,
-                        "engine": engine,
-                        "value": round(value, 1),
-                        "unit": unit,
-                        "baseline": round(baseline, 1),
-                        "ratio": round(value / baseline, 3),
-                    }
-                )
-    return rows
+        return [
+            side_by_side(
+                name,
+                engine,
+                unit,
+                partial(_measure, measure, setup.stdlib),
+                partial(_measure, measure, partial(setup.unitls, engine)),
+                seconds,
+                digits=1,
+            )
+            for name, measure, unit in (
+                ("asyncio bulk throughput", _bulk, "MiB/s"),
+                ("asyncio handshakes", _handshakes, "handshakes/s"),
+            )
+            for engine in unitls.implementations()
+        ]
 
 
 def _table(rows: list[dict[str, Any]]) -> str:

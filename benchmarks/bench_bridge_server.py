@@ -22,11 +22,12 @@ import tempfile
 import threading
 import time
 from collections.abc import Callable
+from functools import partial
 from pathlib import Path
-from statistics import median
 from typing import Any
 
 import unitls
+from unitls._bench import side_by_side
 from unitls._certgen import CA
 from unitls.compat import ORIGINAL_SSLCONTEXT, SSLContext
 
@@ -113,28 +114,18 @@ def run(seconds: float = 1.0) -> list[dict[str, Any]]:
         ("bridge server receives", _receive),
         ("bridge server sends", _send),
     ]
-    rounds = max(3, min(9, round(seconds / 0.25)))
-    rows: list[dict[str, Any]] = []
-    for name, bench in benches:
-        for engine, bridge in bridges.items():
-            std: list[float] = []
-            got: list[float] = []
-            for rnd in range(rounds):
-                order = [(plain, std), (bridge, got)]
-                for ctx, into in order if rnd % 2 == 0 else order[::-1]:
-                    into.append(bench(ctx, client, seconds / rounds))
-            value, baseline = median(got), median(std)
-            rows.append(
-                {
-                    "name": name,
-                    "engine": engine,
-                    "value": round(value, 2),
-                    "unit": "MiB/s",
-                    "baseline": round(baseline, 2),
-                    "ratio": round(value / baseline, 3) if baseline else None,
-                }
-            )
-    return rows
+    return [
+        side_by_side(
+            name,
+            engine,
+            "MiB/s",
+            partial(bench, plain, client),
+            partial(bench, bridge, client),
+            seconds,
+        )
+        for name, bench in benches
+        for engine, bridge in bridges.items()
+    ]
 
 
 if __name__ == "__main__":

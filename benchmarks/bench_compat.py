@@ -17,11 +17,12 @@ import tempfile
 import threading
 import time
 from collections.abc import Callable, Iterator
+from functools import partial
 from pathlib import Path
-from statistics import median
 from typing import Any
 
 import unitls
+from unitls._bench import side_by_side
 from unitls._certgen import CA
 from unitls.compat import ORIGINAL_SSLCONTEXT, SSLContext
 
@@ -115,9 +116,13 @@ def _mib_per_second(ctx: ssl.SSLContext, port: int, seconds: float) -> float:
         conn.close()
 
 
-def _rounds(seconds: float) -> int:
-    """Alternating rounds per side: short ones track a shared machine's load swings."""
-    return max(3, min(9, round(seconds / 0.25)))
+def _on_fresh_context(
+    bench: Callable[[ssl.SSLContext, int, float], float],
+    make: Callable[[], ssl.SSLContext],
+    port: int,
+    seconds: float,
+) -> float:
+    return bench(make(), port, seconds)
 
 
 def run(seconds: float = 1.0) -> list[dict[str, Any]]:
@@ -130,42 +135,28 @@ def run(seconds: float = 1.0) -> list[dict[str, Any]]:
         ctx.load_verify_locations(cadata=cadata)
         return ctx
 
-    def bridge(engine: str) -> Callable[[], ssl.SSLContext]:
-        def make() -> ssl.SSLContext:
-            ctx = SSLContext(ssl.PROTOCOL_TLS_CLIENT, implementation=engine)
-            ctx.load_verify_locations(cadata=cadata)
-            return ctx
-
-        return make
+    def bridge(engine: str) -> ssl.SSLContext:
+        ctx = SSLContext(ssl.PROTOCOL_TLS_CLIENT, implementation=engine)
+        ctx.load_verify_locations(cadata=cadata)
+        return ctx
 
     benches: list[tuple[str, str, Callable[[ssl.SSLContext, int, float], float]]] = [
         ("http.client GET (keep-alive)", "req/s", _gets_per_second),
         ("http.client bulk download", "MiB/s", _mib_per_second),
     ]
-    rows: list[dict[str, Any]] = []
-    rounds = _rounds(seconds)
     with _server(ca) as port:
-        for name, unit, bench in benches:
-            for engine in unitls.implementations():
-                # Alternating rounds (ssl, bridge, bridge, ssl, ...): the median of each side.
-                std: list[float] = []
-                got: list[float] = []
-                for rnd in range(rounds):
-                    order = [(plain, std), (bridge(engine), got)]
-                    for make, into in order if rnd % 2 == 0 else order[::-1]:
-                        into.append(bench(make(), port, seconds / rounds))
-                value, baseline = median(got), median(std)
-                rows.append(
-                    {
-                        "name": name,
-                        "engine": engine,
-                        "value": round(value, 2),
-                        "unit": unit,
-                        "baseline": round(baseline, 2),
-                        "ratio": round(value / baseline, 3) if baseline else None,
-                    }
-                )
-    return rows
+        return [
+            side_by_side(
+                name,
+                engine,
+                unit,
+                partial(_on_fresh_context, bench, plain, port),
+                partial(_on_fresh_context, bench, partial(bridge, engine), port),
+                seconds,
+            )
+            for name, unit, bench in benches
+            for engine in unitls.implementations()
+        ]
 
 
 def _table(rows: list[dict[str, Any]]) -> str:

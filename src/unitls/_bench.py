@@ -584,6 +584,37 @@ _FUNCS: dict[str, Callable[[_Side, float], float]] = {
 }
 
 
+def side_by_side(
+    name: str,
+    engine: str,
+    unit: str,
+    baseline: Callable[[float], float],
+    measured: Callable[[float], float],
+    seconds: float,
+    digits: int = 2,
+) -> Row:
+    """One row of the extra benchmarks (``benchmarks/bench_*.py``): ``measured(s)`` (unitls)
+    against ``baseline(s)`` (the stdlib), each called with its share of ``seconds`` in 3 to 9
+    alternating rounds (baseline, unitls, unitls, baseline, ...: short rounds track a shared
+    machine's load swings); the median of each side and their ratio."""
+    rounds = max(3, min(9, round(seconds / 0.25)))
+    got: list[float] = []
+    std: list[float] = []
+    for rnd in range(rounds):
+        order = [(baseline, std), (measured, got)]
+        for measure, into in order if rnd % 2 == 0 else order[::-1]:
+            into.append(measure(seconds / rounds))
+    value, base = median(got), median(std)
+    return {
+        "name": name,
+        "engine": engine,
+        "value": round(value, digits),
+        "unit": unit,
+        "baseline": round(base, digits),
+        "ratio": round(value / base, 3) if base else None,
+    }
+
+
 def _median(values: list[float] | None) -> float | None:
     return median(values) if values else None
 
