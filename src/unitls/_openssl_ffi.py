@@ -142,6 +142,16 @@ def _ssl_pointer(c_obj: Any) -> int | None:
     return ptr
 
 
+def _ssl_of(c_obj: Any) -> int | None:
+    """``_ssl_pointer`` where this module can reach OpenSSL (``AVAILABLE``), else None."""
+    return _ssl_pointer(c_obj) if AVAILABLE else None
+
+
+def _ctx_of(ctx: ssl.SSLContext) -> int | None:
+    """``_ctx_pointer`` where this module can reach OpenSSL (``AVAILABLE``), else None."""
+    return _ctx_pointer(ctx) if AVAILABLE else None
+
+
 def _check() -> bool:
     """Whether every pointer check passes on this interpreter (tried once on a real object)."""
     if _lib is None or _SSLSocketType is None or _SSLSocketType.__basicsize__ < _CTX_SLOT + _WORD:
@@ -174,12 +184,10 @@ def _c_obj_of(ssl_ptr: int) -> Any:
 def negotiated_group_nid(c_obj: Any) -> int | None:
     """OpenSSL's NID of the key exchange group of a connection whose handshake is complete
     (``SSL_get_negotiated_group``; Python's ``ssl`` has no call for it before 3.15)."""
-    if not AVAILABLE:
-        return None
-    assert _lib is not None
-    ptr = _ssl_pointer(c_obj)
+    ptr = _ssl_of(c_obj)
     if ptr is None:
         return None
+    assert _lib is not None
     nid = _lib.SSL_ctrl(ptr, _SSL_CTRL_GET_NEGOTIATED_GROUP, 0, None)
     return int(nid) if nid > 0 else None
 
@@ -187,12 +195,10 @@ def negotiated_group_nid(c_obj: Any) -> int | None:
 def sni_host_name(c_obj: Any) -> str | None:
     """Server side: the host name the client sent in its SNI extension (``SSL_get_servername``;
     Python's ``ssl`` only shows it to an ``sni_callback``); None without one."""
-    if not AVAILABLE:
-        return None
-    assert _lib is not None
-    ptr = _ssl_pointer(c_obj)
+    ptr = _ssl_of(c_obj)
     if ptr is None:
         return None
+    assert _lib is not None
     name = _lib.SSL_get_servername(ptr, _TLSEXT_NAMETYPE_HOST_NAME)
     return name.decode("ascii", "replace") if name else None
 
@@ -252,12 +258,10 @@ def install_client_sessions(ctx: ssl.SSLContext, hand_over: bool = True) -> bool
     the GIL mid-read; a bridge ``SSLSocket`` may have another thread in ``SSL_write`` on the
     same connection meanwhile (websockets' sync client does), which OpenSSL tolerates only while
     the read's processing of post-handshake messages is short."""
-    if not AVAILABLE:
-        return False
-    assert _lib is not None
-    ptr = _ctx_pointer(ctx)
+    ptr = _ctx_of(ctx)
     if ptr is None:
         return False
+    assert _lib is not None
     mode = _SSL_SESS_CACHE_CLIENT | _SSL_SESS_CACHE_NO_INTERNAL_STORE
     _lib.SSL_CTX_ctrl(ptr, _SSL_CTRL_SET_SESS_CACHE_MODE, mode, None)
     if hand_over:
@@ -267,12 +271,10 @@ def install_client_sessions(ctx: ssl.SSLContext, hand_over: bool = True) -> bool
 
 def set_session(c_obj: Any, session: Session) -> bool:
     """Offer ``session`` on the not yet started connection ``c_obj`` (an ``_ssl._SSLSocket``)."""
-    if not AVAILABLE:
-        return False
-    assert _lib is not None
-    ptr = _ssl_pointer(c_obj)
+    ptr = _ssl_of(c_obj)
     if ptr is None:
         return False
+    assert _lib is not None
     if session.tls13:
         # A ticket is offered once and then dropped: the connection may have it.
         return bool(_lib.SSL_set_session(ptr, session._ptr) == 1)
@@ -287,12 +289,10 @@ def set_session(c_obj: Any, session: Session) -> bool:
 
 def disable_session_cache(ctx: ssl.SSLContext) -> bool:
     """Turn off a server context's session cache (no session-id resumption)."""
-    if not AVAILABLE:
-        return False
-    assert _lib is not None
-    ptr = _ctx_pointer(ctx)
+    ptr = _ctx_of(ctx)
     if ptr is None:
         return False
+    assert _lib is not None
     _lib.SSL_CTX_ctrl(ptr, _SSL_CTRL_SET_SESS_CACHE_MODE, _SSL_SESS_CACHE_OFF, None)
     return True
 
@@ -425,12 +425,10 @@ _TICKET_KEY_CB = ctypes.CFUNCTYPE(ctypes.c_int, _P, _P, _P, _P, _P, ctypes.c_int
 def install_ticket_keys(ctx: ssl.SSLContext, keys: TicketKeys) -> bool:
     """Encrypt ``ctx``'s session tickets with ``keys`` (share one ``TicketKeys`` between the
     contexts of one server: the SNI callback may switch a connection between them)."""
-    if not AVAILABLE:
-        return False
-    assert _lib is not None
-    ptr = _ctx_pointer(ctx)
+    ptr = _ctx_of(ctx)
     if ptr is None:
         return False
+    assert _lib is not None
     setattr(ctx, TICKET_KEYS, keys)
     return bool(
         _lib.SSL_CTX_set_tlsext_ticket_key_evp_cb(ptr, ctypes.cast(_TICKET_KEY_CB, _P)) == 1
