@@ -394,6 +394,7 @@ def test_close_from_another_thread_ends_a_blocked_call(
         thread.join(30)
     assert not stuck, f"{blocked_in}() still blocked 5 s after close() in another thread"
     assert len(outcome) == 1 and isinstance(outcome[0], unitls.TLSError), outcome
+    assert "closed" in str(outcome[0])
 
 
 def test_finding_5_two_threads_through_the_bridge(
