@@ -945,3 +945,28 @@ def test_close_waits_for_other_threads_calls_before_the_descriptor_goes(
             b.close()
             release.set()
     assert not errors
+
+
+def test_a_signal_handler_can_close_the_socket_its_thread_is_reading(
+    factory: Factory, stdlib_server_ctx: Any
+) -> None:
+    """A handler (here SIGALRM's) that closes the socket the interrupted recv() is blocked on:
+    the recv ends with "the TLS socket is closed" (not an error about the descriptor, and
+    close() does not wait for the very call it interrupted)."""
+    import signal
+
+    release = threading.Event()
+    with stdlib_peer(stdlib_server_ctx, lambda tls: release.wait(TIMEOUT)) as (sock, errors):
+        tls = factory(sock)
+        tls.do_handshake()
+        tls.settimeout(TIMEOUT)
+        previous = signal.signal(signal.SIGALRM, lambda signum, frame: tls.close(force=True))
+        try:
+            signal.setitimer(signal.ITIMER_REAL, 0.2)
+            with pytest.raises(unitls.TLSError, match="closed"):
+                tls.recv(100)
+        finally:
+            signal.setitimer(signal.ITIMER_REAL, 0)
+            signal.signal(signal.SIGALRM, previous)
+            release.set()
+    assert not errors

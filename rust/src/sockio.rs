@@ -174,11 +174,6 @@ fn strerror(errno: i32) -> String {
     }
 }
 
-/// A signal arrived while waiting: run Python's handlers (KeyboardInterrupt...).
-fn check_signals() -> Result<(), IoErr> {
-    Python::attach(|py| py.check_signals()).map_err(IoErr::Py)
-}
-
 fn sys_recv(fd: c_int, buf: &mut [u8], flags: c_int) -> Result<usize, i32> {
     // SAFETY: `buf` is valid for writes of its length.
     let n = unsafe {
@@ -424,10 +419,18 @@ struct Core {
     closing: AtomicBool,
     /// `SocketCore` calls inside the core with the descriptor (`InFlight` guards).
     in_flight: AtomicUsize,
+    /// Whether calls are counted in `in_flight` (`SocketCore`; not the bridge's `SSLSocketCore`,
+    /// whose socket `ssl.SSLSocket` closes).
+    tracked: bool,
 }
 
 impl Core {
-    fn new(conn: Py<Connection>, reset_is_eof: bool, reset_after_handshake_is_eof: bool) -> Self {
+    fn new(
+        conn: Py<Connection>,
+        reset_is_eof: bool,
+        reset_after_handshake_is_eof: bool,
+        tracked: bool,
+    ) -> Self {
         Core {
             conn,
             send: Mutex::default(),
@@ -447,7 +450,23 @@ impl Core {
             nagle_after_first_write: AtomicBool::new(false),
             closing: AtomicBool::new(false),
             in_flight: AtomicUsize::new(0),
+            tracked,
         }
+    }
+
+    /// A signal arrived while waiting: run Python's handlers (KeyboardInterrupt...). This call
+    /// does not count as in flight meanwhile: a handler may close the socket (`_stop_io` would
+    /// otherwise wait for the very call it interrupted); after it, the call ends if it did.
+    fn check_signals(&self) -> Result<(), IoErr> {
+        if self.tracked {
+            self.in_flight.fetch_sub(1, Ordering::SeqCst);
+        }
+        let handled = Python::attach(|py| py.check_signals()).map_err(IoErr::Py);
+        if self.tracked {
+            self.in_flight.fetch_add(1, Ordering::SeqCst);
+        }
+        handled?;
+        self.check_open()
     }
 
     fn check_open(&self) -> Result<(), IoErr> {
@@ -495,7 +514,7 @@ impl Core {
         if rc < 0 {
             let e = errno();
             if e == libc::EINTR {
-                return check_signals();
+                return self.check_signals();
             }
             return Err(IoErr::Os {
                 errno: e,
@@ -535,7 +554,7 @@ impl Core {
                         sent += n;
                     }
                     Err(e) if would_block(e) => self.wait_fd(fd, false, true, wait)?,
-                    Err(e) if e == libc::EINTR => check_signals()?,
+                    Err(e) if e == libc::EINTR => self.check_signals()?,
                     Err(e) => {
                         return Err(IoErr::Os {
                             errno: e,
@@ -636,7 +655,7 @@ impl Core {
             match sys_recv(fd, &mut st.buf[..size], flags) {
                 Ok(n) => break n,
                 Err(e) if would_block(e) => self.wait_fd(fd, true, want_write, wait)?,
-                Err(e) if e == libc::EINTR => check_signals()?,
+                Err(e) if e == libc::EINTR => self.check_signals()?,
                 // A reset is an EOF without close_notify (the engine reports it), except in
                 // the ssl bridge's handshake, where it is ConnectionResetError as with OpenSSL
                 // (and after it too on Python 3.13+, see `reset_after_handshake_is_eof`).
@@ -1079,7 +1098,7 @@ impl SocketCore {
             .call_method0(intern!(py, "gettimeout"))?
             .extract()?;
         Ok(SocketCore {
-            core: Core::new(connection, true, true),
+            core: Core::new(connection, true, true, true),
             sock,
             timeout: Mutex::new(timeout),
         })
@@ -1398,7 +1417,7 @@ impl SSLSocketCore {
     ) -> PyResult<Self> {
         let weakref = py.import("weakref")?.getattr("ref")?.call1((sslsock,))?;
         Ok(SSLSocketCore {
-            core: Core::new(connection, false, py.version_info() < (3, 13)),
+            core: Core::new(connection, false, py.version_info() < (3, 13), false),
             sock_ref: weakref.unbind(),
             translate,
             write_taken: AtomicUsize::new(0),
