@@ -377,7 +377,11 @@ class _TLSBase:
     def _error(self, exc: TLSError, operation: str) -> OSError:
         """The ``ssl`` exception for a driver failure (the caller chains ``exc``)."""
         driver = self._driver
-        if driver is None or not driver.handshake_done:
+        # A non-blocking call that would block, or one that ran out of time, has not failed:
+        # the caller retries, and the peer's next flight (which may be arriving right now) must
+        # still be in the socket then.
+        unfinished = isinstance(exc, (WantReadError, WantWriteError, TLSTimeoutError))
+        if not unfinished and (driver is None or not driver.handshake_done):
             self._after_failed_handshake()
         return translate(exc, operation, self.server_hostname)
 
