@@ -472,6 +472,84 @@ def test_non_blocking_server_keeps_the_hello_that_arrives_as_it_gives_up(
     assert fired or engine.name == "openssl"
 
 
+def test_non_blocking_server_event_loop(
+    bridge_server: SSLContext, plain_client: ssl.SSLContext
+) -> None:
+    """asyncore's pattern (CPython's test_asyncore_server): one selector loop accepts, wraps
+    with ``do_handshake_on_connect=False``, tries the handshake at once and again at every
+    readiness event, then echoes; stdlib clients arrive together and one after another. A byte
+    a non-blocking call loses leaves a client waiting (its timeout fails the test)."""
+    import selectors
+
+    listener = socket.create_server(("127.0.0.1", 0))
+    listener.setblocking(False)
+    sel = selectors.DefaultSelector()
+    sel.register(listener, selectors.EVENT_READ, None)
+    stop = threading.Event()
+    server_errors: list[BaseException] = []
+
+    def step(conn: ssl.SSLSocket) -> None:
+        try:
+            if sel.get_key(conn).data == "handshake":
+                conn.do_handshake()
+                sel.modify(conn, selectors.EVENT_READ, "echo")
+            while data := conn.recv(1024):
+                conn.sendall(data.upper())
+            sel.unregister(conn)
+            conn.close()
+        except ssl.SSLWantReadError:
+            pass
+
+    def serve() -> None:
+        try:
+            while not stop.is_set():
+                for key, _ in sel.select(0.05):
+                    if key.data is not None:
+                        step(key.fileobj)  # type: ignore[arg-type]
+                        continue
+                    try:
+                        raw, _ = listener.accept()
+                    except BlockingIOError:
+                        continue
+                    raw.setblocking(False)
+                    conn = bridge_server.wrap_socket(
+                        raw, server_side=True, do_handshake_on_connect=False
+                    )
+                    sel.register(conn, selectors.EVENT_READ, "handshake")
+                    step(conn)
+        except BaseException as exc:  # reported by the test
+            server_errors.append(exc)
+
+    client_errors: list[BaseException] = []
+
+    def client(i: int) -> None:
+        try:
+            raw = socket.create_connection(listener.getsockname(), timeout=TIMEOUT)
+            with plain_client.wrap_socket(raw, server_hostname="localhost") as c:
+                c.sendall(b"hello %d" % i)
+                assert c.recv(100) == b"HELLO %d" % i
+        except BaseException as exc:  # reported by the test
+            client_errors.append(exc)
+
+    server = threading.Thread(target=serve, daemon=True)
+    server.start()
+    try:
+        together = [threading.Thread(target=client, args=(i,)) for i in range(12)]
+        for thread in together:
+            thread.start()
+        for i in range(12, 24):
+            client(i)
+        for thread in together:
+            thread.join(2 * TIMEOUT)
+    finally:
+        stop.set()
+        server.join(TIMEOUT)
+        for key in list(sel.get_map().values()):
+            key.fileobj.close()  # type: ignore[union-attr]
+        sel.close()
+    assert not server_errors and not client_errors, (server_errors, client_errors)
+
+
 def test_memory_bio_pair(bridge_client: SSLContext, bridge_server: SSLContext) -> None:
     """Two bridge SSLObjects talking through MemoryBIOs, no sockets at all."""
     c_in, c_out, s_in, s_out = (ssl.MemoryBIO() for _ in range(4))
