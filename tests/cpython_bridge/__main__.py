@@ -254,6 +254,7 @@ def main(argv: list[str] | None = None) -> int:
             )
 
     failed = False
+    problems: list[str] = []  # repeated last: a CI log's tail must name what failed
     print(f"\nCPython {sys.version.split()[0]} test modules, tests passed (baseline: ran / passed)")
     header = f"{'module':28} {'stdlib':>10} " + " ".join(f"{e:>10}" for e in engines)
     print(header)
@@ -269,6 +270,7 @@ def main(argv: list[str] | None = None) -> int:
                 print(f"\n{module} [{engine}] (log: {runs[(module, engine)].log})")
             for line in unexpected:
                 print(f"  UNEXPECTED {line}")
+                problems.append(f"UNEXPECTED {module} [{engine}] {line.splitlines()[0][:200]}")
             for line in known:
                 print(f"  expected   {line}")
             for line in better:
@@ -285,10 +287,12 @@ def main(argv: list[str] | None = None) -> int:
                 or outcome == "absent"
                 or runs[(entry.module, BASELINE)].outcomes.get(entry.test) != PASSED
             ):
-                print(
+                stale = (
                     f"STALE {EXPECTED_FILE.name}:{entry.line}: {entry.module} {entry.test} "
                     f"[{engine}] is {outcome} (baseline {runs[(entry.module, BASELINE)].outcomes.get(entry.test, 'absent')})"
                 )
+                print(stale)
+                problems.append(stale)
                 failed = True
     if args.json:
         args.json.write_text(
@@ -301,6 +305,10 @@ def main(argv: list[str] | None = None) -> int:
                 sort_keys=True,
             )
         )
+    if problems:
+        print("\nWhat failed:")
+        for problem in problems:
+            print(f"  {problem}")
     print(
         f"\n{'FAILED' if failed else 'OK'} in {time.monotonic() - started:.0f} s; logs in {log_dir}"
     )
