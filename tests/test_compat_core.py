@@ -398,6 +398,20 @@ def test_non_blocking(bridge_client: SSLContext, echo: EchoServer) -> None:
         s.close()
 
 
+def _upper_echo_client(
+    ctx: ssl.SSLContext, address: Any, message: bytes, errors: list[BaseException]
+) -> None:
+    """A client (for a thread): sends ``message`` and expects it back upper-cased; what goes
+    wrong lands in ``errors``, for the test to report."""
+    try:
+        raw = socket.create_connection(address, timeout=TIMEOUT)
+        with ctx.wrap_socket(raw, server_hostname="localhost") as c:
+            c.sendall(message)
+            assert c.recv(100) == message.upper()
+    except BaseException as exc:
+        errors.append(exc)
+
+
 def test_non_blocking_server_keeps_the_hello_that_arrives_as_it_gives_up(
     engine: Engine,
     bridge_server: SSLContext,
@@ -427,17 +441,11 @@ def test_non_blocking_server_keeps_the_hello_that_arrives_as_it_gives_up(
     monkeypatch.setattr(_sslobj._RecordIO, "recv", hello_comes_just_too_late)
     listener = socket.create_server(("127.0.0.1", 0))
     client_errors: list[BaseException] = []
-
-    def client() -> None:
-        try:
-            raw = socket.create_connection(listener.getsockname(), timeout=TIMEOUT)
-            with plain_client.wrap_socket(raw, server_hostname="localhost") as c:
-                c.sendall(b"ping")
-                assert c.recv(10) == b"PONG"
-        except BaseException as exc:  # reported by the main thread
-            client_errors.append(exc)
-
-    thread = threading.Thread(target=client, daemon=True)
+    thread = threading.Thread(
+        target=_upper_echo_client,
+        args=(plain_client, listener.getsockname(), b"ping", client_errors),
+        daemon=True,
+    )
     thread.start()
     raw, _ = listener.accept()
     listener.close()
@@ -463,7 +471,7 @@ def test_non_blocking_server_keeps_the_hello_that_arrives_as_it_gives_up(
         s.setblocking(True)
         s.settimeout(TIMEOUT)
         assert s.recv(10) == b"ping"
-        s.sendall(b"PONG")
+        s.sendall(b"PING")  # what _upper_echo_client expects
     finally:
         s.close()
         thread.join(TIMEOUT)
@@ -523,13 +531,7 @@ def test_non_blocking_server_event_loop(
     client_errors: list[BaseException] = []
 
     def client(i: int) -> None:
-        try:
-            raw = socket.create_connection(listener.getsockname(), timeout=TIMEOUT)
-            with plain_client.wrap_socket(raw, server_hostname="localhost") as c:
-                c.sendall(b"hello %d" % i)
-                assert c.recv(100) == b"HELLO %d" % i
-        except BaseException as exc:  # reported by the test
-            client_errors.append(exc)
+        _upper_echo_client(plain_client, listener.getsockname(), b"hello %d" % i, client_errors)
 
     server = threading.Thread(target=serve, daemon=True)
     server.start()
