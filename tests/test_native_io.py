@@ -970,3 +970,98 @@ def test_a_signal_handler_can_close_the_socket_its_thread_is_reading(
             signal.signal(signal.SIGALRM, previous)
             release.set()
     assert not errors
+
+
+# -- spinning before sleeping (rust/src/sockio.rs, "Waiting spins briefly...") -----------------
+
+
+def test_spin_wait_backs_off_after_spins_that_find_nothing() -> None:
+    """A spin that finds nothing makes the next 1, 2, 4, ... waits sleep at once; one that finds
+    data resets that. ``readable`` never consumes what it finds."""
+    from unitls._native import SpinWait
+
+    a, b = socket.socketpair()
+    with a, b:
+        spin = SpinWait()
+        fd = a.fileno()
+        assert spin.skipping == 0
+        assert not spin.readable(fd)  # nothing comes: the whole budget is spun, in vain
+        assert spin.skipping == 1
+        b.sendall(b"x")
+        assert not spin.readable(fd)  # backing off: no look at the socket at all
+        assert spin.skipping == 0
+        assert spin.readable(fd)  # there at once: no spin, so nothing learnt
+        assert spin.readable(fd)  # still there: nothing was consumed
+        assert a.recv(10) == b"x"
+        assert not spin.readable(fd)  # in vain again: the backoff doubles
+        assert spin.skipping == 2
+        for _ in range(2):
+            assert not spin.readable(fd)
+        assert not spin.readable(fd)
+        assert spin.skipping == 4
+        for _ in range(4):
+            assert not spin.readable(fd)
+        assert spin.readable(-1) is False  # a closed socket's fileno()
+
+
+def test_spinning_can_be_turned_off() -> None:
+    """``UNITLS_SPIN_US=0``: waits sleep at once (``readable`` says False without looking), and
+    the native sockets still work."""
+    code = (
+        "import socket\n"
+        "from unitls._native import SpinWait\n"
+        "a, b = socket.socketpair()\n"
+        "b.sendall(b'x')\n"
+        "spin = SpinWait()\n"
+        "print(spin.readable(a.fileno()), spin.skipping)\n"
+    )
+    import subprocess
+
+    env = dict(os.environ, UNITLS_SPIN_US="0")
+    out = subprocess.run(
+        [sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=60
+    )
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.split() == ["False", "0"]
+    env = dict(os.environ, UNITLS_SPIN_US="30")
+    out = subprocess.run(
+        [sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=60
+    )
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.split() == ["True", "0"]
+
+
+def test_data_that_arrives_while_it_spins_ends_the_spin() -> None:
+    """With a 10 ms budget (the most ``UNITLS_SPIN_US`` allows), data sent by another thread
+    while the spin runs ends it with True; so does the peer's EOF."""
+    code = (
+        "import socket, threading, time\n"
+        "from unitls._native import SpinWait\n"
+        "a, b = socket.socketpair()\n"
+        "spin = SpinWait()\n"
+        "assert not spin.readable(a.fileno()) and spin.skipping == 1\n"
+        "spin.readable(a.fileno())\n"
+        "caught = 0\n"
+        "for _ in range(20):\n"
+        "    t = threading.Thread(target=lambda: (time.sleep(0.001), b.sendall(b'y')))\n"
+        "    t.start()\n"
+        "    caught += spin.readable(a.fileno())\n"
+        "    t.join()\n"
+        "    assert a.recv(10) == b'y'\n"
+        "    while spin.skipping:\n"
+        "        spin.readable(a.fileno())\n"
+        "b.close()\n"
+        "a.setblocking(False)\n"
+        "print(caught, spin.readable(a.fileno()), spin.skipping)\n"
+    )
+    import subprocess
+
+    env = dict(os.environ, UNITLS_SPIN_US="10000")
+    out = subprocess.run(
+        [sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=60
+    )
+    assert out.returncode == 0, out.stderr
+    caught, eof_readable, skipping = out.stdout.split()
+    # A sender that has not run within 10 ms (a loaded machine) makes a spin miss; most catch.
+    assert int(caught) >= 10, out.stdout
+    assert (eof_readable, skipping) == ("True", "0")  # the peer's EOF is readable too

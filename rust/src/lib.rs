@@ -38,6 +38,7 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<resumption::ClientSession>()?;
     m.add_class::<sockio::SocketCore>()?;
     m.add_class::<sockio::SSLSocketCore>()?;
+    m.add_class::<sockio::SpinWait>()?;
     m.add_function(wrap_pyfunction!(config::supported_cipher_suites, m)?)?;
     m.add_class::<nss::NssClientConfig>()?;
     m.add_class::<nss::NssServerConfig>()?;

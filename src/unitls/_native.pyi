@@ -317,6 +317,18 @@ class SocketCore:
     @property
     def raw_socket(self) -> Any: ...
 
+class SpinWait:
+    """Spinning before a blocking read, for sockets that sleep in their own ``poll()`` (the
+    OpenSSL engine's): ``readable(fd)`` polls without sleeping for up to ``UNITLS_SPIN_US``
+    microseconds (GIL released; adaptive backoff per object) and says whether ``fd`` became
+    readable. It never consumes anything."""
+
+    def __init__(self) -> None: ...
+    @property
+    def skipping(self) -> int:
+        """How many of the next ``readable`` calls return False at once (backing off)."""
+    def readable(self, fd: int, /) -> bool: ...
+
 class SSLSocketCore:
     """The ssl bridge's ``_sslobj`` I/O over a ``Connection``: ``_ssl._SSLSocket``'s ``read``,
     ``write``, ``do_handshake``, ``pending`` and ``shutdown``, raising what ``_ssl`` raises

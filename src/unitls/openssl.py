@@ -87,6 +87,11 @@ from ._socket import (
 )
 from ._stdlib import ORIGINAL_SSLCONTEXT
 
+try:  # the extension's spin before a blocking read (see OpenSSLSocket); optional for this engine
+    from ._native import SpinWait
+except ImportError:  # pragma: no cover - the extension is part of every build
+    SpinWait = None  # type: ignore[assignment,misc]
+
 if TYPE_CHECKING:
     from typing_extensions import Buffer
 
@@ -1127,6 +1132,10 @@ class OpenSSLSocket(_SocketBase):
     A timeout is a deadline for the whole call in both modes. A reset is a ragged EOF when
     reading and a ``TLSConnectionError`` when writing; ``shutdown(SHUT_WR)`` sends close_notify
     and reading stays TLS-protected.
+
+    A blocking read in single mode that finds nothing to read spins first (``_native.SpinWait``,
+    GIL released, up to ``UNITLS_SPIN_US``) before OpenSSL sleeps in its own ``poll()``: the same
+    rule as the native sockets' waits (``rust/src/sockio.rs``), where it is explained.
     """
 
     __slots__ = (
@@ -1138,6 +1147,7 @@ class OpenSSLSocket(_SocketBase):
         "_nagle_after_first_write",
         "_shared",
         "_sock",
+        "_spin",
         "_ssl",
         "_timeout",
     )
@@ -1157,6 +1167,7 @@ class OpenSSLSocket(_SocketBase):
         self._done = False
         self._close_sent = False
         self._nagle_after_first_write = False  # see _no_delay_until_first_write
+        self._spin = SpinWait() if SpinWait is not None else None
         ssl_sock.settimeout(self._openssl_timeout())
 
     def _openssl_timeout(self) -> float:
@@ -1257,6 +1268,8 @@ class OpenSSLSocket(_SocketBase):
         c_obj = self._ssl._sslobj  # type: ignore[attr-defined]
         if not self._shared and c_obj is not None and lock.acquire(False):
             try:
+                if self._spin is not None and self._timeout != 0 and not c_obj.pending():
+                    self._spin.readable(self._ssl.fileno())
                 data: bytes = c_obj.read(bufsize)
                 if not self._done:
                     self._done = True
@@ -1281,6 +1294,8 @@ class OpenSSLSocket(_SocketBase):
         c_obj = self._ssl._sslobj  # type: ignore[attr-defined]
         if not self._shared and c_obj is not None and lock.acquire(False):
             try:
+                if self._spin is not None and self._timeout != 0 and not c_obj.pending():
+                    self._spin.readable(self._ssl.fileno())
                 n: int = c_obj.read(nbytes, buffer)
                 if not self._done:
                     self._done = True
