@@ -72,3 +72,77 @@ impl Drop for ByteView {
         Python::attach(|_| unsafe { ffi::PyBuffer_Release(&mut self.view) });
     }
 }
+
+/// A writer into memory that is not initialised yet (a new `bytes` object's): it never forms a
+/// Rust slice over that memory, only copies into it, and counts what it wrote.
+pub struct RawSink {
+    ptr: *mut u8,
+    len: usize,
+    pos: usize,
+}
+
+impl RawSink {
+    pub fn written(&self) -> usize {
+        self.pos
+    }
+}
+
+impl std::io::Write for RawSink {
+    fn write(&mut self, data: &[u8]) -> std::io::Result<usize> {
+        let n = data.len().min(self.len - self.pos);
+        // SAFETY: `ptr..ptr+len` is writable memory owned by the caller of `new_bytes_filled`
+        // for the sink's lifetime; `pos + n <= len`; `data` cannot overlap a new object.
+        unsafe { std::ptr::copy_nonoverlapping(data.as_ptr(), self.ptr.add(self.pos), n) };
+        self.pos += n;
+        Ok(n)
+    }
+
+    fn write_vectored(&mut self, bufs: &[std::io::IoSlice<'_>]) -> std::io::Result<usize> {
+        let mut total = 0;
+        for buf in bufs {
+            let n = self.write(buf)?;
+            total += n;
+            if n < buf.len() {
+                break;
+            }
+        }
+        Ok(total)
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+/// A new `bytes` object of exactly `len` bytes, filled by `fill` through a `RawSink` without
+/// zeroing it first (PyO3's `PyBytes::new_with` zeroes: a memset per call on the hot path).
+/// `fill` must write all `len` bytes; otherwise this fails with `short` (the object is dropped
+/// before anyone sees its uninitialised tail).
+pub fn new_bytes_filled<'py, E>(
+    py: Python<'py>,
+    len: usize,
+    fill: impl FnOnce(&mut RawSink) -> Result<(), E>,
+    short: impl FnOnce(usize) -> E,
+) -> Result<Bound<'py, pyo3::types::PyBytes>, E>
+where
+    E: From<PyErr>,
+{
+    use pyo3::types::PyBytes;
+    // SAFETY: a NULL source asks CPython for an uninitialised object of `len` bytes, which
+    // only this function can reach until it returns it.
+    let obj = unsafe {
+        let raw = ffi::PyBytes_FromStringAndSize(std::ptr::null(), len as ffi::Py_ssize_t);
+        Bound::from_owned_ptr_or_err(py, raw)?.cast_into_unchecked::<PyBytes>()
+    };
+    // SAFETY: the object's buffer holds `len` writable bytes (plus CPython's trailing NUL).
+    let ptr = unsafe { ffi::PyBytes_AsString(obj.as_ptr()) } as *mut u8;
+    if ptr.is_null() {
+        return Err(PyErr::fetch(py).into());
+    }
+    let mut sink = RawSink { ptr, len, pos: 0 };
+    fill(&mut sink)?;
+    if sink.pos != len {
+        return Err(short(sink.pos));
+    }
+    Ok(obj)
+}

@@ -272,20 +272,21 @@ impl Connection {
                 if let Some(pending) = inner.session.pending_outgoing() {
                     // Common case: copy the engine's records straight into the result.
                     let n = pending.min(want);
-                    let mut got = 0;
-                    let out = PyBytes::new_with(py, n, |buf| {
-                        got = inner.session.take_outgoing(buf);
-                        Ok(())
-                    })?;
-                    if got != n {
-                        return Err(Failure::Internal(format!(
-                            "internal error in the {} engine: it gave {got} bytes of \
-                             ciphertext, not the {n} it reported",
-                            self.engine
-                        ))
-                        .into());
-                    }
-                    return Ok(out);
+                    return crate::buffers::new_bytes_filled(
+                        py,
+                        n,
+                        |sink| {
+                            inner.session.take_outgoing(sink);
+                            Ok(())
+                        },
+                        |got| {
+                            PyErr::from(Failure::Internal(format!(
+                                "internal error in the {} engine: it gave {got} bytes of \
+                                 ciphertext, not the {n} it reported",
+                                self.engine
+                            )))
+                        },
+                    );
                 }
             }
             inner.session.drain_outgoing(&mut inner.outgoing.buf);

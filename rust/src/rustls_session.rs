@@ -373,19 +373,16 @@ impl TlsSession for RustlsSession {
         }
     }
 
-    fn take_outgoing(&mut self, buf: &mut [u8]) -> usize {
+    fn take_outgoing(&mut self, out: &mut crate::buffers::RawSink) {
         let Stage::Running(conn) = &mut self.stage else {
-            return 0;
+            return;
         };
-        let mut rest: &mut [u8] = buf;
-        while !rest.is_empty() {
-            match conn.write_tls(&mut rest) {
+        loop {
+            match conn.write_tls(out) {
                 Ok(0) | Err(_) => break,
                 Ok(_) => {}
             }
         }
-        let left = rest.len();
-        buf.len() - left
     }
 
     fn handshake(&mut self) -> Result<(), Failure> {

@@ -35,11 +35,10 @@ pub trait TlsSession: Send {
         None
     }
 
-    /// Move up to `buf.len()` bytes of ciphertext into `buf` (after `pending_outgoing` said
-    /// how many there are); returns the count.
-    fn take_outgoing(&mut self, buf: &mut [u8]) -> usize {
-        let _ = buf;
-        0
+    /// Move ciphertext into `out` until it is full or the engine has none left (after
+    /// `pending_outgoing` said how much there is).
+    fn take_outgoing(&mut self, out: &mut crate::buffers::RawSink) {
+        let _ = out;
     }
 
     /// Drive the handshake: `Ok` once it is complete, `Err(WantRead)` while it needs input,

@@ -839,12 +839,10 @@ impl TlsSession for NssSession {
         Some(self.core().io.outgoing.len())
     }
 
-    fn take_outgoing(&mut self, buf: &mut [u8]) -> usize {
+    fn take_outgoing(&mut self, out: &mut crate::buffers::RawSink) {
         let q = &mut self.core_mut().io.outgoing;
-        let n = q.len().min(buf.len());
-        buf[..n].copy_from_slice(&q.data()[..n]);
+        let n = std::io::Write::write(out, q.data()).unwrap_or(0);
         q.consume(n);
-        n
     }
 
     fn handshake(&mut self) -> Result<(), Failure> {
