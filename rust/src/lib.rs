@@ -5,6 +5,8 @@
 //! NSS engine is `nss/` (NSS loaded at run time).
 //! Only the engine modules of the Python package (`unitls.rustls`, ...) import this module.
 
+use std::cell::Cell;
+
 use pyo3::prelude::*;
 
 /// Rust allocations of this extension (rustls' per-record buffers above all) use mimalloc, with
@@ -12,14 +14,16 @@ use pyo3::prelude::*;
 /// TCP fell from ~2.2x the stdlib's to ~1.3x after a burst of short connections had grown and
 /// fragmented glibc's per-thread arenas (`MALLOC_ARENA_MAX=1` restored it: an allocator effect).
 ///
-/// One change to mimalloc's policy: a `realloc` whose new size fits the block it already has
-/// (blocks up to `KEEP_IN_PLACE`) keeps that block, even when it shrinks. rustls shrinks its
-/// receive buffer to 4 KiB whenever it has consumed everything in it, i.e. after every record
-/// of a bulk stream, then grows it back 4 KiB per `read_tls`: each 16 KiB record cost a shrink
-/// and three grows, each a new block and a copy (mimalloc moves a block that shrinks below half
-/// its size), ~8% of rustls' in-memory bulk time (`perf`). A connection that has received a
-/// full record therefore keeps a 32 KiB receive buffer while idle, where OpenSSL keeps its own
-/// ~17 KiB one.
+/// One change to mimalloc's policy, for rustls' receive buffer only (`keep_in_place`, around
+/// `read_tls`): a `realloc` whose new size fits the block it already has (blocks up to
+/// `KEEP_IN_PLACE`) keeps that block, even when it shrinks. rustls shrinks that buffer to 4 KiB
+/// whenever it has consumed everything in it, i.e. after every record of a bulk stream, then
+/// grows it back 4 KiB per `read_tls`: each 16 KiB record cost a shrink and three grows, each a
+/// new block and a copy (mimalloc moves a block that shrinks below half its size), ~8% of
+/// rustls' in-memory bulk time (`perf`). A connection that has received a full record
+/// therefore keeps a 32 KiB receive buffer while idle, where OpenSSL keeps its own ~17 KiB one.
+/// (Applied to every `realloc` of the extension, the same rule made the bridge's bulk download
+/// 15% slower after a few thousand handshakes in the same process: it is kept to this buffer.)
 #[global_allocator]
 static ALLOCATOR: Allocator = Allocator;
 
@@ -28,6 +32,23 @@ static ALLOCATOR: Allocator = Allocator;
 const KEEP_IN_PLACE: usize = 32 * 1024;
 
 struct Allocator;
+
+thread_local! {
+    /// Set by `keep_in_place` (const-initialised: reading it never allocates).
+    static KEEP: Cell<bool> = const { Cell::new(false) };
+}
+
+/// Run `f` with the allocator keeping blocks in place on `realloc` (see `ALLOCATOR`).
+pub(crate) fn keep_in_place<T>(f: impl FnOnce() -> T) -> T {
+    struct Reset(bool);
+    impl Drop for Reset {
+        fn drop(&mut self) {
+            KEEP.with(|k| k.set(self.0));
+        }
+    }
+    let _reset = Reset(KEEP.with(|k| k.replace(true)));
+    f()
+}
 
 extern "C" {
     // mimalloc's (linked through the mimalloc crate): the size of the block behind `p`.
@@ -54,7 +75,7 @@ unsafe impl std::alloc::GlobalAlloc for Allocator {
 
     #[inline]
     unsafe fn realloc(&self, ptr: *mut u8, layout: std::alloc::Layout, new_size: usize) -> *mut u8 {
-        if new_size <= KEEP_IN_PLACE {
+        if new_size <= KEEP_IN_PLACE && KEEP.with(Cell::get) {
             let usable = mi_usable_size(ptr as *const std::ffi::c_void);
             if new_size <= usable && usable <= KEEP_IN_PLACE {
                 return ptr;
