@@ -97,7 +97,9 @@ impl Connection {
             let n = avail.min(amt);
             let mut got = 0;
             let out = PyBytes::new_with(py, n, |buf| {
-                got = self.call(py, inner, |inner| inner.session.read(buf))?;
+                got = self.call(py, inner, |inner| {
+                    crate::keep_in_place(|| inner.session.read(buf))
+                })?;
                 Ok(())
             })?;
             if got == n {
@@ -113,7 +115,9 @@ impl Connection {
             amt.min(avail + queued + 64 * 1024)
         };
         let mut gathered = vec![0u8; cap];
-        let got = self.call(py, inner, |inner| inner.session.read(&mut gathered))?;
+        let got = self.call(py, inner, |inner| {
+            crate::keep_in_place(|| inner.session.read(&mut gathered))
+        })?;
         Ok(PyBytes::new(py, &gathered[..got]))
     }
 
@@ -255,7 +259,8 @@ impl Connection {
                     "more than 1 MiB of ciphertext is queued: read the plaintext first",
                 ));
             }
-            inner.session.feed(data)
+            // rustls' receive buffer shrinks and grows around every record (`keep_in_place`).
+            crate::keep_in_place(|| inner.session.feed(data))
         })
     }
 
@@ -347,7 +352,7 @@ impl Connection {
             if want == 0 {
                 return Ok(0);
             }
-            inner.session.read(&mut view.as_mut_slice()[..want])
+            crate::keep_in_place(|| inner.session.read(&mut view.as_mut_slice()[..want]))
         })
     }
 

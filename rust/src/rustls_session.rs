@@ -233,8 +233,7 @@ impl RustlsSession {
                     unreachable!()
                 };
                 let mut reader = src;
-                // rustls' receive buffer shrinks and grows around every record (`keep_in_place`).
-                match crate::keep_in_place(|| conn.read_tls(&mut reader)) {
+                match conn.read_tls(&mut reader) {
                     Ok(0) => {
                         // rustls saw close_notify: whatever follows is not for us.
                         self.incoming.clear();
