@@ -1065,3 +1065,52 @@ def test_data_that_arrives_while_it_spins_ends_the_spin() -> None:
     # A sender that has not run within 10 ms (a loaded machine) makes a spin miss; most catch.
     assert int(caught) >= 10, out.stdout
     assert (eof_readable, skipping) == ("True", "0")  # the peer's EOF is readable too
+
+
+def test_a_signal_that_arrives_while_the_main_thread_spins_is_handled() -> None:
+    """A signal delivered during a spin interrupts no system call: the main thread must still
+    run its handler (here: raise) instead of sleeping until data comes. A 10 ms spin budget and
+    a signal 2 ms into a blocking recv() on a connection whose peer never sends make the signal
+    land inside the spin; the subprocess hangs (and times out) without the fix."""
+    code = (
+        "import signal, socket, ssl, sys, threading, time\n"
+        "import unitls\n"
+        "from unitls._certgen import CA\n"
+        "ca = CA.create('spin'); leaf = ca.issue('localhost', '127.0.0.1')\n"
+        "import tempfile, os\n"
+        "d = tempfile.mkdtemp(); c = os.path.join(d, 'c.pem'); k = os.path.join(d, 'k.pem')\n"
+        "open(c, 'wb').write(leaf.chain_pem); open(k, 'wb').write(leaf.key_pem)\n"
+        "sctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER); sctx.load_cert_chain(c, k)\n"
+        "lst = socket.create_server(('127.0.0.1', 0)); port = lst.getsockname()[1]\n"
+        "held = []\n"
+        "def serve():\n"
+        "    raw, _ = lst.accept(); held.append(sctx.wrap_socket(raw, server_side=True))\n"
+        "threading.Thread(target=serve, daemon=True).start()\n"
+        "impl = unitls.get_implementation(sys.argv[1])\n"
+        "cfg = unitls.TLSClientConfiguration(trust_store=ca.trust_store())\n"
+        "sock = impl.client_context(cfg).connect(('127.0.0.1', port))\n"
+        "class Interrupted(Exception): pass\n"
+        "def handler(signum, frame): raise Interrupted\n"
+        "signal.signal(signal.SIGUSR1, handler)\n"
+        "main = threading.get_ident()\n"
+        "threading.Timer(0.002, signal.pthread_kill, (main, signal.SIGUSR1)).start()\n"
+        "try:\n"
+        "    sock.recv(100)\n"
+        "except Interrupted:\n"
+        "    print('interrupted')\n"
+    )
+    import subprocess
+
+    env = dict(os.environ, UNITLS_SPIN_US="10000")
+    for engine in ("rustls", "nss"):
+        if engine not in unitls.implementations():
+            continue
+        out = subprocess.run(
+            [sys.executable, "-c", code, engine],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        assert out.returncode == 0, out.stderr
+        assert out.stdout.split() == ["interrupted"], (engine, out.stdout, out.stderr)

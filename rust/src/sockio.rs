@@ -48,7 +48,10 @@
 //! adapt per socket: one that ends without the socket becoming ready doubles the number of
 //! following waits that sleep at once (up to `SPIN_BACKOFF_MAX`); one that ends ready resets it.
 //! A peer that answers slowly therefore costs one spin per 256 waits; a single-CPU machine, or
-//! `UNITLS_SPIN_US=0`, never spins. Non-blocking calls never wait, hence never spin.
+//! `UNITLS_SPIN_US=0`, never spins. Non-blocking calls never wait, hence never spin. A signal
+//! that arrives during a spin interrupts no system call, so in the main thread (where Python
+//! runs signal handlers) the sleep after a spin that missed is first 50 ms long, then signals
+//! are checked: such a signal is handled at most 50 ms late instead of never.
 //!
 //! The Python socket object owns the descriptor: it is looked up (`fileno()`) at every call,
 //! never closed here.
@@ -123,17 +126,31 @@ struct Spinner {
     backoff: AtomicU32,
 }
 
+/// What a spin before sleeping found.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Spin {
+    /// The descriptor is ready (or polling it failed: the sleeping poll reports that).
+    Ready,
+    /// Spun for the whole budget, in vain.
+    Missed,
+    /// Did not spin (backing off, spinning off, or a non-blocking call).
+    Skipped,
+}
+
+/// The main thread's first sleep after a spin that missed, in ms (see `Core::wait_fd`).
+const SIGNAL_SLICE_MS: c_int = 50;
+
 impl Spinner {
-    /// Poll `pfd` without sleeping for up to the budget; true once it is ready.
-    fn spin(&self, pfd: &mut libc::pollfd) -> bool {
+    /// Poll `pfd` without sleeping for up to the budget.
+    fn spin(&self, pfd: &mut libc::pollfd) -> Spin {
         let budget = spin_budget();
         if budget.is_zero() {
-            return false;
+            return Spin::Skipped;
         }
         let skip = self.skip.load(Ordering::Relaxed);
         if skip > 0 {
             self.skip.store(skip - 1, Ordering::Relaxed);
-            return false;
+            return Spin::Skipped;
         }
         let start = Instant::now();
         loop {
@@ -142,9 +159,9 @@ impl Spinner {
                 0 => {}
                 n if n > 0 => {
                     self.backoff.store(0, Ordering::Relaxed);
-                    return true;
+                    return Spin::Ready;
                 }
-                _ => return false, // EINTR...: the sleeping poll handles it
+                _ => return Spin::Skipped, // EINTR...: the sleeping poll handles it
             }
             if start.elapsed() >= budget {
                 break;
@@ -154,7 +171,7 @@ impl Spinner {
         let backoff = (self.backoff.load(Ordering::Relaxed) * 2).clamp(1, SPIN_BACKOFF_MAX);
         self.backoff.store(backoff, Ordering::Relaxed);
         self.skip.store(backoff, Ordering::Relaxed);
-        false
+        Spin::Missed
     }
 }
 
@@ -586,13 +603,27 @@ impl Core {
             events: (if read { libc::POLLIN } else { 0 }) | (if write { libc::POLLOUT } else { 0 }),
             revents: 0,
         };
-        let rc = if ms != 0 && self.spinner.spin(&mut pfd) {
-            1 // the sleeping poll's result, without the sleep
+        let spin = if ms != 0 {
+            self.spinner.spin(&mut pfd)
         } else {
+            Spin::Skipped
+        };
+        // A signal that arrives while the main thread spins interrupts no system call, so the
+        // sleeping poll would not see it: there, the first sleep is short, then signals are
+        // checked (Python runs handlers in the main thread only).
+        let sliced = spin == Spin::Missed
+            && (ms < 0 || ms > SIGNAL_SLICE_MS)
+            // SAFETY: plain system calls; the main thread's id is the process id.
+            && unsafe { libc::gettid() == libc::getpid() };
+        let rc = match spin {
+            Spin::Ready => 1, // the sleeping poll's result, without the sleep
             // SAFETY: one valid pollfd.
-            unsafe { libc::poll(&mut pfd, 1, ms) }
+            _ => unsafe { libc::poll(&mut pfd, 1, if sliced { SIGNAL_SLICE_MS } else { ms }) },
         };
         self.check_open()?; // woken by another thread's close()
+        if rc == 0 && sliced {
+            return self.check_signals(); // then the caller retries and waits again
+        }
         if rc < 0 {
             let e = errno();
             if e == libc::EINTR {
@@ -1152,7 +1183,9 @@ impl SpinWait {
         if unsafe { libc::poll(&mut pfd, 1, 0) } != 0 {
             return true;
         }
-        py.detach(|| self.0.spin(&mut pfd))
+        // The OpenSSL engine's own waits come back to Python every 50 ms (its `_SLICE`), so a
+        // signal that arrives while this spins is handled then.
+        py.detach(|| self.0.spin(&mut pfd)) == Spin::Ready
     }
 }
 
