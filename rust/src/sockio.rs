@@ -612,7 +612,7 @@ impl Core {
         // sleeping poll would not see it: there, the first sleep is short, then signals are
         // checked (Python runs handlers in the main thread only).
         let sliced = spin == Spin::Missed
-            && (ms < 0 || ms > SIGNAL_SLICE_MS)
+            && !(0..=SIGNAL_SLICE_MS).contains(&ms) // -1: no deadline
             // SAFETY: plain system calls; the main thread's id is the process id.
             && unsafe { libc::gettid() == libc::getpid() };
         let rc = match spin {
