@@ -19,6 +19,7 @@ import select
 import socket
 import ssl
 import struct
+import subprocess
 import sys
 import threading
 import time
@@ -975,6 +976,17 @@ def test_a_signal_handler_can_close_the_socket_its_thread_is_reading(
 # -- spinning before sleeping (rust/src/sockio.rs, "Waiting spins briefly...") -----------------
 
 
+def _python_with_spin(budget_us: int, code: str, *args: str) -> str:
+    """Run ``code`` in a new interpreter with ``UNITLS_SPIN_US=budget_us`` (read once per
+    process); its stdout, after checking that it exited cleanly."""
+    env = dict(os.environ, UNITLS_SPIN_US=str(budget_us))
+    out = subprocess.run(
+        [sys.executable, "-c", code, *args], env=env, capture_output=True, text=True, timeout=60
+    )
+    assert out.returncode == 0, out.stderr
+    return out.stdout
+
+
 def test_spin_wait_backs_off_after_spins_that_find_nothing() -> None:
     """A spin that finds nothing makes the next 1, 2, 4, ... waits sleep at once; one that finds
     data resets that. ``readable`` never consumes what it finds."""
@@ -1015,20 +1027,8 @@ def test_spinning_can_be_turned_off() -> None:
         "spin = SpinWait()\n"
         "print(spin.readable(a.fileno()), spin.skipping)\n"
     )
-    import subprocess
-
-    env = dict(os.environ, UNITLS_SPIN_US="0")
-    out = subprocess.run(
-        [sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=60
-    )
-    assert out.returncode == 0, out.stderr
-    assert out.stdout.split() == ["False", "0"]
-    env = dict(os.environ, UNITLS_SPIN_US="30")
-    out = subprocess.run(
-        [sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=60
-    )
-    assert out.returncode == 0, out.stderr
-    assert out.stdout.split() == ["True", "0"]
+    assert _python_with_spin(0, code).split() == ["False", "0"]
+    assert _python_with_spin(30, code).split() == ["True", "0"]
 
 
 def test_data_that_arrives_while_it_spins_ends_the_spin() -> None:
@@ -1054,16 +1054,10 @@ def test_data_that_arrives_while_it_spins_ends_the_spin() -> None:
         "a.setblocking(False)\n"
         "print(caught, spin.readable(a.fileno()), spin.skipping)\n"
     )
-    import subprocess
-
-    env = dict(os.environ, UNITLS_SPIN_US="10000")
-    out = subprocess.run(
-        [sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=60
-    )
-    assert out.returncode == 0, out.stderr
-    caught, eof_readable, skipping = out.stdout.split()
+    out = _python_with_spin(10_000, code)
+    caught, eof_readable, skipping = out.split()
     # A sender that has not run within 10 ms (a loaded machine) makes a spin miss; most catch.
-    assert int(caught) >= 10, out.stdout
+    assert int(caught) >= 10, out
     assert (eof_readable, skipping) == ("True", "0")  # the peer's EOF is readable too
 
 
@@ -1099,19 +1093,7 @@ def test_a_signal_that_arrives_while_the_main_thread_spins_is_handled() -> None:
         "except Interrupted:\n"
         "    print('interrupted')\n"
     )
-    import subprocess
-
-    env = dict(os.environ, UNITLS_SPIN_US="10000")
     # OpenSSL's reads spin too (``SpinWait``), then sleep in 50 ms slices that return to Python.
     for engine in ("rustls", "nss", "openssl"):
-        if engine not in unitls.implementations():
-            continue
-        out = subprocess.run(
-            [sys.executable, "-c", code, engine],
-            env=env,
-            capture_output=True,
-            text=True,
-            timeout=60,
-        )
-        assert out.returncode == 0, out.stderr
-        assert out.stdout.split() == ["interrupted"], (engine, out.stdout, out.stderr)
+        if engine in unitls.implementations():
+            assert _python_with_spin(10_000, code, engine).split() == ["interrupted"], engine
