@@ -49,9 +49,10 @@
 //! following waits that sleep at once (up to `SPIN_BACKOFF_MAX`); one that ends ready resets it.
 //! A peer that answers slowly therefore costs one spin per 256 waits; a single-CPU machine, or
 //! `UNITLS_SPIN_US=0`, never spins. Non-blocking calls never wait, hence never spin. A signal
-//! that arrives during a spin interrupts no system call, so in the main thread (where Python
-//! runs signal handlers) the sleep after a spin that missed is first 50 ms long, then signals
-//! are checked: such a signal is handled at most 50 ms late instead of never.
+//! that arrives during a spin (or while the thread handles what woke it) interrupts no system
+//! call, so with spinning on the main thread (where Python runs signal handlers) sleeps at most
+//! 50 ms at a time and checks signals in between, as the OpenSSL engine's sockets do: such a
+//! signal is handled at most 50 ms late instead of never.
 //!
 //! The Python socket object owns the descriptor: it is looked up (`fileno()`) at every call,
 //! never closed here.
@@ -137,8 +138,24 @@ enum Spin {
     Skipped,
 }
 
-/// The main thread's first sleep after a spin that missed, in ms (see `Core::wait_fd`).
+/// The longest sleep of the main thread while spinning is on, in ms (see `Core::wait_fd`).
 const SIGNAL_SLICE_MS: c_int = 50;
+
+/// Whether this is the process's main thread (its id is the process id), asked once per thread.
+fn is_main_thread() -> bool {
+    thread_local! {
+        static MAIN: std::cell::Cell<Option<bool>> = const { std::cell::Cell::new(None) };
+    }
+    MAIN.with(|main| match main.get() {
+        Some(is_main) => is_main,
+        None => {
+            // SAFETY: plain system calls without arguments.
+            let is_main = unsafe { libc::gettid() == libc::getpid() };
+            main.set(Some(is_main));
+            is_main
+        }
+    })
+}
 
 impl Spinner {
     /// Poll `pfd` without sleeping for up to the budget.
@@ -608,13 +625,13 @@ impl Core {
         } else {
             Spin::Skipped
         };
-        // A signal that arrives while the main thread spins interrupts no system call, so the
-        // sleeping poll would not see it: there, the first sleep is short, then signals are
-        // checked (Python runs handlers in the main thread only).
-        let sliced = spin == Spin::Missed
+        // A signal that arrives while the main thread spins, or handles what woke it, interrupts
+        // no system call, so a later sleep would not see it: with spinning on, the main thread
+        // (where Python runs signal handlers) sleeps at most 50 ms at a time, then checks them.
+        let sliced = spin != Spin::Ready
+            && !spin_budget().is_zero()
             && !(0..=SIGNAL_SLICE_MS).contains(&ms) // -1: no deadline
-            // SAFETY: plain system calls; the main thread's id is the process id.
-            && unsafe { libc::gettid() == libc::getpid() };
+            && is_main_thread();
         let rc = match spin {
             Spin::Ready => 1, // the sleeping poll's result, without the sleep
             // SAFETY: one valid pollfd.
