@@ -976,7 +976,7 @@ def test_a_signal_handler_can_close_the_socket_its_thread_is_reading(
 # -- spinning before sleeping (rust/src/sockio.rs, "Waiting spins briefly...") -----------------
 
 
-def _python_with_spin(budget_us: int, code: str, *args: str) -> str:
+def _python_with_spin(budget_us: int | str, code: str, *args: str) -> str:
     """Run ``code`` in a new interpreter with ``UNITLS_SPIN_US=budget_us`` (read once per
     process); its stdout, after checking that it exited cleanly."""
     env = dict(os.environ, UNITLS_SPIN_US=str(budget_us))
@@ -1029,6 +1029,21 @@ def test_spinning_can_be_turned_off() -> None:
     )
     assert _python_with_spin(0, code).split() == ["False", "0"]
     assert _python_with_spin(30, code).split() == ["True", "0"]
+
+
+@pytest.mark.parametrize("value", ["abc", "-1", "10001", "1e3"])
+def test_a_spin_setting_that_cannot_be_used_is_reported(value: str) -> None:
+    """Not silently ignored: importing the extension warns and says what applies instead."""
+    code = (
+        "import warnings\n"
+        "with warnings.catch_warnings(record=True) as caught:\n"
+        "    warnings.simplefilter('always')\n"
+        "    import unitls._native\n"
+        "print([str(w.message) for w in caught if w.category is RuntimeWarning])\n"
+    )
+    out = _python_with_spin(value, code)
+    assert f'UNITLS_SPIN_US="{value}" is not a whole number of microseconds' in out
+    assert "uses the default, 30 µs" in out
 
 
 def test_data_that_arrives_while_it_spins_ends_the_spin() -> None:

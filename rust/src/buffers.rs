@@ -81,12 +81,6 @@ pub struct RawSink {
     pos: usize,
 }
 
-impl RawSink {
-    pub fn written(&self) -> usize {
-        self.pos
-    }
-}
-
 impl std::io::Write for RawSink {
     fn write(&mut self, data: &[u8]) -> std::io::Result<usize> {
         let n = data.len().min(self.len - self.pos);

@@ -105,6 +105,10 @@ const RUSTLS_VERSION: &str = "0.23.46";
 
 #[pymodule]
 fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
+    if let Err(message) = sockio::spin_setting() {
+        let category = m.py().get_type::<pyo3::exceptions::PyRuntimeWarning>();
+        PyErr::warn(m.py(), &category, &std::ffi::CString::new(message)?, 1)?;
+    }
     m.add_class::<config::ClientConfig>()?;
     m.add_class::<config::ServerConfig>()?;
     m.add_class::<conn::Connection>()?;

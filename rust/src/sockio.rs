@@ -106,16 +106,30 @@ fn spin_budget() -> Duration {
     static BUDGET: OnceLock<Duration> = OnceLock::new();
     *BUDGET.get_or_init(|| {
         let one_cpu = std::thread::available_parallelism().map_or(true, |n| n.get() < 2);
-        let us = match std::env::var("UNITLS_SPIN_US") {
-            Ok(v) => v.trim().parse::<u64>().unwrap_or(SPIN_DEFAULT_US),
-            Err(_) => SPIN_DEFAULT_US,
-        };
+        let us = spin_setting().unwrap_or(SPIN_DEFAULT_US);
         if one_cpu {
             Duration::ZERO
         } else {
-            Duration::from_micros(us.min(10_000))
+            Duration::from_micros(us)
         }
     })
+}
+
+/// `UNITLS_SPIN_US` read: the budget in µs, or why the value cannot be used (the module's
+/// import warns with that, and the default applies).
+pub(crate) fn spin_setting() -> Result<u64, String> {
+    const MAX_US: u64 = 10_000;
+    let Some(value) = std::env::var_os("UNITLS_SPIN_US") else {
+        return Ok(SPIN_DEFAULT_US);
+    };
+    match value.to_str().and_then(|v| v.trim().parse::<u64>().ok()) {
+        Some(us) if us <= MAX_US => Ok(us),
+        _ => Err(format!(
+            "UNITLS_SPIN_US={:?} is not a whole number of microseconds from 0 to {MAX_US}: \
+             spinning before sleeping uses the default, {SPIN_DEFAULT_US} µs (0 turns it off)",
+            value.to_string_lossy()
+        )),
+    }
 }
 
 /// Per-socket state of spinning before sleeping: after a spin that found nothing, `skip` waits
