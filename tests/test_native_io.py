@@ -1017,8 +1017,8 @@ def test_spin_wait_backs_off_after_spins_that_find_nothing() -> None:
 
 
 def test_spinning_can_be_turned_off() -> None:
-    """``UNITLS_SPIN_US=0``: waits sleep at once (``readable`` says False without looking), and
-    the native sockets still work."""
+    """``UNITLS_SPIN_US=0``: waits sleep at once (``readable`` says False without looking, even
+    with data there); with a budget, the same call finds the data."""
     code = (
         "import socket\n"
         "from unitls._native import SpinWait\n"

@@ -15,10 +15,10 @@ use pyo3::prelude::*;
 /// fragmented glibc's per-thread arenas (`MALLOC_ARENA_MAX=1` restored it: an allocator effect).
 ///
 /// One change to mimalloc's policy, on the `TLSBuffer` path only (`keep_in_place`, around the
-/// engine's `feed`/`read` in `conn.rs`): a `realloc` whose new size fits the block it already has (blocks up to
-/// `KEEP_IN_PLACE`) keeps that block, even when it shrinks. rustls shrinks that buffer to 4 KiB
-/// whenever it has consumed everything in it, i.e. after every record of a bulk stream, then
-/// grows it back 4 KiB per `read_tls`: each 16 KiB record cost a shrink and three grows, each a
+/// engine's `feed`/`read` in `conn.rs`): a `realloc` whose new size fits the block it already
+/// has (blocks up to `KEEP_IN_PLACE`) keeps that block, even when it shrinks. rustls shrinks its
+/// receive buffer to 4 KiB whenever it has consumed everything in it, i.e. after every record of
+/// a bulk stream, then grows it back 4 KiB per `read_tls`: each 16 KiB record cost a shrink and three grows, each a
 /// new block and a copy (mimalloc moves a block that shrinks below half its size), ~8% of
 /// rustls' in-memory bulk time (`perf`). A connection that has received a full record
 /// therefore keeps a 32 KiB receive buffer while idle, where OpenSSL keeps its own ~17 KiB one.

@@ -172,17 +172,31 @@ fn is_main_thread() -> bool {
 }
 
 impl Spinner {
-    /// Poll `pfd` without sleeping for up to the budget.
+    /// Poll `pfd` without sleeping for up to the budget, unless spinning is off or backing off.
     fn spin(&self, pfd: &mut libc::pollfd) -> Spin {
-        let budget = spin_budget();
-        if budget.is_zero() {
+        if self.skips() {
             return Spin::Skipped;
+        }
+        self.spin_now(pfd)
+    }
+
+    /// Whether this wait does not spin: spinning is off, or this wait is one of the `skip`
+    /// after a spin that missed (counted down here).
+    fn skips(&self) -> bool {
+        if spin_budget().is_zero() {
+            return true;
         }
         let skip = self.skip.load(Ordering::Relaxed);
         if skip > 0 {
             self.skip.store(skip - 1, Ordering::Relaxed);
-            return Spin::Skipped;
+            return true;
         }
+        false
+    }
+
+    /// The spin itself, once `skips` said to: updates the backoff with what it found.
+    fn spin_now(&self, pfd: &mut libc::pollfd) -> Spin {
+        let budget = spin_budget();
         let start = Instant::now();
         loop {
             // SAFETY: one valid pollfd; a zero timeout never sleeps.
@@ -1197,12 +1211,7 @@ impl SpinWait {
     /// spinning); whether it became readable (false at once while backing off or when spinning
     /// is off). Never consumes anything.
     fn readable(&self, py: Python<'_>, fd: c_int) -> bool {
-        if fd < 0 || spin_budget().is_zero() {
-            return false;
-        }
-        let skip = self.0.skip.load(Ordering::Relaxed);
-        if skip > 0 {
-            self.0.skip.store(skip - 1, Ordering::Relaxed);
+        if fd < 0 || self.0.skips() {
             return false;
         }
         let mut pfd = libc::pollfd {
@@ -1216,7 +1225,7 @@ impl SpinWait {
         }
         // The OpenSSL engine's own waits come back to Python every 50 ms (its `_SLICE`), so a
         // signal that arrives while this spins is handled then.
-        py.detach(|| self.0.spin(&mut pfd)) == Spin::Ready
+        py.detach(|| self.0.spin_now(&mut pfd)) == Spin::Ready
     }
 }
 
