@@ -368,6 +368,49 @@ def test_refused_connection(client_engine: Impl, client_config: TLSClientConfigu
         assert open_fds() == before
 
 
+def _has_ipv6() -> bool:
+    try:
+        with socket.socket(socket.AF_INET6) as s:
+            s.bind(("::1", 0))
+        return True
+    except OSError:
+        return False
+
+
+@pytest.mark.parametrize("host", ["127.0.0.1", "::1", "localhost"])
+def test_connect_to_an_address_or_a_name(
+    engine: Impl,
+    client_config: TLSClientConfiguration,
+    server_config: TLSServerConfiguration,
+    host: str,
+) -> None:
+    """connect() to an IPv4 or IPv6 address (connected without a resolver call) or a name
+    (resolved): the same connection, verified against what was asked for."""
+    if host == "::1" and not _has_ipv6():
+        pytest.skip("no IPv6 loopback here")
+    family = socket.AF_INET6 if host == "::1" else socket.AF_INET
+    listener = engine.server_context(server_config).connect(
+        ("::1" if family == socket.AF_INET6 else HOST, 0)
+    )
+    listener.settimeout(THREAD_TIMEOUT)
+    port = listener.getsockname()[1]
+    accepted: list[Any] = []
+    t = threading.Thread(target=lambda: accepted.append(listener.accept()[0]), daemon=True)
+    t.start()
+    try:
+        with engine.client_context(client_config).connect(
+            (host, port), timeout=THREAD_TIMEOUT
+        ) as sock:
+            t.join(THREAD_TIMEOUT)
+            assert len(accepted) == 1
+            accepted[0].sendall(b"hello")
+            assert sock.recv(5) == b"hello"
+    finally:
+        for conn in accepted:
+            conn.close(force=True)
+        listener.close()
+
+
 def test_peer_not_tls(client_engine: Impl, client_config: TLSClientConfiguration) -> None:
     # A plaintext server answering with HTTP: a protocol error, not a hang or a raw OSError.
     with socket.create_server((HOST, 0)) as plain:

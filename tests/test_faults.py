@@ -263,6 +263,35 @@ def test_finding_3_recv_is_bounded_by_its_timeout(
 
 
 @pytest.mark.timeout(30)
+def test_finding_3_a_short_timeout_is_not_overshot(
+    engine: Impl,
+    factory: SocketFactory,
+    client_config: TLSClientConfiguration,
+    server_ctx: ssl.SSLContext,
+) -> None:
+    """A recv() that finds nothing ends when its timeout does. (Regression: the OpenSSL
+    engine's socket let OpenSSL wait the timeout, then started the deadline, so a 0.05 s
+    timeout ended after 0.1 s.) The shortest of three tries is compared: a wait is never
+    shorter than asked, so the overshoot showed in every try."""
+
+    def handler(tls: ssl.SSLSocket) -> None:
+        _quietly(lambda: tls.recv(1))
+
+    with (
+        StdlibServer(server_ctx, handler) as server,
+        closing(factory.connect(engine, client_config, server.address, 20)) as sock,
+    ):
+        sock.settimeout(0.05)
+        took = []
+        for _ in range(3):
+            start = time.monotonic()
+            with pytest.raises(factory.timeout):
+                sock.recv(1)
+            took.append(time.monotonic() - start)
+    assert 0.05 <= min(took) < 0.09, took
+
+
+@pytest.mark.timeout(30)
 def test_finding_3_sendall_is_bounded_by_its_timeout(
     engine: Impl,
     factory: SocketFactory,
@@ -485,6 +514,43 @@ def test_finding_6_accept_is_not_held_by_an_idle_or_dripping_client(
     finally:
         stop.set()
         idle.close()
+        listener.close()
+
+
+def test_an_accept_deadline_shorter_than_a_handshake_keeps_the_client(
+    subject: Impl, server_config: TLSServerConfiguration, ca: CA
+) -> None:
+    """An idle listener gives a new client's handshake one short blocking try before it joins
+    the handshakes under way; accept()'s own deadline bounds that try. A client whose hello
+    comes after the deadline: TLSTimeoutError, and the next accept() completes its handshake
+    (it was neither dropped nor leaked)."""
+    listener = subject.server_context(server_config).connect((HOST, 0))
+    address = listener.getsockname()
+    hello_sent = threading.Event()
+    answer: list[bytes] = []
+
+    def late_client() -> None:
+        with socket.create_connection(address, timeout=20) as raw:
+            time.sleep(0.3)  # accept() has timed out by now (ordering only)
+            hello_sent.set()
+            with _stdlib_client_ctx(ca).wrap_socket(raw, server_hostname="localhost") as tls:
+                tls.sendall(b"hi")
+                answer.append(recv_exactly(tls, 2))
+
+    t = threading.Thread(target=late_client, daemon=True)
+    try:
+        listener.settimeout(0.05)
+        t.start()
+        with pytest.raises(unitls.TLSTimeoutError):
+            listener.accept()
+        assert not hello_sent.is_set(), "the client's hello came before the deadline"
+        listener.settimeout(20)
+        conn, _ = listener.accept()
+        with conn:
+            conn.sendall(recv_exactly(conn, 2))
+        t.join(20)
+        assert answer == [b"hi"]
+    finally:
         listener.close()
 
 

@@ -1233,7 +1233,10 @@ class OpenSSLSocket(_SocketBase):
             else:
                 raise self._error(error, writing) from error
             if isinstance(deadline, str):
-                deadline = Deadline(self._timeout, deadline)
+                # The operation started with the first attempt, in which OpenSSL itself may
+                # have waited its timeout (a slice) already.
+                spent = 0.0 if want is not None else self._ssl.gettimeout() or 0.0
+                deadline = Deadline(self._timeout, deadline, spent)
             if deadline.nonblocking:
                 if want:
                     raise WantWriteError("TLS data must be written to the network first")

@@ -27,10 +27,11 @@ class Deadline:
 
     __slots__ = ("_at", "timeout", "what")
 
-    def __init__(self, timeout: float | None, what: str = "operation") -> None:
+    def __init__(self, timeout: float | None, what: str = "operation", spent: float = 0.0) -> None:
+        """``spent``: seconds of the operation already gone (started before this deadline)."""
         self.timeout = timeout
         self.what = what
-        self._at = time.monotonic() + timeout if timeout else 0.0
+        self._at = time.monotonic() + timeout - spent if timeout else 0.0
 
     @property
     def nonblocking(self) -> bool:
