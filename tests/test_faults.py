@@ -554,16 +554,17 @@ def test_an_accept_deadline_shorter_than_a_handshake_keeps_the_client(
         listener.close()
 
 
+@pytest.mark.parametrize("clients", [0, 3])
 def test_closing_a_listener_wakes_another_threads_accept(
-    subject: Impl, server_config: TLSServerConfiguration
+    subject: Impl, server_config: TLSServerConfiguration, clients: int
 ) -> None:
-    """close() from another thread while accept() holds half-done handshakes: accept() raises
-    a TLSError promptly. (Regression: close() emptied the dicts accept() was iterating, and a
-    poll() on the closed listener slept on.)"""
+    """close() from another thread while accept() waits for a first client or holds half-done
+    handshakes: accept() raises a TLSError that says so, promptly. (Regression: close()
+    emptied the dicts accept() was iterating, and a poll() on the closed listener slept on.)"""
     listener = subject.server_context(server_config).connect((HOST, 0))
     listener.settimeout(120)
     address = listener.getsockname()
-    idle = [socket.create_connection(address) for _ in range(3)]
+    idle = [socket.create_connection(address) for _ in range(clients)]
     outcome: list[BaseException | None] = []
 
     def accept() -> None:
@@ -583,6 +584,7 @@ def test_closing_a_listener_wakes_another_threads_accept(
         assert not thread.is_alive(), "accept() slept on after close()"
         assert len(outcome) == 1
         assert isinstance(outcome[0], unitls.TLSError), repr(outcome[0])
+        assert "closed" in str(outcome[0]), repr(outcome[0])
     finally:
         for sock in idle:
             sock.close()

@@ -602,14 +602,18 @@ class BufferListener(_SocketBase, Generic[_T]):
         """The idle listener's fast path (see the class docstring): the next client, accepted
         and handshaken by one blocking call of at most ``_IDLE_HANDSHAKE_SLICE``; None when it
         needs longer (it then joins the handshakes under way) or no client came in time."""
-        accepted = self._accept_tcp()
-        if accepted is None:
-            left = deadline.remaining()
-            if not wait_fd(self._sock.fileno(), True, False, left):
-                return None
+        try:
             accepted = self._accept_tcp()
             if accepted is None:
-                return None
+                if not wait_fd(self._sock.fileno(), True, False, deadline.remaining()):
+                    return None
+                accepted = self._accept_tcp()
+                if accepted is None:
+                    return None
+        except TLSError as exc:
+            if self._closed:  # by another thread: its shutdown() woke this one's poll()
+                raise TLSError("the listening socket was closed during accept()") from exc
+            raise
         conn, addr = accepted
         now = time.monotonic()
         limit = self._handshake_timeout
@@ -620,10 +624,12 @@ class BufferListener(_SocketBase, Generic[_T]):
         budget = (
             _IDLE_HANDSHAKE_SLICE if left is None else max(min(left, _IDLE_HANDSHAKE_SLICE), 1e-6)
         )
-        client = _Client(
-            self._wrap_conn(conn, budget), addr, None if limit is None else now + limit
-        )
-        tls = client.tls
+        try:
+            tls = self._wrap_conn(conn, budget)
+        except TLSError as exc:
+            exc.add_note(f"client {_format_addr(addr)}")
+            raise
+        client = _Client(tls, addr, None if limit is None else now + limit)
         fd = tls._sock.fileno()
         try:
             tls.do_handshake()
