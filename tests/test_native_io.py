@@ -1031,6 +1031,29 @@ def test_spinning_can_be_turned_off() -> None:
     assert _python_with_spin(30, code).split() == ["True", "0"]
 
 
+def test_spin_wait_scale_multiplies_the_budget() -> None:
+    """``SpinWait(scale)`` spins ``scale`` times the budget (the OpenSSL engine's is 3): with a
+    5 ms budget and nothing arriving, a spin lasts at least 5 ms, and at least 15 ms with
+    ``scale=3`` (a spin never ends early in vain; only the lower bounds are checked).
+    Out-of-range scales are refused."""
+    code = (
+        "import socket, time\n"
+        "from unitls._native import SpinWait\n"
+        "a, b = socket.socketpair()\n"
+        "for scale in (1, 3):\n"
+        "    start = time.monotonic()\n"
+        "    assert not SpinWait(scale).readable(a.fileno())\n"
+        "    print(time.monotonic() - start)\n"
+    )
+    one, three = map(float, _python_with_spin(5_000, code).split())
+    assert one >= 0.005 and three >= 0.015, (one, three)
+    from unitls._native import SpinWait
+
+    for scale in (0, 17):
+        with pytest.raises(ValueError, match="scale must be from 1 to 16"):
+            SpinWait(scale)
+
+
 @pytest.mark.parametrize("value", ["abc", "-1", "10001", "1e3"])
 def test_a_spin_setting_that_cannot_be_used_is_reported(value: str) -> None:
     """Not silently ignored: importing the extension warns and says what applies instead."""

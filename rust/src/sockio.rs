@@ -134,11 +134,22 @@ pub(crate) fn spin_setting() -> Result<u64, String> {
 
 /// Per-socket state of spinning before sleeping: after a spin that found nothing, `skip` waits
 /// sleep at once; `backoff` (doubled by each failed spin, reset by a successful one) is the
-/// next `skip`. Races between a reader and a writer thread only blur the statistics.
-#[derive(Default)]
+/// next `skip`. Races between a reader and a writer thread only blur the statistics. `scale`
+/// multiplies the budget (see `SpinWait`).
 struct Spinner {
     skip: AtomicU32,
     backoff: AtomicU32,
+    scale: u32,
+}
+
+impl Default for Spinner {
+    fn default() -> Self {
+        Spinner {
+            skip: AtomicU32::new(0),
+            backoff: AtomicU32::new(0),
+            scale: 1,
+        }
+    }
 }
 
 /// What a spin before sleeping found.
@@ -196,7 +207,7 @@ impl Spinner {
 
     /// The spin itself, once `skips` said to: updates the backoff with what it found.
     fn spin_now(&self, pfd: &mut libc::pollfd) -> Spin {
-        let budget = spin_budget();
+        let budget = spin_budget() * self.scale;
         let start = Instant::now();
         loop {
             // SAFETY: one valid pollfd; a zero timeout never sleeps.
@@ -1189,15 +1200,25 @@ fn pep_error(e: IoErr, what: &str) -> PyErr {
 
 /// Spinning before a blocking read, for sockets that sleep elsewhere: the OpenSSL engine's
 /// `_ssl` objects wait in their own `poll()`, so the engine calls `readable()` first when
-/// OpenSSL holds no plaintext (the same budget and backoff as the native sockets' waits).
+/// OpenSSL holds no plaintext (the same backoff as the native sockets' waits; the budget times
+/// `scale`, 1 to 16).
 #[pyclass(frozen, module = "unitls._native")]
 pub struct SpinWait(Spinner);
 
 #[pymethods]
 impl SpinWait {
     #[new]
-    fn new() -> Self {
-        SpinWait(Spinner::default())
+    #[pyo3(signature = (scale = 1))]
+    fn new(scale: u32) -> PyResult<Self> {
+        if !(1..=16).contains(&scale) {
+            return Err(PyValueError::new_err(format!(
+                "scale must be from 1 to 16 (times the spin budget), not {scale}"
+            )));
+        }
+        Ok(SpinWait(Spinner {
+            scale,
+            ..Spinner::default()
+        }))
     }
 
     /// How many of the next calls return at once without spinning (the backoff after spins

@@ -321,9 +321,9 @@ class SpinWait:
     """Spinning before a blocking read, for sockets that sleep in their own ``poll()`` (the
     OpenSSL engine's): ``readable(fd)`` polls without sleeping for up to ``UNITLS_SPIN_US``
     microseconds (GIL released; adaptive backoff per object) and says whether ``fd`` became
-    readable. It never consumes anything."""
+    readable. It never consumes anything. ``scale`` (1 to 16) multiplies the budget."""
 
-    def __init__(self) -> None: ...
+    def __init__(self, scale: int = 1) -> None: ...
     @property
     def skipping(self) -> int:
         """How many of the next ``readable`` calls return False at once (backing off)."""
