@@ -1120,6 +1120,12 @@ _SPIN_SCALE = 3
 _SLICE = 0.05
 
 
+def _set_openssl_timeout(ssl_sock: ssl.SSLSocket, timeout: float) -> None:
+    # socket.settimeout() makes a system call even when nothing changes.
+    if ssl_sock.gettimeout() != timeout:
+        ssl_sock.settimeout(timeout)
+
+
 class OpenSSLSocket(_SocketBase):
     """A connected TLSSocket over ``ssl.SSLSocket`` (OpenSSL's C record layer on the socket).
 
@@ -1176,7 +1182,7 @@ class OpenSSLSocket(_SocketBase):
         self._close_sent = False
         self._nagle_after_first_write = False  # see _no_delay_until_first_write
         self._spin = SpinWait(_SPIN_SCALE) if SpinWait is not None else None
-        ssl_sock.settimeout(self._openssl_timeout())
+        _set_openssl_timeout(ssl_sock, self._openssl_timeout())
 
     def _openssl_timeout(self) -> float:
         """How long one OpenSSL call may wait (see the class docstring)."""
@@ -1191,7 +1197,7 @@ class OpenSSLSocket(_SocketBase):
         self._timeout = _check_timeout(value)
         with self._lock:
             if self._ssl.fileno() != -1:
-                self._ssl.settimeout(self._openssl_timeout())
+                _set_openssl_timeout(self._ssl, self._openssl_timeout())
 
     def gettimeout(self) -> float | None:
         return self._timeout
@@ -1261,13 +1267,19 @@ class OpenSSLSocket(_SocketBase):
                 )
 
     def do_handshake(self) -> None:
-        self._call("handshake", False, self._ssl.do_handshake)
+        self._call("handshake", False, self._handshake_call())
         self._done = True
 
     def _handshake_within(self, deadline: Deadline) -> None:
         """The handshake within ``deadline`` (connect: what the TCP connect left)."""
-        self._call(deadline, False, self._ssl.do_handshake)
+        self._call(deadline, False, self._handshake_call())
         self._done = True
+
+    def _handshake_call(self) -> Callable[[], None]:
+        # The C object's: ``SSLSocket.do_handshake`` adds a frame and resets the socket's
+        # timeout (a system call) on every attempt.
+        c_obj = self._ssl._sslobj  # type: ignore[attr-defined]
+        return self._ssl.do_handshake if c_obj is None else c_obj.do_handshake
 
     # The fast path of each call is inline: one uncontended lock around one C call, made on the
     # C ``_ssl._SSLSocket`` behind the ``ssl.SSLSocket`` (its ``_sslobj``), skipping ssl.py's
