@@ -6,6 +6,7 @@
 //! Only the engine modules of the Python package (`unitls.rustls`, ...) import this module.
 
 use std::cell::Cell;
+use std::sync::atomic::{AtomicPtr, Ordering};
 
 use pyo3::prelude::*;
 
@@ -26,6 +27,15 @@ use pyo3::prelude::*;
 /// 15% slower after a few thousand handshakes in the same process, and applied on the native
 /// socket path too (`sockio.rs`, which feeds rustls 20 KiB at a time) still 3-4% slower there;
 /// neither is understood, so the rule stays where it was measured to help.
+///
+/// And one block kept aside (`SPARE`): rustls allocates a record-sized buffer for every record it
+/// seals (freed once the record is taken out) and for every record's plaintext it opens (freed
+/// once read), and mimalloc hands out the next free block of its page each time, cycling through
+/// the page (and retiring it whenever it empties: 2% of rustls' in-memory bulk time in `perf`).
+/// A freed block of 16-17 KiB is kept, if none is, and the next allocation of that size takes it:
+/// on a stream the same, cache-warm block serves every record. rustls in-memory bulk 1.41-1.44x
+/// -> 1.46-1.51x (three alternating A/B pairs of `benchmarks/ab_core.py bulk_memory rustls`,
+/// 2026-12-02). It holds at most one block for the process, and never more than it freed.
 #[global_allocator]
 static ALLOCATOR: Allocator = Allocator;
 
@@ -52,6 +62,19 @@ pub(crate) fn keep_in_place<T>(f: impl FnOnce() -> T) -> T {
     f()
 }
 
+/// The spare record buffer (see `ALLOCATOR`): one freed block of a record's size, process-wide,
+/// handed to the next allocation of that size (null: none kept).
+static SPARE: AtomicPtr<u8> = AtomicPtr::new(std::ptr::null_mut());
+
+/// Sizes the spare serves: a TLS record's plaintext (16 KiB) up to a sealed record with its
+/// header, tag and padding. mimalloc aligns blocks of these sizes to 16 bytes at least.
+const SPARE_SIZES: std::ops::RangeInclusive<usize> = 16 * 1024..=17 * 1024;
+
+#[inline]
+fn is_spare_size(layout: std::alloc::Layout) -> bool {
+    SPARE_SIZES.contains(&layout.size()) && layout.align() <= 16
+}
+
 extern "C" {
     // mimalloc's (linked through the mimalloc crate): the size of the block behind `p`.
     fn mi_usable_size(p: *const std::ffi::c_void) -> usize;
@@ -62,6 +85,15 @@ extern "C" {
 unsafe impl std::alloc::GlobalAlloc for Allocator {
     #[inline]
     unsafe fn alloc(&self, layout: std::alloc::Layout) -> *mut u8 {
+        if is_spare_size(layout) {
+            let spare = SPARE.swap(std::ptr::null_mut(), Ordering::Acquire);
+            if !spare.is_null() {
+                if mi_usable_size(spare as *const std::ffi::c_void) >= layout.size() {
+                    return spare;
+                }
+                mimalloc::MiMalloc.dealloc(spare, layout); // mi_free: the layout is unused
+            }
+        }
         mimalloc::MiMalloc.alloc(layout)
     }
 
@@ -72,6 +104,18 @@ unsafe impl std::alloc::GlobalAlloc for Allocator {
 
     #[inline]
     unsafe fn dealloc(&self, ptr: *mut u8, layout: std::alloc::Layout) {
+        if is_spare_size(layout)
+            && SPARE
+                .compare_exchange(
+                    std::ptr::null_mut(),
+                    ptr,
+                    Ordering::Release,
+                    Ordering::Relaxed,
+                )
+                .is_ok()
+        {
+            return;
+        }
         mimalloc::MiMalloc.dealloc(ptr, layout)
     }
 
