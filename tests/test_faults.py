@@ -554,6 +554,40 @@ def test_an_accept_deadline_shorter_than_a_handshake_keeps_the_client(
         listener.close()
 
 
+def test_an_interrupted_first_handshake_closes_its_connection() -> None:
+    """A KeyboardInterrupt (or any non-TLS exception) raised inside the idle listener's first
+    handshake try leaves through accept() and closes that client's connection, which is in no
+    list of the listener yet. The listener logic alone: the wrapped object stands in for an
+    engine's socket."""
+    from unitls._socket import BufferListener, open_listener
+
+    closed: list[bool] = []
+
+    class Interrupted:
+        def __init__(self, sock: socket.socket) -> None:
+            self._sock = sock
+
+        def settimeout(self, value: float | None) -> None:
+            self._sock.settimeout(value)
+
+        def do_handshake(self) -> None:
+            raise KeyboardInterrupt
+
+        def close(self, force: bool = False) -> None:
+            closed.append(force)
+            self._sock.close()
+
+    listener = BufferListener(open_listener((HOST, 0)), None, Interrupted)  # type: ignore[arg-type]
+    listener.settimeout(20)
+    try:
+        with socket.create_connection(listener.getsockname(), timeout=20):
+            with pytest.raises(KeyboardInterrupt):
+                listener.accept()
+        assert closed == [True]
+    finally:
+        listener.close()
+
+
 @pytest.mark.parametrize("clients", [0, 3])
 def test_closing_a_listener_wakes_another_threads_accept(
     subject: Impl, server_config: TLSServerConfiguration, clients: int

@@ -644,6 +644,9 @@ class BufferListener(_SocketBase, Generic[_T]):
             exc.add_note(f"client {_format_addr(addr)}")
             self._fail(fd, client, exc)
             return self._pop_done()
+        except BaseException:
+            tls.close(force=True)  # e.g. KeyboardInterrupt: the client is in no list yet
+            raise
         tls.settimeout(self._timeout)
         return tls, addr
 
