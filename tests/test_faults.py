@@ -429,7 +429,16 @@ def test_close_from_another_thread_ends_a_blocked_call(
 def test_finding_5_two_threads_through_the_bridge(
     subject: Impl, client_config: TLSClientConfiguration, server_ctx: ssl.SSLContext
 ) -> None:
-    """The bridge's read() never waits for a send in progress (it deadlocked at 0 of 64 MiB)."""
+    """The bridge's read() never waits for a send in progress (it deadlocked at 0 of 64 MiB).
+
+    On the OpenSSL engine the server sends no TLS 1.3 session tickets here: that engine's
+    bridge sockets are the stdlib's own objects, and a ticket read by one thread while another
+    writes corrupts the connection or crashes the process (a known bug of the bridge on that
+    engine, the stdlib's race, measured in docs/compat.md: 5 of 150 runs of this test failed
+    with tickets, two of them by a segmentation fault). Without tickets this test checks what
+    it was written for; the other engines get the tickets."""
+    if subject.name == "openssl":
+        server_ctx.num_tickets = 0
     size = 4 * MIB if is_fake(subject) else 24 * MIB
     factory = SOCKET_FACTORIES["bridge"]
     with StdlibServer(server_ctx, echo_handler) as server:
