@@ -96,7 +96,7 @@ impl Connection {
         let mut guard = self.lock(py);
         guard.check()?;
         let inner = &mut *guard;
-        let (avail, queued) = self.call(py, inner, |inner| {
+        let (avail, queued) = self.call(py, inner, true, |inner| {
             Ok((inner.session.plaintext_len(), inner.session.incoming_len()))
         })?;
         if avail >= amt || (avail > 0 && queued == 0) {
@@ -104,7 +104,7 @@ impl Connection {
             let n = avail.min(amt);
             let mut got = 0;
             let out = PyBytes::new_with(py, n, |buf| {
-                got = self.call(py, inner, |inner| {
+                got = self.call(py, inner, true, |inner| {
                     crate::keep_in_place(|| inner.session.read(buf))
                 })?;
                 Ok(())
@@ -122,7 +122,7 @@ impl Connection {
             amt.min(avail + queued + 64 * 1024)
         };
         let mut gathered = vec![0u8; cap];
-        let got = self.call(py, inner, |inner| {
+        let got = self.call(py, inner, true, |inner| {
             crate::keep_in_place(|| inner.session.read(&mut gathered))
         })?;
         Ok(PyBytes::new(py, &gathered[..got]))
@@ -169,14 +169,19 @@ impl Connection {
             guard.check()?;
         }
         let inner = &mut *guard;
-        match catch_unwind(AssertUnwindSafe(|| op(&mut *inner))) {
-            Ok(result) => inner.note(result),
-            Err(payload) => {
-                let failure = self.internal(payload);
-                inner.error = Some(failure.clone());
-                Err(failure)
-            }
-        }
+        let outcome = catch_unwind(AssertUnwindSafe(|| op(&mut *inner)));
+        let result = self.contain(inner, outcome)?;
+        inner.note(result)
+    }
+
+    /// What `catch_unwind` returned around an engine call: a panic becomes the connection's
+    /// sticky `Failure::Internal` (the panic boundary's one rule, for every way in).
+    fn contain<R>(&self, inner: &mut Inner, outcome: std::thread::Result<R>) -> Result<R, Failure> {
+        outcome.map_err(|payload| {
+            let failure = self.internal(payload);
+            inner.error = Some(failure.clone());
+            failure
+        })
     }
 
     fn internal(&self, payload: Box<dyn std::any::Any + Send>) -> Failure {
@@ -202,7 +207,7 @@ impl Connection {
         if check {
             guard.check()?;
         }
-        self.call(py, &mut guard, op)
+        self.call(py, &mut guard, true, op)
     }
 
     /// Like `run`, for record work on `bytes` bytes (plus what the engine has queued): with the
@@ -217,43 +222,26 @@ impl Connection {
         guard.check()?;
         let small = bytes.saturating_add(guard.session.incoming_len()) <= HOLD_GIL_MAX
             && !guard.session.is_handshaking();
-        if small {
-            return self.call_holding_gil(&mut guard, op);
-        }
-        self.call(py, &mut guard, op)
+        self.call(py, &mut guard, !small, op)
     }
 
-    fn call_holding_gil<T>(
-        &self,
-        inner: &mut Inner,
-        op: impl FnOnce(&mut Inner) -> Result<T, Failure>,
-    ) -> PyResult<T> {
-        match catch_unwind(AssertUnwindSafe(|| op(&mut *inner))) {
-            Ok(result) => Ok(inner.note(result)?),
-            Err(payload) => {
-                let failure = self.internal(payload);
-                inner.error = Some(failure.clone());
-                Err(failure.into())
-            }
-        }
-    }
-
-    /// `op` under the panic boundary with the GIL released, on state already locked.
+    /// `op` under the panic boundary on state already locked, with the GIL released if
+    /// `detach`.
     fn call<T: Send>(
         &self,
         py: Python<'_>,
         inner: &mut Inner,
+        detach: bool,
         op: impl FnOnce(&mut Inner) -> Result<T, Failure> + Send,
     ) -> PyResult<T> {
-        let outcome = py.detach(|| catch_unwind(AssertUnwindSafe(|| op(&mut *inner))));
-        match outcome {
-            Ok(result) => Ok(inner.note(result)?),
-            Err(payload) => {
-                let failure = self.internal(payload);
-                inner.error = Some(failure.clone());
-                Err(failure.into())
-            }
-        }
+        let attempt = || catch_unwind(AssertUnwindSafe(|| op(&mut *inner)));
+        let outcome = if detach {
+            py.detach(attempt)
+        } else {
+            attempt()
+        };
+        let result = self.contain(inner, outcome)?;
+        Ok(inner.note(result)?)
     }
 
     /// Like `run`, but with the GIL held (for work that builds Python objects).
@@ -264,14 +252,8 @@ impl Connection {
     ) -> PyResult<T> {
         let mut guard = self.lock(py);
         let inner = &mut *guard;
-        match catch_unwind(AssertUnwindSafe(|| op(&mut *inner))) {
-            Ok(result) => result,
-            Err(payload) => {
-                let failure = self.internal(payload);
-                inner.error = Some(failure.clone());
-                Err(failure.into())
-            }
-        }
+        let outcome = catch_unwind(AssertUnwindSafe(|| op(&mut *inner)));
+        self.contain(inner, outcome)?
     }
 }
 
