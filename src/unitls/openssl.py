@@ -1110,8 +1110,9 @@ class _ZeroReturn(TLSError):
 # The spin before a blocking read lasts this many times the native sockets' (``UNITLS_SPIN_US``,
 # 30 us by default). A peer's answer reaches this engine later than a native socket: after the
 # peer's and this thread's extra GIL handoffs (the spin, then ``_ssl``'s read, each release the
-# GIL). 100-byte round trips, two threads, 2026-12-02: 26,000-30,600/s with 30 us, 37,900-43,000
-# with 100 (stdlib in the same runs: 14,400-19,400).
+# GIL). 100-byte round trips, two threads, 2026-12-02 (``benchmarks/ab_core.py roundtrip_socket
+# openssl``): 26,100-30,600/s with 30 us, 37,900-43,000 with 100, 34,400-39,400 with this scale
+# (stdlib in the same runs: 14,400-19,400).
 _SPIN_SCALE = 3
 
 # While one thread uses an OpenSSLSocket, the longest an OpenSSL call waits at a time (the
@@ -1227,8 +1228,8 @@ class OpenSSLSocket(_SocketBase):
                     self._shared = True
                     lock.acquire()
                 try:
-                    if self._shared and self._ssl.gettimeout() != 0:
-                        self._ssl.settimeout(0)  # the first call since the switch
+                    if self._shared:  # OpenSSL never waits: set by the first call since the switch
+                        _set_openssl_timeout(self._ssl, 0.0)
                     return fn(*args)
                 except (ssl.SSLError, OSError) as exc:
                     failed = exc
