@@ -1103,7 +1103,9 @@ def test_a_signal_that_arrives_while_the_main_thread_spins_is_handled() -> None:
     """A signal delivered during a spin interrupts no system call: the main thread must still
     run its handler (here: raise) instead of sleeping until data comes. A 10 ms spin budget and
     a signal 2 ms into a blocking recv() on a connection whose peer never sends make the signal
-    land inside the spin; the subprocess hangs (and times out) without the fix."""
+    land inside the spin; the subprocess hangs (and times out) without the fix. The signalling
+    thread is started before and released just before the recv(): a timer started there could
+    fire while the main thread still waited for the timer's thread to start (CI, 3.13)."""
     code = (
         "import signal, socket, ssl, sys, threading, time\n"
         "import unitls\n"
@@ -1124,9 +1126,12 @@ def test_a_signal_that_arrives_while_the_main_thread_spins_is_handled() -> None:
         "class Interrupted(Exception): pass\n"
         "def handler(signum, frame): raise Interrupted\n"
         "signal.signal(signal.SIGUSR1, handler)\n"
-        "main = threading.get_ident()\n"
-        "threading.Timer(0.002, signal.pthread_kill, (main, signal.SIGUSR1)).start()\n"
+        "main = threading.get_ident(); go = threading.Event()\n"
+        "def kill():\n"
+        "    go.wait(); time.sleep(0.002); signal.pthread_kill(main, signal.SIGUSR1)\n"
+        "threading.Thread(target=kill, daemon=True).start()\n"
         "try:\n"
+        "    go.set()\n"
         "    sock.recv(100)\n"
         "except Interrupted:\n"
         "    print('interrupted')\n"
