@@ -300,6 +300,66 @@ def test_unwrap(bridge_client: SSLContext, plain_server: ssl.SSLContext) -> None
     assert not server.errors
 
 
+def test_unwrap_gives_back_the_socket_in_its_blocking_mode(
+    bridge_client: SSLContext, plain_server: ssl.SSLContext
+) -> None:
+    """unwrap() returns the SSLSocket itself, as the stdlib does, and a blocking one is blocking
+    again (the OpenSSL engine keeps the descriptor non-blocking while the C object uses it)."""
+
+    def action(conn: ssl.SSLSocket) -> None:
+        assert conn.recv(10) == b"bye"
+        plain = conn.unwrap()
+        plain.sendall(b"cleartext")
+
+    server = EchoServer(plain_server, action)
+    try:
+        with connect(bridge_client, server.port) as s:
+            s.settimeout(None)
+            s.sendall(b"bye")
+            raw = s.unwrap()
+            assert raw is s
+            assert os.get_blocking(raw.fileno())
+            assert raw.recv(100) == b"cleartext"
+    finally:
+        server.close()
+    assert not server.errors
+
+
+def test_read_timeouts_are_the_sockets(bridge_client: SSLContext, echo: EchoServer) -> None:
+    """A timeout set after the handshake bounds a read as a whole (the stdlib's exception and
+    text); timeout 0 raises SSLWantReadError at once; the connection works afterwards."""
+    with connect(bridge_client, echo.port) as s:
+        s.settimeout(0.3)
+        with pytest.raises(TimeoutError, match="read operation timed out"):
+            s.recv(10)
+        s.setblocking(False)
+        with pytest.raises(ssl.SSLWantReadError):
+            s.recv(10)
+        s.settimeout(TIMEOUT)
+        s.sendall(b"still here")
+        assert s.recv(100) == b"STILL HERE"
+
+
+def test_a_reader_blocked_after_settimeout_none_does_not_hold_a_writer(
+    bridge_client: SSLContext, echo: EchoServer
+) -> None:
+    """settimeout(None) after the handshake makes the descriptor blocking again (CPython); a
+    reader thread that then waits must not keep a writer thread out (the OpenSSL engine's
+    bridge lets one thread at a time into OpenSSL: it must never wait there)."""
+    with connect(bridge_client, echo.port) as s:
+        s.settimeout(None)
+        got: list[bytes] = []
+        reader = threading.Thread(target=lambda: got.append(s.recv(100)), daemon=True)
+        reader.start()
+        reader.join(0.3)  # the reader is waiting
+        writer = threading.Thread(target=s.sendall, args=(b"ping",), daemon=True)
+        writer.start()
+        writer.join(TIMEOUT)
+        reader.join(TIMEOUT)
+        assert not writer.is_alive(), "the writer waited for the reader"
+        assert got == [b"PING"]
+
+
 def test_ragged_eof_is_suppressed(bridge_client: SSLContext, plain_server: ssl.SSLContext) -> None:
     def action(conn: ssl.SSLSocket) -> None:
         conn.sendall(b"last words")

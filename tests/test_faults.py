@@ -431,19 +431,54 @@ def test_finding_5_two_threads_through_the_bridge(
 ) -> None:
     """The bridge's read() never waits for a send in progress (it deadlocked at 0 of 64 MiB).
 
-    On the OpenSSL engine the server sends no TLS 1.3 session tickets here: that engine's
-    bridge sockets are the stdlib's own objects, and a ticket read by one thread while another
-    writes corrupts the connection or crashes the process (a known bug of the bridge on that
-    engine, the stdlib's race, measured in docs/compat.md: 5 of 150 runs of this test failed
-    with tickets, two of them by a segmentation fault). Without tickets this test checks what
-    it was written for; the other engines get the tickets."""
-    if subject.name == "openssl":
-        server_ctx.num_tickets = 0
+    The server sends TLS 1.3 session tickets, which the reader thread handles while the writer
+    writes: on the OpenSSL engine, whose bridge sockets are the stdlib's C objects, that
+    corrupted the connection or crashed the process (OpenSSL's connection objects are not
+    thread-safe; 5 of 150 runs failed, two by a segmentation fault) until ``LockedTLS``."""
     size = 4 * MIB if is_fake(subject) else 24 * MIB
     factory = SOCKET_FACTORIES["bridge"]
     with StdlibServer(server_ctx, echo_handler) as server:
         with closing(factory.connect(subject, client_config, server.address, None)) as sock:
             _full_duplex(sock, size)
+
+
+@pytest.mark.parametrize("path", ["socket", "bridge"])
+def test_finding_5_tickets_read_while_another_thread_writes(
+    subject: Impl, path: str, client_config: TLSClientConfiguration, server_ctx: ssl.SSLContext
+) -> None:
+    """The race behind the previous test's OpenSSL failures, made frequent: many connections,
+    each given 16 TLS 1.3 tickets that the reader thread handles while the writer thread is
+    already writing. Each connection's echo must come back intact. (The bridge on the OpenSSL
+    engine failed 7 of 20 runs of this test on 3.11, three by a segmentation fault, before its
+    sockets got ``LockedTLS``.)"""
+    server_ctx.num_tickets = 16
+    connections = 12
+    factory = SOCKET_FACTORIES[path]
+    with StdlibServer(server_ctx, echo_handler, connections=connections) as server:
+        for _ in range(connections):
+            with closing(factory.connect(subject, client_config, server.address, None)) as sock:
+                _full_duplex(sock, MIB)
+
+
+def test_finding_5_the_openssl_bridge_lock_without_the_extension(
+    monkeypatch: pytest.MonkeyPatch,
+    client_config: TLSClientConfiguration,
+    server_ctx: ssl.SSLContext,
+) -> None:
+    """The same race on the OpenSSL engine's bridge with ``LockedTLS``'s Python fallback (used
+    when the extension is not there: ``PyLockState``, every read and write through ``_call``)."""
+    import unitls.compat._native as bridge_native
+
+    monkeypatch.setattr(bridge_native, "LockedCall", None)
+    server_ctx.num_tickets = 16
+    connections = 6
+    engine = unitls.get_implementation("openssl")
+    with StdlibServer(server_ctx, echo_handler, connections=connections) as server:
+        for _ in range(connections):
+            sock = SOCKET_FACTORIES["bridge"].connect(engine, client_config, server.address, None)
+            with closing(sock):
+                assert isinstance(sock._sslobj._lock, bridge_native.PyLockState)
+                _full_duplex(sock, MIB)
 
 
 # -- finding 6: one client does not hold a server -------------------------------------------------

@@ -137,6 +137,7 @@ mod conn;
 mod errors;
 mod keyinfo;
 mod keylog;
+mod lockedcall;
 mod nss;
 mod pq;
 mod resumption;
@@ -160,6 +161,8 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<sockio::SocketCore>()?;
     m.add_class::<sockio::SSLSocketCore>()?;
     m.add_class::<sockio::SpinWait>()?;
+    m.add_class::<lockedcall::LockedCall>()?;
+    m.add_class::<lockedcall::LockState>()?;
     m.add_function(wrap_pyfunction!(config::supported_cipher_suites, m)?)?;
     m.add_class::<nss::NssClientConfig>()?;
     m.add_class::<nss::NssServerConfig>()?;

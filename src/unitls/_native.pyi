@@ -329,6 +329,29 @@ class SpinWait:
         """How many of the next ``readable`` calls return False at once (backing off)."""
     def readable(self, fd: int, /) -> bool: ...
 
+class LockState:
+    """The lock and mode of the ssl bridge's ``LockedTLS``: ``acquire``/``release`` (and
+    ``with``) like a ``threading.Lock`` (waiting with the GIL released); ``shared`` and
+    ``timeout`` (the borrowed socket's) are read by ``LockedCall`` without Python calls."""
+
+    shared: bool
+    timeout: float
+    def acquire(self, blocking: bool = True) -> bool: ...
+    def release(self) -> None: ...
+    def __enter__(self) -> bool: ...
+    def __exit__(self, t: object, v: object, tb: object, /) -> None: ...
+
+class LockedCall:
+    """``read``/``write`` of the ssl bridge's ``LockedTLS`` on the OpenSSL engine
+    (``unitls/compat/_native.py``): in single mode one uncontended ``lock`` around one call of
+    ``method`` (the C ``_ssl`` object's ``name``); anything else goes to ``LockedTLS._call``.
+    ``user`` and ``tls`` are weak references."""
+
+    def __init__(
+        self, name: str, method: Any, lock: LockState, user: Any, tls: Any, slice: float, /
+    ) -> None: ...
+    def __call__(self, *args: Any) -> Any: ...
+
 class SSLSocketCore:
     """The ssl bridge's ``_sslobj`` I/O over a ``Connection``: ``_ssl._SSLSocket``'s ``read``,
     ``write``, ``do_handshake``, ``pending`` and ``shutdown``, raising what ``_ssl`` raises

@@ -11,7 +11,7 @@ Two ways to run a connection:
 
 - The OpenSSL engine (native): the engine translates the configuration into ``ssl.SSLContext``
   objects and ssl.py gets the C object made from them, behind ``NativeTLS``, which reports the
-  bridge context as ``.context``. A server's are its own (sessions, session statistics and
+  bridge context as ``.context`` (``LockedTLS`` for sockets: one thread at a time in OpenSSL). A server's are its own (sessions, session statistics and
   ``sni_callback`` stay per context, as in the stdlib); clients share the engine's cached ones
   (the system CAs load once) unless a hook that must not leak to other contexts is set (key log,
   ``_msg_callback``, ECDH curve). Sessions remember their bridge context (``_native.py``).
@@ -55,7 +55,7 @@ from .._registry import get_implementation
 from .._stdlib import ORIGINAL_SSLCONTEXT
 from ._certinfo import verified_chain
 from ._hello import report_unraisable
-from ._native import NativeTLS, check_session_owner
+from ._native import LockedTLS, NativeTLS, check_session_owner
 from ._nativeio import NativeServerSocketTLS, NativeSocketTLS, native_sslobj
 from ._sslobj import BioTLS, SocketTLS, check_offered_session
 
@@ -995,16 +995,21 @@ class SSLContext(_Base):
         *,
         owner: Any = None,
         session: Any = None,
-    ) -> SocketTLS | NativeTLS | NativeSocketTLS:
+    ) -> SocketTLS | LockedTLS | NativeSocketTLS:
         plan = self._unitls_context(server_side)
         _check_hostname(self, server_side, server_hostname)
         if plan.native is not None:
             self._sync_native(plan, server_side)
             check_session_owner(self, session)
-            c_obj = _C._wrap_socket(  # type: ignore[attr-defined]
-                plan.native[0], sock, server_side, server_hostname, owner=owner, session=session
+            return LockedTLS.wrap(
+                self,
+                plan.native[0],
+                sock,
+                server_side,
+                server_hostname,
+                owner=owner,
+                session=session,
             )
-            return NativeTLS(c_obj, self)
         offered = check_offered_session(self, session, server_side)
         # Engines with native I/O (rustls): the extension's _sslobj, no Python per TLS record.
         obj = native_sslobj(
