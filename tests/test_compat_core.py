@@ -282,29 +282,10 @@ def test_tls12_only(bridge_client: SSLContext, echo: EchoServer) -> None:
         assert "GCM" in s.cipher()[0]
 
 
-def test_unwrap(bridge_client: SSLContext, plain_server: ssl.SSLContext) -> None:
-    def action(conn: ssl.SSLSocket) -> None:
-        assert conn.recv(10) == b"bye"
-        plain = conn.unwrap()
-        plain.sendall(b"cleartext")
-
-    server = EchoServer(plain_server, action)
-    try:
-        with connect(bridge_client, server.port) as s:
-            s.sendall(b"bye")
-            raw = s.unwrap()
-            assert raw.recv(100) == b"cleartext"
-            raw.close()
-    finally:
-        server.close()
-    assert not server.errors
-
-
-def test_unwrap_gives_back_the_socket_in_its_blocking_mode(
-    bridge_client: SSLContext, plain_server: ssl.SSLContext
-) -> None:
-    """unwrap() returns the SSLSocket itself, as the stdlib does, and a blocking one is blocking
-    again (the OpenSSL engine keeps the descriptor non-blocking while the C object uses it)."""
+@pytest.mark.parametrize("blocking", [False, True], ids=["timeout", "blocking"])
+def test_unwrap(bridge_client: SSLContext, plain_server: ssl.SSLContext, blocking: bool) -> None:
+    """unwrap() returns the SSLSocket itself, as the stdlib does, in the blocking mode its
+    timeout says (the OpenSSL engine keeps the descriptor non-blocking while OpenSSL uses it)."""
 
     def action(conn: ssl.SSLSocket) -> None:
         assert conn.recv(10) == b"bye"
@@ -314,11 +295,12 @@ def test_unwrap_gives_back_the_socket_in_its_blocking_mode(
     server = EchoServer(plain_server, action)
     try:
         with connect(bridge_client, server.port) as s:
-            s.settimeout(None)
+            if blocking:
+                s.settimeout(None)
             s.sendall(b"bye")
             raw = s.unwrap()
             assert raw is s
-            assert os.get_blocking(raw.fileno())
+            assert os.get_blocking(raw.fileno()) == blocking
             assert raw.recv(100) == b"cleartext"
     finally:
         server.close()
