@@ -212,7 +212,8 @@ class LockedTLS(NativeTLS):
 
     * *single* (from the start): each call takes ``_lock`` and lets the C object wait for the
       socket itself, at most ``_SLICE`` at a time (``TimeoutError``: repeated until the user's
-      deadline), so one thread costs one lock and one Python frame more than the stdlib;
+      deadline), so one thread costs an uncontended lock and a look at the user's timeout
+      more than the stdlib (``read``/``write``: the extension's ``LockedCall``);
     * *shared*: the first time a thread finds ``_lock`` held, the socket becomes shared for good:
       the C object never waits (timeout 0, ``SSLWant*Error``), calls still run under ``_lock``,
       and waiting (``poll``) happens outside it, so a reader never holds up a writer. The switch
