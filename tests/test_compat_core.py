@@ -342,6 +342,34 @@ def test_a_reader_blocked_after_settimeout_none_does_not_hold_a_writer(
         assert got == [b"PING"]
 
 
+def test_openssl_bridge_close_by_another_thread_ends_a_blocked_read(
+    cert_files: CertFiles, echo: EchoServer
+) -> None:
+    """On the OpenSSL engine a thread blocked in recv() returns soon after another thread
+    closes the socket (``LockedTLS`` waits in slices and looks at the socket in between): EOF
+    or an OSError. (The stdlib's reader stays blocked until data comes, and so do the rustls
+    and NSS bridges' for now: their native waits do not look at the socket object.)"""
+    ctx = SSLContext(ssl.PROTOCOL_TLS_CLIENT, implementation="openssl")
+    ctx.load_verify_locations(cadata=cert_files.ca.cert_pem.decode())
+    with connect(ctx, echo.port) as s:
+        s.settimeout(None)
+        outcome: list[object] = []
+
+        def read() -> None:
+            try:
+                outcome.append(s.recv(100))
+            except (OSError, ValueError) as exc:
+                outcome.append(exc)
+
+        reader = threading.Thread(target=read, daemon=True)
+        reader.start()
+        reader.join(0.3)  # the reader is waiting
+        s.close()
+        reader.join(5)
+        assert not reader.is_alive(), "recv() still blocked 5 s after close() in another thread"
+        assert outcome == [b""] or isinstance(outcome[0], (OSError, ValueError)), outcome
+
+
 def test_ragged_eof_is_suppressed(bridge_client: SSLContext, plain_server: ssl.SSLContext) -> None:
     def action(conn: ssl.SSLSocket) -> None:
         conn.sendall(b"last words")
