@@ -342,16 +342,14 @@ def test_a_reader_blocked_after_settimeout_none_does_not_hold_a_writer(
         assert got == [b"PING"]
 
 
-def test_openssl_bridge_close_by_another_thread_ends_a_blocked_read(
-    cert_files: CertFiles, echo: EchoServer
+def test_close_by_another_thread_ends_a_blocked_read(
+    bridge_client: SSLContext, echo: EchoServer
 ) -> None:
-    """On the OpenSSL engine a thread blocked in recv() returns soon after another thread
-    closes the socket (``LockedTLS`` waits in slices and looks at the socket in between): EOF
-    or an OSError. (The stdlib's reader stays blocked until data comes, and so do the rustls
-    and NSS bridges' for now: their native waits do not look at the socket object.)"""
-    ctx = SSLContext(ssl.PROTOCOL_TLS_CLIENT, implementation="openssl")
-    ctx.load_verify_locations(cadata=cert_files.ca.cert_pem.decode())
-    with connect(ctx, echo.port) as s:
+    """A thread blocked in recv() returns soon after another thread closes the socket (EOF or an
+    OSError), where the stdlib's stays blocked until data comes: the OpenSSL engine's
+    ``LockedTLS`` and the native cores of the others wait in slices and look at the socket
+    between them."""
+    with connect(bridge_client, echo.port) as s:
         s.settimeout(None)
         outcome: list[object] = []
 

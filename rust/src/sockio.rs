@@ -55,7 +55,11 @@
 //! signal is handled at most 50 ms late instead of never.
 //!
 //! The Python socket object owns the descriptor: it is looked up (`fileno()`) at every call,
-//! never closed here.
+//! never closed here. A unitls socket's `close()` wakes the calls of other threads still inside
+//! (`SocketCore::_stop_io`); an `ssl.SSLSocket`'s calls nothing of ours, so the bridge's waits
+//! sleep at most 50 ms at a time and look at its `fileno()` in between (`check_bridge_sock`):
+//! a thread blocked in `recv()` ends with `OSError(EBADF)` soon after another thread closes
+//! the socket, where the stdlib's stays blocked until data comes.
 
 use std::os::raw::c_int;
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering};
@@ -572,6 +576,10 @@ struct Core {
     /// Whether calls are counted in `in_flight` (`SocketCore`; not the bridge's `SSLSocketCore`,
     /// whose socket `ssl.SSLSocket` closes).
     tracked: bool,
+    /// The bridge's `ssl.SSLSocket` (a weak reference), whose `close()` calls nothing of ours:
+    /// waits without a deadline nearer than 50 ms sleep in slices and look at its `fileno()`
+    /// between them, so a thread blocked in `recv()` ends soon after another thread closes it.
+    bridge_sock: Option<Py<PyAny>>,
 }
 
 impl Core {
@@ -580,6 +588,7 @@ impl Core {
         reset_is_eof: bool,
         reset_after_handshake_is_eof: bool,
         tracked: bool,
+        bridge_sock: Option<Py<PyAny>>,
     ) -> Self {
         Core {
             conn,
@@ -602,6 +611,7 @@ impl Core {
             in_flight: AtomicUsize::new(0),
             spinner: Spinner::default(),
             tracked,
+            bridge_sock,
         }
     }
 
@@ -622,6 +632,28 @@ impl Core {
 
     fn check_open(&self) -> Result<(), IoErr> {
         if self.closing.load(Ordering::SeqCst) {
+            return Err(IoErr::Closed);
+        }
+        Ok(())
+    }
+
+    /// The bridge's `ssl.SSLSocket` is still open (gone or `fileno() == -1`: `Closed`, which
+    /// the bridge raises as `OSError(EBADF)`, and `closing` is set for every other call).
+    fn check_bridge_sock(&self) -> Result<(), IoErr> {
+        let Some(sock_ref) = &self.bridge_sock else {
+            return Ok(());
+        };
+        let open = Python::attach(|py| -> PyResult<bool> {
+            let sock = sock_ref.bind(py).call0()?;
+            if sock.is_none() {
+                return Ok(false);
+            }
+            let fd: i64 = sock.call_method0(intern!(py, "fileno"))?.extract()?;
+            Ok(fd >= 0)
+        })
+        .map_err(IoErr::Py)?;
+        if !open {
+            self.closing.store(true, Ordering::SeqCst);
             return Err(IoErr::Closed);
         }
         Ok(())
@@ -667,10 +699,9 @@ impl Core {
         // A signal that arrives while the main thread spins, or handles what woke it, interrupts
         // no system call, so a later sleep would not see it: with spinning on, the main thread
         // (where Python runs signal handlers) sleeps at most 50 ms at a time, then checks them.
-        let sliced = spin != Spin::Ready
-            && !spin_budget().is_zero()
-            && !(0..=SIGNAL_SLICE_MS).contains(&ms) // -1: no deadline
-            && is_main_thread();
+        let long = !(0..=SIGNAL_SLICE_MS).contains(&ms); // -1: no deadline
+        let for_signals = !spin_budget().is_zero() && is_main_thread();
+        let sliced = spin != Spin::Ready && long && (for_signals || self.bridge_sock.is_some());
         let rc = match spin {
             Spin::Ready => 1, // the sleeping poll's result, without the sleep
             // SAFETY: one valid pollfd.
@@ -678,7 +709,13 @@ impl Core {
         };
         self.check_open()?; // woken by another thread's close()
         if rc == 0 && sliced {
-            return self.check_signals(); // then the caller retries and waits again
+            // Then the caller retries and waits again.
+            self.check_bridge_sock()?;
+            return if for_signals {
+                self.check_signals()
+            } else {
+                Ok(())
+            };
         }
         if rc < 0 {
             let e = errno();
@@ -1319,7 +1356,7 @@ impl SocketCore {
             .call_method0(intern!(py, "gettimeout"))?
             .extract()?;
         Ok(SocketCore {
-            core: Core::new(connection, true, true, true),
+            core: Core::new(connection, true, true, true, None),
             sock,
             timeout: Mutex::new(timeout),
         })
@@ -1637,8 +1674,15 @@ impl SSLSocketCore {
         _kwargs: Option<&Bound<'_, PyAny>>,
     ) -> PyResult<Self> {
         let weakref = py.import("weakref")?.getattr("ref")?.call1((sslsock,))?;
+        let bridge_sock = Some(weakref.clone().unbind());
         Ok(SSLSocketCore {
-            core: Core::new(connection, false, py.version_info() < (3, 13), false),
+            core: Core::new(
+                connection,
+                false,
+                py.version_info() < (3, 13),
+                false,
+                bridge_sock,
+            ),
             sock_ref: weakref.unbind(),
             translate,
             write_taken: AtomicUsize::new(0),
