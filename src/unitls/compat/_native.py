@@ -294,8 +294,8 @@ class LockedTLS(NativeTLS):
                     lock.shared = True
                     lock.acquire()
                 try:
-                    waited = lock.timeout
-                    timeout = self._enter()
+                    self._enter()
+                    waited = lock.timeout  # (as _enter() set it for this attempt)
                     return method(*args)
                 except (*_WANT, TimeoutError) as exc:
                     failed = exc
