@@ -637,19 +637,26 @@ impl Core {
         Ok(())
     }
 
+    /// The bridge's `ssl.SSLSocket`, while it exists (None for unitls sockets).
+    fn bridge_socket<'py>(&self, py: Python<'py>) -> PyResult<Option<Bound<'py, PyAny>>> {
+        let Some(sock_ref) = &self.bridge_sock else {
+            return Ok(None);
+        };
+        let sock = sock_ref.bind(py).call0()?;
+        Ok((!sock.is_none()).then_some(sock))
+    }
+
     /// The bridge's `ssl.SSLSocket` is still open (gone or `fileno() == -1`: `Closed`, which
     /// the bridge raises as `OSError(EBADF)`, and `closing` is set for every other call).
     fn check_bridge_sock(&self) -> Result<(), IoErr> {
-        let Some(sock_ref) = &self.bridge_sock else {
+        if self.bridge_sock.is_none() {
             return Ok(());
-        };
+        }
         let open = Python::attach(|py| -> PyResult<bool> {
-            let sock = sock_ref.bind(py).call0()?;
-            if sock.is_none() {
-                return Ok(false);
-            }
-            let fd: i64 = sock.call_method0(intern!(py, "fileno"))?.extract()?;
-            Ok(fd >= 0)
+            Ok(match self.bridge_socket(py)? {
+                None => false,
+                Some(sock) => sock.call_method0(intern!(py, "fileno"))?.extract::<i64>()? >= 0,
+            })
         })
         .map_err(IoErr::Py)?;
         if !open {
@@ -1566,8 +1573,8 @@ pyo3::import_exception!(ssl, SSLZeroReturnError);
 /// unitls `TLSError` into the `ssl` exception to raise (only called on failures).
 #[pyclass(subclass, frozen, module = "unitls._native")]
 pub struct SSLSocketCore {
+    /// Holds the `ssl.SSLSocket`'s weak reference (`Core::bridge_socket`).
     core: Core,
-    sock_ref: Py<PyAny>,
     translate: Py<PyAny>,
     /// Plaintext taken by a `write` that then raised SSLWantWriteError (OpenSSL's retry rule).
     write_taken: AtomicUsize,
@@ -1575,13 +1582,9 @@ pub struct SSLSocketCore {
 
 impl SSLSocketCore {
     fn sock<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
-        let sock = self.sock_ref.bind(py).call0()?;
-        if sock.is_none() {
-            return Err(PyValueError::new_err(
-                "the underlying socket has been closed",
-            ));
-        }
-        Ok(sock)
+        self.core
+            .bridge_socket(py)?
+            .ok_or_else(|| PyValueError::new_err("the underlying socket has been closed"))
     }
 
     /// (descriptor, deadline) from the SSLSocket, now.
@@ -1674,7 +1677,7 @@ impl SSLSocketCore {
         _kwargs: Option<&Bound<'_, PyAny>>,
     ) -> PyResult<Self> {
         let weakref = py.import("weakref")?.getattr("ref")?.call1((sslsock,))?;
-        let bridge_sock = Some(weakref.clone().unbind());
+        let bridge_sock = Some(weakref.unbind());
         Ok(SSLSocketCore {
             core: Core::new(
                 connection,
@@ -1683,7 +1686,6 @@ impl SSLSocketCore {
                 false,
                 bridge_sock,
             ),
-            sock_ref: weakref.unbind(),
             translate,
             write_taken: AtomicUsize::new(0),
         })
