@@ -5,7 +5,8 @@ number includes encryption and decryption. The baseline is stdlib asyncio with p
 ``ssl.SSLContext``s (the stdlib server sends no session tickets: ``num_tickets = 0``), measured in
 the same run, alternating with each engine, because absolute numbers drift between runs. The
 unitls servers issue no session tickets either (``session_tickets=False``), so rustls clients cannot
-resume: every handshake counted is a full one.
+resume: every handshake counted is a full one. The engines make the stdlib's key exchange
+(``groups=LIKE_STDLIB_GROUPS``, see ``unitls._bench``): X25519 on both sides.
 
 Usage: ``python benchmarks/bench_asyncio.py [seconds]`` prints a table; ``run(seconds)`` returns
 the rows (``name``, ``engine``, ``value``, ``unit``, ``baseline``, ``ratio``).
@@ -25,7 +26,7 @@ from typing import Any
 
 import unitls
 import unitls.asyncio as uasyncio
-from unitls._bench import side_by_side
+from unitls._bench import LIKE_STDLIB_GROUPS, side_by_side
 from unitls._certgen import CA
 
 HOST = "127.0.0.1"
@@ -149,11 +150,15 @@ class _Setup:
     def unitls(self, engine: str) -> tuple[ServerFactory, ClientFactory]:
         impl = unitls.get_implementation(engine)
         try:
-            # Full handshakes only, as on the stdlib side (our engines' option; others lack it).
-            sctx = impl.server_context(self.server_config, session_tickets=False)
+            # Full handshakes only and the stdlib's key exchange, as on the stdlib side (our
+            # engines' options; others lack them).
+            sctx = impl.server_context(
+                self.server_config, session_tickets=False, groups=LIKE_STDLIB_GROUPS
+            )
+            cctx = impl.client_context(self.client_config, groups=LIKE_STDLIB_GROUPS)
         except TypeError:
             sctx = impl.server_context(self.server_config)
-        cctx = impl.client_context(self.client_config)
+            cctx = impl.client_context(self.client_config)
 
         async def serve(factory: Callable[[], asyncio.BaseProtocol]) -> asyncio.Server:
             return await uasyncio.create_server(None, factory, HOST, 0, context=sctx, backlog=128)

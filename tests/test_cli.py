@@ -525,6 +525,15 @@ def test_bench_json() -> None:
     resumed = [r for r in rows if r["name"] == "handshake-resumed-memory"]
     assert {r["engine"] for r in resumed} == set(ENGINES)
     assert all(r["value"] and r["baseline"] and not r.get("error") for r in resumed), resumed
+    # Like for like: every engine's handshakes make the stdlib's X25519 exchange; an engine
+    # preferring another group gets a row of its own for that default (rustls: the hybrid).
+    for r in rows:
+        if r["name"] in ("handshake-memory", "connections-socket", "handshake-resumed-memory"):
+            assert r["group"] == "x25519", r
+    defaults = {r["engine"]: r for r in rows if r["name"] == "handshake-memory-default-groups"}
+    if "rustls" in ENGINES:
+        assert defaults.pop("rustls")["group"] == "X25519MLKEM768"
+    assert not defaults, defaults
 
 
 def test_bench_plot_without_matplotlib(tmp_path: Path) -> None:

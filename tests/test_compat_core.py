@@ -673,6 +673,54 @@ def test_memory_bio_pair(bridge_client: SSLContext, bridge_server: SSLContext) -
         server.read(10)
 
 
+def test_set_ecdh_curve_is_honoured(
+    engine: Engine,
+    bridge_client: SSLContext,
+    bridge_server: SSLContext,
+    plain_client: ssl.SSLContext,
+    plain_server: ssl.SSLContext,
+) -> None:
+    """The one group of set_ecdh_curve is the one negotiated, in both roles, as OpenSSL reports
+    it on the stdlib peer (a bridge server gets the stdlib client's x25519 share and asks again)."""
+    from unitls.openssl import _group_of
+
+    bridge_client.set_ecdh_curve("secp384r1")
+    bridge_server.set_ecdh_curve("secp384r1")
+    for client_ctx, server_ctx, stdlib_is_server in (
+        (bridge_client, plain_server, True),
+        (plain_client, bridge_server, False),
+    ):
+        c_in, c_out, s_in, s_out = (ssl.MemoryBIO() for _ in range(4))
+        client = client_ctx.wrap_bio(c_in, c_out, server_hostname="localhost")
+        server = server_ctx.wrap_bio(s_in, s_out, server_side=True)
+        done = {client: False, server: False}
+        for _ in range(20):
+            for obj in (client, server):
+                if not done[obj]:
+                    try:
+                        obj.do_handshake()
+                        done[obj] = True
+                    except ssl.SSLWantReadError:
+                        pass
+            s_in.write(c_out.read())
+            c_in.write(s_out.read())
+        assert all(done.values())
+        peer = server if stdlib_is_server else client
+        assert _group_of(peer._sslobj) == "secp384r1"  # type: ignore[attr-defined]
+
+
+def test_set_ecdh_curve_outside_the_engines_groups_is_refused(
+    engine: Engine, bridge_client: SSLContext
+) -> None:
+    with pytest.raises(ValueError):  # as the stdlib: OpenSSL has no such curve
+        bridge_client.set_ecdh_curve("no-such-curve")
+    if engine.name == "openssl":
+        bridge_client.set_ecdh_curve("sect283k1")  # OpenSSL's own contexts take any of its curves
+        return
+    with pytest.raises(UnsupportedSettingError, match="no such key exchange group"):
+        bridge_client.set_ecdh_curve("sect283k1")
+
+
 def test_settings_are_cached(bridge_client: SSLContext) -> None:
     first = bridge_client._unitls_context(False)
     assert bridge_client._unitls_context(False) is first
@@ -786,11 +834,7 @@ def test_settings_the_engines_ignore_are_announced(
     with warnings.catch_warnings():
         warnings.simplefilter("error", IgnoredSettingWarning)
         bridge_client.keylog_filename = os.devnull  # every engine writes key logs
-        if engine.name == "openssl":
-            bridge_client.set_ecdh_curve("prime256v1")  # the engine's own contexts take it
-    if engine.name != "openssl":
-        with pytest.warns(IgnoredSettingWarning, match="set_ecdh_curve"):
-            bridge_client.set_ecdh_curve("prime256v1")
+        bridge_client.set_ecdh_curve("prime256v1")  # every engine takes it (groups=...)
     assert bridge_client.keylog_filename == os.devnull
     with pytest.warns(IgnoredSettingWarning, match="load_dh_params"):
         bridge_client.load_dh_params(_DH_PARAMS)

@@ -4,6 +4,9 @@
   None before the handshake; the hybrid only where both ends implement it (rustls), a classical
   group otherwise, and never through a HelloRetryRequest.
 - The stdlib ``ssl`` module (OpenSSL 3.0, no ML-KEM) in both roles against the rustls engine.
+- The ``groups`` option on every engine and pair: the chosen group is negotiated (with a
+  HelloRetryRequest where the client's share is not accepted), no common group fails, bad
+  values are refused with what to do; classical groups only turn the hybrid off.
 - The hybrid's wire format and secret checked against an independent implementation: ML-KEM-768
   and X25519 from ``cryptography`` (its own OpenSSL) play the other end of a TLS 1.3 handshake
   written out here, and the handshake keys derived from the combined secret must decrypt what
@@ -471,6 +474,182 @@ def test_stdlib_peer_over_tcp(
     assert client_group == seen["server"] == "x25519"
 
 
+# -- the groups option: choosing the key exchange ---------------------------------------------
+
+
+def _group_contexts(
+    client_engine: Impl,
+    server_engine: Impl,
+    ca: CA,
+    server_cert: Issued,
+    client_groups: tuple[str, ...] | None,
+    server_groups: tuple[str, ...] | None,
+    version: TLSVersion = TLSVersion.TLSv1_3,
+) -> tuple[Any, Any]:
+    client = client_engine.client_context(
+        TLSClientConfiguration(
+            trust_store=ca.trust_store(),
+            lowest_supported_version=version,
+            highest_supported_version=version,
+        ),
+        groups=client_groups,
+    )
+    server = server_engine.server_context(
+        TLSServerConfiguration(certificate_chain=[server_cert.signing_chain()]),
+        groups=server_groups,
+    )
+    return client, server
+
+
+# TLS 1.2 servers also need the curve of their ECDSA certificate (P-256 here) among the client's
+# groups (RFC 8422), so the TLS 1.2 cases keep secp256r1 on both sides.
+@pytest.mark.parametrize(
+    ("client_groups", "server_groups", "expected", "version"),
+    [
+        (("secp384r1",), None, "secp384r1", TLSVersion.TLSv1_3),
+        # Any case; the first gets the key share.
+        (("SECP256R1", "x25519"), None, "secp256r1", TLSVersion.TLSv1_3),
+        (None, ("secp256r1",), "secp256r1", TLSVersion.TLSv1_3),  # a HelloRetryRequest
+        (("x25519", "secp384r1"), ("secp384r1", "secp256r1"), "secp384r1", TLSVersion.TLSv1_3),
+        (("secp256r1",), None, "secp256r1", TLSVersion.TLSv1_2),
+        (None, ("secp256r1",), "secp256r1", TLSVersion.TLSv1_2),
+    ],
+)
+def test_groups_every_pair(
+    client_engine: Impl,
+    server_engine: Impl,
+    ca: CA,
+    server_cert: Issued,
+    pump: Any,
+    client_groups: tuple[str, ...] | None,
+    server_groups: tuple[str, ...] | None,
+    expected: str,
+    version: TLSVersion,
+) -> None:
+    client_ctx, server_ctx = _group_contexts(
+        client_engine, server_engine, ca, server_cert, client_groups, server_groups, version
+    )
+    client, server = client_ctx.create_buffer("localhost"), server_ctx.create_buffer()
+    pump.handshake(client, server)
+    assert client.negotiated_group == server.negotiated_group == expected
+    assert client.negotiated_tls_version is version
+    assert pump.send(client, server, b"ping") == b"ping"
+
+
+def test_groups_without_a_common_group_fail_the_handshake(
+    client_engine: Impl, server_engine: Impl, ca: CA, server_cert: Issued, pump: Any
+) -> None:
+    client_ctx, server_ctx = _group_contexts(
+        client_engine, server_engine, ca, server_cert, ("x25519",), ("secp384r1",)
+    )
+    client, server = client_ctx.create_buffer("localhost"), server_ctx.create_buffer()
+    with pytest.raises(unitls.TLSError):
+        pump.handshake(client, server)
+
+
+def test_groups_classical_only_turns_the_hybrid_off(ca: CA, server_cert: Issued) -> None:
+    """The escape hatch for peers that choke on large key shares: one x25519 share, no hybrid."""
+    rustls = unitls.get_implementation("rustls")
+    client, _ = _group_contexts(rustls, rustls, ca, server_cert, ("x25519", "secp256r1"), None)
+    buf = client.create_buffer("localhost")
+    with pytest.raises(unitls.WantReadError):
+        buf.do_handshake()
+    _, shares = parse_client_hello(first_handshake_message(buf.process_outgoing(1 << 20)))
+    assert list(shares) == [X25519]
+
+
+def test_groups_over_sockets_and_against_the_stdlib(
+    engine: Impl, ca: CA, server_cert: Issued, tmp_path: Path
+) -> None:
+    """The engine's own sockets (the native path on the Rust engines) with a chosen group, as
+    client of a stdlib server and as server of a stdlib client."""
+    client_ctx, server_ctx = _group_contexts(
+        engine, engine, ca, server_cert, ("secp384r1",), ("secp384r1",)
+    )
+    sctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    (tmp_path / "chain.pem").write_bytes(server_cert.chain_pem + server_cert.key_pem)
+    sctx.load_cert_chain(tmp_path / "chain.pem")
+    seen: dict[str, Any] = {}
+    with socket.create_server((HOST, 0)) as listener:
+        listener.settimeout(TIMEOUT)
+
+        def serve() -> None:
+            conn, _ = listener.accept()
+            with sctx.wrap_socket(conn, server_side=True) as tls:
+                seen["stdlib server"] = stdlib_group(tls)
+                tls.sendall(tls.recv(10))
+
+        t, errors = run_thread(serve)
+        with client_ctx.connect((HOST, listener.getsockname()[1]), timeout=TIMEOUT) as sock:
+            sock.sendall(b"hi")
+            assert sock.recv(10) == b"hi"
+            assert sock.negotiated_group == "secp384r1"
+        t.join(TIMEOUT)
+    assert not errors, errors
+    assert seen["stdlib server"] == "secp384r1"
+
+    server = server_ctx.connect((HOST, 0))
+    server.settimeout(TIMEOUT)
+
+    def accept() -> None:
+        conn, _ = server.accept()
+        with conn:
+            seen["engine server"] = conn.negotiated_group
+            conn.sendall(conn.recv(10))
+
+    t, errors = run_thread(accept)
+    cctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    cctx.load_verify_locations(cadata=ca.cert_pem.decode())
+    try:
+        with socket.create_connection(server.getsockname()[:2], timeout=TIMEOUT) as raw:
+            with cctx.wrap_socket(raw, server_hostname="localhost") as tls:
+                tls.sendall(b"yo")
+                assert tls.recv(10) == b"yo"
+                assert stdlib_group(tls) == "secp384r1"  # x25519 offered first: a retry
+    finally:
+        t.join(TIMEOUT)
+        server.close()
+    assert not errors, errors
+    assert seen["engine server"] == "secp384r1"
+
+
+@pytest.mark.parametrize("side", ["client", "server"])
+def test_groups_bad_values(engine: Impl, ca: CA, server_cert: Issued, side: str) -> None:
+    def make(groups: Any, version: TLSVersion = TLSVersion.TLSv1_3) -> Any:
+        if side == "client":
+            return engine.client_context(
+                TLSClientConfiguration(
+                    trust_store=ca.trust_store(), highest_supported_version=version
+                ),
+                groups=groups,
+            )
+        return engine.server_context(
+            TLSServerConfiguration(
+                certificate_chain=[server_cert.signing_chain()],
+                highest_supported_version=version,
+            ),
+            groups=groups,
+        )
+
+    with pytest.raises(TypeError, match="sequence of group names"):
+        make("x25519")
+    with pytest.raises(TypeError, match="group names"):
+        make([29])
+    with pytest.raises(ValueError, match="at least one"):
+        make(())
+    with pytest.raises(ValueError, match="unknown key exchange group 'x25520'"):
+        make(["x25520"])
+    with pytest.raises(ValueError, match="listed twice"):
+        make(["x25519", "X25519"])
+    lacking = "X25519MLKEM768" if engine.name not in PQ_ENGINES else "secp521r1"
+    with pytest.raises(unitls.ConfigurationError, match=f"cannot do .*{lacking}.*choose among"):
+        make([lacking])
+    if engine.name in PQ_ENGINES:
+        with pytest.raises(unitls.ConfigurationError, match=r"TLS 1\.3 only"):
+            make([HYBRID], TLSVersion.TLSv1_2)
+        make([HYBRID, "x25519"], TLSVersion.TLSv1_2)  # a classical group to fall back on
+
+
 # -- the hybrid checked against an independent ML-KEM and X25519 (cryptography) -------------
 
 
@@ -603,3 +782,33 @@ def test_openssl_reader_rejects_foreign_objects(ca: CA) -> None:
     with pytest.raises(ssl.SSLWantReadError):
         obj.do_handshake()
     assert reader(obj._sslobj) is None  # type: ignore[attr-defined]
+
+
+def test_openssl_groups_without_ctypes_access(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Where ``_openssl_ffi`` cannot reach OpenSSL, one group still goes through the stdlib's
+    ``set_ecdh_curve``; a list is refused, not cut short."""
+    from unitls import _openssl_ffi, openssl
+
+    monkeypatch.setattr(_openssl_ffi, "AVAILABLE", False)
+    assert openssl._probe_groups() == (0x0017, 0x0018, 0x0019, 0x001D, 0x001E)
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    assert openssl._set_groups(ctx, (0x0018,))
+    assert not openssl._set_groups(ctx, (0x001D, 0x0018))
+    assert not openssl._set_groups(ctx, (0x0100,))  # ffdhe2048: no curve name for the stdlib
+
+
+def test_groups_on_insecure_contexts(engine: Impl, ca: CA, server_cert: Issued, pump: Any) -> None:
+    from unitls.insecure import InsecureConfiguration, SecurityWarning, get_insecure_implementation
+
+    server = engine.server_context(
+        TLSServerConfiguration(certificate_chain=[server_cert.signing_chain()])
+    )
+    with pytest.warns(SecurityWarning):
+        client = get_insecure_implementation(engine.name).client_context(
+            TLSClientConfiguration(),
+            InsecureConfiguration(disable_verification=True, disable_hostname_check=True),
+            groups=("secp384r1",),
+        )
+        c, s = client.create_buffer("localhost"), server.create_buffer()
+    pump.handshake(c, s)
+    assert c.negotiated_group == s.negotiated_group == "secp384r1"

@@ -224,10 +224,22 @@ fn version_name(v: u16) -> &'static str {
     }
 }
 
-/// The provider with the suites asked for, and the versions those suites can serve.
+/// The key exchange groups this engine can be asked for, by IANA codepoint (`groups`), in its
+/// default order.
+#[pyfunction]
+pub fn supported_groups() -> Vec<u16> {
+    std::iter::once(crate::pq::X25519MLKEM768)
+        .chain(rustls::crypto::ring::default_provider().kx_groups)
+        .map(|g| u16::from(g.name()))
+        .collect()
+}
+
+/// The provider with the suites and key exchange groups asked for, and the versions those
+/// suites can serve.
 fn build_provider(
     cipher_suites: Option<&[u16]>,
     versions: &[u16],
+    groups: Option<&[u16]>,
 ) -> PyResult<(Arc<CryptoProvider>, Vec<&'static SupportedProtocolVersion>)> {
     let wanted_versions = protocol_versions(versions)?;
     let base = rustls::crypto::ring::default_provider();
@@ -285,9 +297,26 @@ fn build_provider(
     // rustls' own default order (its aws-lc-rs provider, "prefer-post-quantum"): the hybrid
     // first, then the classical groups, which a client also offers (x25519 with the hybrid's
     // X25519 key) so a peer without ML-KEM needs no HelloRetryRequest.
-    let kx_groups = std::iter::once(crate::pq::X25519MLKEM768)
-        .chain(base.kx_groups.iter().copied())
-        .collect();
+    let all = std::iter::once(crate::pq::X25519MLKEM768).chain(base.kx_groups.iter().copied());
+    let kx_groups = match groups {
+        None => all.collect(),
+        // In the order asked (Python checked the names against `supported_groups`).
+        Some(ids) => {
+            let all: Vec<_> = all.collect();
+            let mut out = Vec::with_capacity(ids.len());
+            for id in ids {
+                match all.iter().find(|g| u16::from(g.name()) == *id) {
+                    Some(g) => out.push(*g),
+                    None => {
+                        return Err(config_err(format!(
+                            "the rustls engine cannot do the key exchange group 0x{id:04x}"
+                        )))
+                    }
+                }
+            }
+            out
+        }
+    };
     let provider = CryptoProvider {
         cipher_suites: suites,
         kx_groups,
@@ -467,7 +496,7 @@ impl ClientConfig {
     #[new]
     #[pyo3(signature = (*, ca_certs, system_roots, client_chain, client_key, cipher_suites,
                         versions, alpn, verify_certificates=true, verify_hostname=true,
-                        resumption=true, keylog_path=None))]
+                        resumption=true, keylog_path=None, groups=None))]
     #[allow(clippy::too_many_arguments)]
     fn new(
         ca_certs: Option<Vec<Bound<'_, PyAny>>>,
@@ -481,11 +510,13 @@ impl ClientConfig {
         verify_hostname: bool,
         resumption: bool,
         keylog_path: Option<PathBuf>,
+        groups: Option<Vec<u16>>,
     ) -> PyResult<Self> {
         let ca = extract_blobs(ca_certs, "ca_certs")?;
         let chain = extract_blobs(client_chain, "client_chain")?;
         let key = client_key.map(|k| bytes_of(&k, "client_key")).transpose()?;
-        let (provider, versions) = build_provider(cipher_suites.as_deref(), &versions)?;
+        let (provider, versions) =
+            build_provider(cipher_suites.as_deref(), &versions, groups.as_deref())?;
 
         let builder = rustls::ClientConfig::builder_with_provider(provider.clone())
             .with_protocol_versions(&versions)
@@ -711,7 +742,7 @@ fn alpn_overlaps(hello: &ClientHello<'_>, ours: &[Vec<u8>]) -> bool {
 impl ServerConfig {
     #[new]
     #[pyo3(signature = (*, chains, client_ca_certs, require_client_cert, cipher_suites, versions,
-                        alpn, session_tickets=true, keylog_path=None))]
+                        alpn, session_tickets=true, keylog_path=None, groups=None))]
     #[allow(clippy::too_many_arguments)]
     fn new(
         chains: Vec<(Vec<Bound<'_, PyAny>>, Bound<'_, PyAny>)>,
@@ -722,8 +753,10 @@ impl ServerConfig {
         alpn: Vec<Vec<u8>>,
         session_tickets: bool,
         keylog_path: Option<PathBuf>,
+        groups: Option<Vec<u16>>,
     ) -> PyResult<Self> {
-        let (provider, versions) = build_provider(cipher_suites.as_deref(), &versions)?;
+        let (provider, versions) =
+            build_provider(cipher_suites.as_deref(), &versions, groups.as_deref())?;
         if chains.is_empty() {
             return Err(config_err(
                 "a server needs at least one certificate chain and its private key",

@@ -164,10 +164,12 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<lockedcall::LockedCall>()?;
     m.add_class::<lockedcall::LockState>()?;
     m.add_function(wrap_pyfunction!(config::supported_cipher_suites, m)?)?;
+    m.add_function(wrap_pyfunction!(config::supported_groups, m)?)?;
     m.add_class::<nss::NssClientConfig>()?;
     m.add_class::<nss::NssServerConfig>()?;
     m.add_function(wrap_pyfunction!(nss::nss_status, m)?)?;
     m.add_function(wrap_pyfunction!(nss::nss_supported_cipher_suites, m)?)?;
+    m.add_function(wrap_pyfunction!(nss::nss_supported_groups, m)?)?;
     m.add("RUSTLS_VERSION", RUSTLS_VERSION)?;
     Ok(())
 }

@@ -1,6 +1,6 @@
 """Core benchmarks: each engine against the stdlib ``ssl`` module, measured in the same run.
 
-Six measurements, each run for both sides in alternating short rounds (stdlib, engine, engine,
+Seven measurements, each run for both sides in alternating short rounds (stdlib, engine, engine,
 stdlib, ...) so machine noise hits both alike; the median round of each side is kept and the
 result is reported as a ratio (engine / stdlib):
 
@@ -13,7 +13,10 @@ result is reported as a ratio (engine / stdlib):
 5. ``connections-socket``: TLS connections per second over loopback TCP: a new TCP connection
    and a full TLS 1.3 handshake each (no resumption on either side), one byte from the client,
    then close; a client thread and a server thread.
-6. ``handshake-resumed-memory``: resumed TLS 1.3 handshakes per second in memory, both sides
+6. ``handshake-memory-default-groups``: as 3., with the engine's default key exchange groups;
+   only for engines whose default negotiates another group than the stdlib's x25519 (rustls:
+   X25519MLKEM768, which OpenSSL 3.0 lacks). No target: it prices the post-quantum hybrid.
+7. ``handshake-resumed-memory``: resumed TLS 1.3 handshakes per second in memory, both sides
    resuming: the engine's client from its session cache (a new single-use ticket each time)
    against its server issuing tickets; the stdlib client with ``session=`` against a stdlib
    server with its default tickets. The stdlib side reads ``SSLObject.session`` once, from the
@@ -22,6 +25,11 @@ result is reported as a ratio (engine / stdlib):
    taking the newest session from every connection measured ~30% slower). After each
    handshake the server sends one byte and the client reads it (processing new tickets, which
    NSS servers send with their first data), on both sides.
+
+Key exchange like for like: every other row asks the engine for ``groups=LIKE_STDLIB_GROUPS``
+(x25519 first, as the stdlib's OpenSSL offers), so both sides make an X25519 exchange; rows of
+handshakes report the engine's negotiated ``group``. Engines without the ``groups`` option run
+with their defaults.
 
 Both sides use TLS 1.3 and the same certificate. Python 3.11's ``ssl`` cannot choose TLS 1.3
 suites, so the engine is asked for TLS_AES_256_GCM_SHA384 (what OpenSSL prefers by default)
@@ -49,7 +57,7 @@ from ._config import TLSClientConfiguration, TLSServerConfiguration
 from ._enums import CipherSuite, TLSVersion
 from ._errors import ConfigurationError, WantReadError
 
-__all__ = ["BENCHMARKS", "TARGETS", "run_core"]
+__all__ = ["BENCHMARKS", "LIKE_STDLIB_GROUPS", "TARGETS", "run_core"]
 
 Row = dict[str, Any]
 Progress = Callable[[str], None]
@@ -66,6 +74,7 @@ BENCHMARKS = (
     "bulk-socket",
     "bulk-memory",
     "handshake-memory",
+    "handshake-memory-default-groups",
     "roundtrip-socket",
     "connections-socket",
     "handshake-resumed-memory",
@@ -74,6 +83,7 @@ UNITS = {
     "bulk-socket": "MiB/s",
     "bulk-memory": "MiB/s",
     "handshake-memory": "handshakes/s",
+    "handshake-memory-default-groups": "handshakes/s",
     "roundtrip-socket": "round trips/s",
     "connections-socket": "connections/s",
     "handshake-resumed-memory": "handshakes/s",
@@ -108,6 +118,16 @@ TARGETS: dict[str, dict[str, float]] = {
 }
 
 
+#: The key exchange groups the engines are asked for (``groups``): the stdlib's OpenSSL 3.0
+#: client sends an x25519 key share and its servers pick x25519; an engine preferring another
+#: group by default (rustls: X25519MLKEM768) would otherwise be timed doing different work.
+LIKE_STDLIB_GROUPS = ("x25519", "secp256r1", "secp384r1")
+# Rows whose handshakes make a key exchange (they report the engine's negotiated group).
+_KEY_EXCHANGE_ROWS = frozenset(
+    {"handshake-memory", "connections-socket", "handshake-resumed-memory"}
+)
+
+
 # -- the two sides ------------------------------------------------------------------------------
 
 
@@ -136,6 +156,7 @@ class _Stdlib:
         self.ticket_server.minimum_version = ssl.TLSVersion.TLSv1_3
         self.session: ssl.SSLSession | None = None
         self.suite = "?"
+        self.default_groups = self  # the stdlib has one key exchange
 
     # sockets
     def listen(self) -> tuple[Any, int]:
@@ -216,9 +237,16 @@ class _Stdlib:
 class _Engine:
     """A PEP 748 engine, used only through the PEP API."""
 
-    def __init__(self, impl: Any, leaf: Issued, ca: CA) -> None:
+    def __init__(
+        self,
+        impl: Any,
+        leaf: Issued,
+        ca: CA,
+        groups: tuple[str, ...] | None = LIKE_STDLIB_GROUPS,
+    ) -> None:
         self.impl = impl
         self.name = impl.name
+        self._material = (leaf, ca)
         chain = [leaf.signing_chain()]
         v13 = TLSVersion.TLSv1_3
         suites = [CipherSuite.TLS_AES_256_GCM_SHA384]
@@ -235,12 +263,14 @@ class _Engine:
             client = TLSClientConfiguration(
                 trust_store=ca.trust_store(), lowest_supported_version=v13
             )
-        self.server = _with_options(impl.server_context, server, session_tickets=False)
-        self.client = _with_options(impl.client_context, client, resumption=False)
+        kx = {"groups": groups} if groups is not None else {}
+        self.server = _with_options(impl.server_context, server, session_tickets=False, **kx)
+        self.client = _with_options(impl.client_context, client, resumption=False, **kx)
         # Resumption: the engine's defaults (tickets on, a session cache on).
-        self.ticket_server = impl.server_context(server)
-        self.resuming_client = impl.client_context(client)
+        self.ticket_server = _with_options(impl.server_context, server, **kx)
+        self.resuming_client = _with_options(impl.client_context, client, **kx)
         self.suite = "?"
+        self._defaults: _Engine | None = None if groups is not None else self
         # Checked once: a runtime Protocol check per connection would be timed as the engine's.
         from .extensions import SupportsConnectTimeout
 
@@ -290,6 +320,20 @@ class _Engine:
             s2c()
         c2s()
 
+    @property
+    def default_groups(self) -> _Engine:
+        """This engine with its default key exchange groups (made on first use)."""
+        if self._defaults is None:
+            leaf, ca = self._material
+            self._defaults = _Engine(self.impl, leaf, ca, groups=None)
+        return self._defaults
+
+    def group(self) -> str | None:
+        """The key exchange group one in-memory handshake negotiates (None: not reported)."""
+        c, s, c2s, s2c = self.buffer_pair()
+        self.handshake(c, s, c2s, s2c)
+        return getattr(c, "negotiated_group", None)
+
     def resumed_handshake(self) -> bool:
         """One handshake from the context's session cache. Returns resumed."""
         c = self.resuming_client.create_buffer("localhost")
@@ -305,12 +349,20 @@ class _Engine:
 _Side = _Stdlib | _Engine
 
 
-def _with_options(factory: Any, config: Any, **options: bool) -> Any:
-    """A context with engine-specific options (no tickets/resumption) when the engine has them."""
+def _with_options(factory: Any, config: Any, **options: Any) -> Any:
+    """A context with engine-specific options (no tickets/resumption, ``groups``) when the
+    engine has them: without ``groups`` if it lacks that one, without any if it lacks more."""
     try:
         return factory(config, **options)
     except TypeError:
-        return factory(config)
+        pass
+    if "groups" in options:
+        options = {k: v for k, v in options.items() if k != "groups"}
+        try:
+            return factory(config, **options)
+        except TypeError:
+            pass
+    return factory(config)
 
 
 def _pumps(c: Any, s: Any) -> tuple[Callable[[], None], Callable[[], None]]:
@@ -458,6 +510,11 @@ def handshake_memory(side: _Side, seconds: float) -> float:
     return count / (time.perf_counter() - start)
 
 
+def handshake_memory_default_groups(side: _Side, seconds: float) -> float:
+    """``handshake_memory`` with the side's default key exchange groups."""
+    return handshake_memory(side.default_groups, seconds)
+
+
 def resumed_handshake_memory(side: _Side, seconds: float) -> float:
     """Resumed handshakes per second, both ends in memory in one thread (one full handshake
     first, untimed, to get a session)."""
@@ -578,6 +635,7 @@ _FUNCS: dict[str, Callable[[_Side, float], float]] = {
     "bulk-socket": bulk_socket,
     "bulk-memory": bulk_memory,
     "handshake-memory": handshake_memory,
+    "handshake-memory-default-groups": handshake_memory_default_groups,
     "roundtrip-socket": roundtrip_socket,
     "connections-socket": connections_socket,
     "handshake-resumed-memory": resumed_handshake_memory,
@@ -649,7 +707,13 @@ def run_core(
         stdlib = _Stdlib(leaf, ca, tmpdir)
         for name in names:
             engine = _Engine(unitls.get_implementation(name), leaf, ca)
+            groups = {"": engine.group()}
             for bench in benchmarks:
+                if bench == "handshake-memory-default-groups":
+                    groups[bench] = engine.default_groups.group()
+                    if groups[bench] == groups[""]:
+                        step += 2 * rounds  # the same row as handshake-memory
+                        continue
                 seen: dict[str, list[float]] = {}
                 first_step = step
                 try:
@@ -699,4 +763,6 @@ def run_core(
                         "seconds": seconds,
                     }
                 )
+                if bench in _KEY_EXCHANGE_ROWS or bench in groups:
+                    rows[-1]["group"] = groups.get(bench, groups[""])
     return rows

@@ -33,6 +33,13 @@ Options every engine's contexts take (keyword-only, beyond the PEP):
   ``create_buffer(name, session=...)`` resumes exactly that session, cache or not. A server
   context issues tickets by default, under keys that rotate; ``session_tickets=False`` turns
   tickets and the server's session cache off (every handshake is full).
+- Key exchange groups. ``groups=("x25519", "secp256r1")`` names the groups a context offers
+  (clients, the first getting a key share) or accepts (servers, in that order of preference),
+  by their names in IANA's TLS Supported Groups registry (any case); the default is the
+  engine's own list (rustls: X25519MLKEM768 first). A group the engine cannot do is a
+  ``ConfigurationError`` naming those it can; only post-quantum hybrids with TLS 1.3 disabled
+  is one too (they exist in TLS 1.3 only). It is the escape hatch for peers or middleboxes that
+  choke on large post-quantum key shares, and for measuring like for like.
 - Key logging for Wireshark. With ``keylog_filename=PATH``, or else when the ``SSLKEYLOGFILE``
   environment variable is set (and Python was not started with ``-E``), every connection's
   secrets are appended to that file in the NSS key log format (``CLIENT_RANDOM`` for TLS 1.2;
@@ -51,6 +58,7 @@ from __future__ import annotations
 
 import os
 import sys
+from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any, ClassVar, Generic, TypeVar
 
 from ._config import TLSClientConfiguration, TLSServerConfiguration
@@ -89,6 +97,92 @@ _HIGH = {
     TLSVersion.MAXIMUM_SUPPORTED: TLS13,
 }
 VERSION_ENUM = {TLS12: TLSVersion.TLSv1_2, TLS13: TLSVersion.TLSv1_3}
+
+
+# IANA's TLS Supported Groups registry (names with the registry's case) for the groups any
+# engine here can negotiate, by codepoint.
+GROUP_NAMES: dict[int, str] = {
+    0x0017: "secp256r1",
+    0x0018: "secp384r1",
+    0x0019: "secp521r1",
+    0x001A: "brainpoolP256r1",
+    0x001B: "brainpoolP384r1",
+    0x001C: "brainpoolP512r1",
+    0x001D: "x25519",
+    0x001E: "x448",
+    0x001F: "brainpoolP256r1tls13",
+    0x0020: "brainpoolP384r1tls13",
+    0x0021: "brainpoolP512r1tls13",
+    0x0100: "ffdhe2048",
+    0x0101: "ffdhe3072",
+    0x0102: "ffdhe4096",
+    0x0103: "ffdhe6144",
+    0x0104: "ffdhe8192",
+    0x0200: "MLKEM512",
+    0x0201: "MLKEM768",
+    0x0202: "MLKEM1024",
+    0x11EB: "SecP256r1MLKEM768",
+    0x11EC: "X25519MLKEM768",
+    0x11ED: "SecP384r1MLKEM1024",
+}
+_GROUP_BY_NAME = {name.lower(): group for group, name in GROUP_NAMES.items()}
+# Groups that exist in TLS 1.3 only (ML-KEM, alone or in a hybrid).
+_TLS13_ONLY_GROUPS = frozenset({0x0200, 0x0201, 0x0202, 0x11EB, 0x11EC, 0x11ED})
+
+
+def check_groups(
+    groups: Sequence[str] | None,
+    engine: str,
+    supported: Sequence[int],
+    config: TLSClientConfiguration | TLSServerConfiguration,
+) -> tuple[int, ...] | None:
+    """The ``groups`` option as codepoints in the order given (None: the engine's default).
+
+    TypeError/ValueError for a malformed value (not a sequence of names, empty, unknown or
+    repeated names); ``ConfigurationError`` for groups ``engine`` cannot do (``supported``) and
+    for a list that only TLS 1.3 can use when ``config`` disables TLS 1.3.
+    """
+    if groups is None:
+        return None
+    if isinstance(groups, (str, bytes)) or not isinstance(groups, Sequence):
+        raise TypeError(
+            "groups must be a sequence of group names, e.g. ('x25519', 'secp256r1'), "
+            f"not {type(groups).__name__}"
+        )
+    if not groups:
+        raise ValueError("groups must name at least one key exchange group (None: the default)")
+    ids: list[int] = []
+    for name in groups:
+        if not isinstance(name, str):
+            raise TypeError(f"groups must hold group names (str), not {type(name).__name__}")
+        group = _GROUP_BY_NAME.get(name.lower())
+        if group is None:
+            raise ValueError(
+                f"unknown key exchange group {name!r}: use a name from IANA's TLS Supported "
+                "Groups registry, e.g. 'x25519', 'secp256r1', 'X25519MLKEM768'"
+            )
+        if group in ids:
+            raise ValueError(f"key exchange group {GROUP_NAMES[group]!r} is listed twice")
+        ids.append(group)
+    lacking = [GROUP_NAMES[g] for g in ids if g not in supported]
+    if lacking:
+        can = (
+            f"choose among {', '.join(GROUP_NAMES[g] for g in supported)}"
+            if supported
+            else "it cannot choose groups (leave groups=None)"
+        )
+        raise ConfigurationError(
+            f"the {engine} engine cannot do the key exchange group(s) {', '.join(lacking)}: {can}"
+        )
+    if _HIGH[config.highest_supported_version] < TLS13 and all(
+        g in _TLS13_ONLY_GROUPS for g in ids
+    ):
+        raise ConfigurationError(
+            f"the key exchange group(s) {', '.join(GROUP_NAMES[g] for g in ids)} exist in TLS "
+            "1.3 only, which the configuration disables: add a classical group such as x25519 "
+            "or allow TLS 1.3"
+        )
+    return tuple(ids)
 
 
 def version_bounds(config: TLSClientConfiguration | TLSServerConfiguration) -> tuple[int, int]:
@@ -245,20 +339,24 @@ class ClientContextBase(StartTLSMixin, Generic[_Native]):
     """An engine's client context (see the module docstring for what a subclass fills in).
 
     ``resumption=False`` turns off the session cache (every handshake is a full one unless a
-    session is offered explicitly); ``keylog_filename`` names a key log file (default: the
-    ``SSLKEYLOGFILE`` environment variable). See the module docstring.
+    session is offered explicitly); ``groups`` names the key exchange groups to offer (default:
+    the engine's); ``keylog_filename`` names a key log file (default: the ``SSLKEYLOGFILE``
+    environment variable). See the module docstring.
     """
 
-    __slots__ = ("_configuration", "_keylog", "_native", "_resumption")
+    __slots__ = ("_configuration", "_groups", "_keylog", "_native", "_resumption")
 
     #: The engine's short name, for messages and ``repr``.
     engine_name: ClassVar[str] = "engine"
+    #: The key exchange groups (IANA codepoints) the engine can be asked for (``groups``).
+    supported_groups: ClassVar[tuple[int, ...]] = ()
 
     def __init__(
         self,
         configuration: TLSClientConfiguration,
         *,
         resumption: bool = True,
+        groups: Sequence[str] | None = None,
         keylog_filename: str | os.PathLike[str] | None = None,
     ) -> None:
         if not isinstance(configuration, TLSClientConfiguration):
@@ -271,6 +369,7 @@ class ClientContextBase(StartTLSMixin, Generic[_Native]):
         type(self).validate(configuration)
         self._configuration = configuration
         self._resumption = resumption
+        self._groups = check_groups(groups, self.engine_name, self.supported_groups, configuration)
         self._keylog = keylog_path(keylog_filename)
         self._native: _Native = self._compile(configuration)
 
@@ -325,19 +424,22 @@ class ServerContextBase(StartTLSMixin, Generic[_Native]):
     """An engine's server context (see the module docstring for what a subclass fills in).
 
     ``session_tickets=False`` stops issuing resumption tickets and caching sessions (every
-    handshake is full); ``keylog_filename`` names a key log file (default: the
+    handshake is full); ``groups`` names the key exchange groups to accept, preferred first
+    (default: the engine's); ``keylog_filename`` names a key log file (default: the
     ``SSLKEYLOGFILE`` environment variable). See the module docstring.
     """
 
-    __slots__ = ("_configuration", "_keylog", "_native", "_session_tickets")
+    __slots__ = ("_configuration", "_groups", "_keylog", "_native", "_session_tickets")
 
     engine_name: ClassVar[str] = "engine"
+    supported_groups: ClassVar[tuple[int, ...]] = ()
 
     def __init__(
         self,
         configuration: TLSServerConfiguration,
         *,
         session_tickets: bool = True,
+        groups: Sequence[str] | None = None,
         keylog_filename: str | os.PathLike[str] | None = None,
     ) -> None:
         if not isinstance(configuration, TLSServerConfiguration):
@@ -350,6 +452,7 @@ class ServerContextBase(StartTLSMixin, Generic[_Native]):
         type(self).validate(configuration)
         self._configuration = configuration
         self._session_tickets = session_tickets
+        self._groups = check_groups(groups, self.engine_name, self.supported_groups, configuration)
         self._keylog = keylog_path(keylog_filename)
         self._native: _Native = self._compile(configuration)
 

@@ -31,7 +31,9 @@ __all__ = [
     "SocketCore",
     "nss_status",
     "nss_supported_cipher_suites",
+    "nss_supported_groups",
     "supported_cipher_suites",
+    "supported_groups",
 ]
 
 RUSTLS_VERSION: str
@@ -39,6 +41,10 @@ RUSTLS_VERSION: str
 
 def supported_cipher_suites() -> list[int]:
     """IANA ids of the suites rustls (ring) supports, in its default preference order."""
+
+def supported_groups() -> list[int]:
+    """IANA codepoints of the key exchange groups the rustls engine can do (``groups``), in its
+    default order: X25519MLKEM768, x25519, secp256r1, secp384r1."""
 
 @final
 class RustlsClientConfig:
@@ -54,7 +60,9 @@ class RustlsClientConfig:
     ``verify_hostname=False`` verifies the chain but not the name. ``resumption=False``
     disables the client session cache (sessions offered to ``new_connection`` still resume).
     ``keylog_path``: append every connection's secrets to this file (NSS key log format; a
-    file that cannot be opened is a ``ConfigurationError``).
+    file that cannot be opened is a ``ConfigurationError``). ``groups``: the key exchange
+    groups (IANA codepoints from ``supported_groups()``) in preference order, ``None`` for the
+    default.
     """
 
     def __new__(
@@ -71,6 +79,7 @@ class RustlsClientConfig:
         verify_hostname: bool = True,
         resumption: bool = True,
         keylog_path: str | None = None,
+        groups: tuple[int, ...] | None = None,
     ) -> Self: ...
     def new_connection(
         self, server_name: str, port: int | None = None, session: ClientSession | None = None
@@ -122,6 +131,7 @@ class RustlsServerConfig:
         alpn: Sequence[bytes],
         session_tickets: bool = True,
         keylog_path: str | None = None,
+        groups: tuple[int, ...] | None = None,
     ) -> Self: ...
     def new_connection(self, local_address: str | None = None) -> Connection:
         """A server connection. ``local_address``: the IP the client connected to; with
@@ -136,6 +146,10 @@ def nss_status() -> tuple[bool, str]:
 def nss_supported_cipher_suites() -> list[int]:
     """IANA ids of the suites this NSS implements and its policy allows (``ConfigurationError``
     if NSS is not usable)."""
+
+def nss_supported_groups() -> list[int]:
+    """IANA codepoints of the key exchange groups the nss engine can be asked for (``groups``):
+    x25519, secp256r1, secp384r1, secp521r1."""
 
 @final
 class NssClientConfig:
@@ -165,6 +179,7 @@ class NssClientConfig:
         verify_hostname: bool = True,
         resumption: bool = True,
         keylog_path: str | None = None,
+        groups: tuple[int, ...] | None = None,
     ) -> Self: ...
     def new_connection(
         self, server_name: str, port: int | None = None, session: ClientSession | None = None
@@ -198,6 +213,7 @@ class NssServerConfig:
         alpn: Sequence[bytes],
         session_tickets: bool = True,
         keylog_path: str | None = None,
+        groups: tuple[int, ...] | None = None,
     ) -> Self: ...
     def new_connection(self, local_address: str | None = None) -> Connection:
         """A server connection (its NSS socket is made once the whole ClientHello is in)."""

@@ -263,6 +263,7 @@ class NativeEngine(Generic[_C, _S]):
         check_hostname: bool,
         resumption: bool,
         keylog: str | None = None,
+        groups: tuple[int, ...] | None = None,
     ) -> _C:
         ca_certs, system = _trust(config.trust_store)
         chain_certs: list[bytes] | None = None
@@ -281,10 +282,15 @@ class NativeEngine(Generic[_C, _S]):
             verify_hostname=check_hostname and verify,
             resumption=resumption,
             keylog_path=keylog,
+            groups=groups,
         )
 
     def server_config(
-        self, config: TLSServerConfiguration, session_tickets: bool, keylog: str | None = None
+        self,
+        config: TLSServerConfiguration,
+        session_tickets: bool,
+        keylog: str | None = None,
+        groups: tuple[int, ...] | None = None,
     ) -> _S:
         client_cas = None
         if config.trust_store is not None:
@@ -298,4 +304,5 @@ class NativeEngine(Generic[_C, _S]):
             alpn=_alpn(config),
             session_tickets=session_tickets,
             keylog_path=keylog,
+            groups=groups,
         )

@@ -13,7 +13,8 @@ OpenSSL that ``_ssl`` is linked with (for the OpenSSL engine, ``unitls.openssl``
   accepted, as rustls' ``Ticketer`` does; every resumed TLS 1.3 handshake gets a new ticket.
 - Turning a server's session cache off (``session_tickets=False`` means full handshakes only,
   but OpenSSL would still resume TLS 1.2 session ids from its cache).
-- The key exchange group a connection used (``SSL_get_negotiated_group``).
+- The key exchange group a connection used (``SSL_get_negotiated_group``), and a context's list
+  of groups (``SSL_CTX_set1_groups_list``: the stdlib's ``set_ecdh_curve`` takes one).
 
 Trust: a pointer read from a CPython object is used only after OpenSSL confirms it (the
 ``SSL *`` of an ``_ssl._SSLSocket`` must carry that very object as its app data, which
@@ -46,12 +47,14 @@ __all__ = [
     "install_client_sessions",
     "install_ticket_keys",
     "negotiated_group_nid",
+    "set_groups",
     "set_session",
 ]
 
 _P = ctypes.c_void_p
 _SSL_CTRL_SET_SESS_CACHE_MODE = 44
 _SSL_CTRL_GET_NEGOTIATED_GROUP = 134  # SSL_get_negotiated_group(), a macro over SSL_ctrl
+_SSL_CTRL_SET_GROUPS_LIST = 92  # SSL_CTX_set1_groups_list(), a macro over SSL_CTX_ctrl
 _SSL_SESS_CACHE_OFF = 0x0
 _SSL_SESS_CACHE_CLIENT = 0x1
 _SSL_SESS_CACHE_NO_INTERNAL_STORE = 0x200
@@ -295,6 +298,17 @@ def disable_session_cache(ctx: ssl.SSLContext) -> bool:
     assert _lib is not None
     _lib.SSL_CTX_ctrl(ptr, _SSL_CTRL_SET_SESS_CACHE_MODE, _SSL_SESS_CACHE_OFF, None)
     return True
+
+
+def set_groups(ctx: ssl.SSLContext, names: str) -> bool | None:
+    """``SSL_CTX_set1_groups_list(ctx, names)`` (names separated by ``:``): whether OpenSSL
+    took the list; None where this module cannot reach OpenSSL."""
+    ptr = _ctx_of(ctx)
+    if ptr is None:
+        return None
+    assert _lib is not None
+    raw = ctypes.create_string_buffer(names.encode("ascii"))
+    return bool(_lib.SSL_CTX_ctrl(ptr, _SSL_CTRL_SET_GROUPS_LIST, 0, ctypes.addressof(raw)) == 1)
 
 
 # -- server ticket keys ------------------------------------------------------------------------

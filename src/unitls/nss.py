@@ -53,6 +53,8 @@ _ENGINE = NativeEngine(
     _native.NssClientConfig,
     _native.NssServerConfig,
 )
+# x25519, secp256r1, secp384r1, secp521r1 (NSS's default order).
+_GROUPS = tuple(_native.nss_supported_groups())
 
 
 def validate_config(config: TLSClientConfiguration | TLSServerConfiguration) -> None:
@@ -78,12 +80,13 @@ class NssClientContext(NativeClientSockets, ClientContextBase[_native.NssClientC
 
     __slots__ = ()
     engine_name = "nss"
+    supported_groups = _GROUPS
     validate = staticmethod(validate_config)
 
     def _compile(self, configuration: TLSClientConfiguration) -> _native.NssClientConfig:
         verify, check_hostname = self._verification()
         return _ENGINE.client_config(
-            configuration, verify, check_hostname, self._resumption, self._keylog
+            configuration, verify, check_hostname, self._resumption, self._keylog, self._groups
         )
 
     def _new_buffer(self, server_hostname: str, port: int | None, session: object) -> NssBuffer:
@@ -107,10 +110,13 @@ class NssServerContext(NativeServerSockets, ServerContextBase[_native.NssServerC
 
     __slots__ = ()
     engine_name = "nss"
+    supported_groups = _GROUPS
     validate = staticmethod(validate_config)
 
     def _compile(self, configuration: TLSServerConfiguration) -> _native.NssServerConfig:
-        return _ENGINE.server_config(configuration, self._session_tickets, self._keylog)
+        return _ENGINE.server_config(
+            configuration, self._session_tickets, self._keylog, self._groups
+        )
 
     def _new_buffer(self, local_address: str | None) -> NssBuffer:
         return NssBuffer(self, self._native.new_connection(local_address))

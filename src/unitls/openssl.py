@@ -47,6 +47,7 @@ from . import _openssl_ffi
 from ._config import TLSClientConfiguration, TLSServerConfiguration
 from ._drive import Deadline, linger_close, wait_fd
 from ._engine import (
+    GROUP_NAMES,
     TLS12,
     TLS13,
     ClientContextBase,
@@ -259,32 +260,6 @@ _ID_BY_NAME.update({name: suite for suite, name in _TLS13_NAMES.items()})
 
 # -- the key exchange group (negotiated_group) ---------------------------------------------------
 
-# Names in IANA's TLS Supported Groups registry (case included) of the groups OpenSSL can
-# negotiate, by codepoint. (The Rust engines name groups in rust/src/rustls_session.rs.)
-_GROUP_NAMES = {
-    0x0017: "secp256r1",
-    0x0018: "secp384r1",
-    0x0019: "secp521r1",
-    0x001A: "brainpoolP256r1",
-    0x001B: "brainpoolP384r1",
-    0x001C: "brainpoolP512r1",
-    0x001D: "x25519",
-    0x001E: "x448",
-    0x001F: "brainpoolP256r1tls13",
-    0x0020: "brainpoolP384r1tls13",
-    0x0021: "brainpoolP512r1tls13",
-    0x0100: "ffdhe2048",
-    0x0101: "ffdhe3072",
-    0x0102: "ffdhe4096",
-    0x0103: "ffdhe6144",
-    0x0104: "ffdhe8192",
-    0x0200: "MLKEM512",
-    0x0201: "MLKEM768",
-    0x0202: "MLKEM1024",
-    0x11EB: "SecP256r1MLKEM768",
-    0x11EC: "X25519MLKEM768",
-    0x11ED: "SecP384r1MLKEM1024",
-}
 # OpenSSL's NIDs of those groups (its tls1_group_id2nid table). A brainpool curve has one NID
 # and two codepoints (TLS 1.2, TLS 1.3).
 _GROUP_BY_NID = {
@@ -306,11 +281,11 @@ _TLSEXT_NID_UNKNOWN = 0x1000000  # | codepoint, for groups without a NID (OpenSS
 def _group_of_nid(nid: int, tls13: bool) -> str | None:
     if nid & _TLSEXT_NID_UNKNOWN:
         unknown = nid & 0xFFFF
-        return _GROUP_NAMES.get(unknown, f"0x{unknown:04x}")
+        return GROUP_NAMES.get(unknown, f"0x{unknown:04x}")
     if nid in _BRAINPOOL_BY_NID:
-        return _GROUP_NAMES[_BRAINPOOL_BY_NID[nid][tls13]]
+        return GROUP_NAMES[_BRAINPOOL_BY_NID[nid][tls13]]
     codepoint = _GROUP_BY_NID.get(nid)
-    return None if codepoint is None else _GROUP_NAMES[codepoint]
+    return None if codepoint is None else GROUP_NAMES[codepoint]
 
 
 def _group_of(c_obj: Any) -> str | None:
@@ -362,10 +337,46 @@ def _cipher_plan(
     return (":".join(_NAME_BY_ID[c] for c in usable12) or None), suites13, low, high
 
 
+# The stdlib's set_ecdh_curve (one group) takes OpenSSL's short names: the way to set a group
+# where ``_openssl_ffi`` cannot reach OpenSSL.
+_ECDH_CURVE_NAMES = {
+    0x0017: "prime256v1",
+    0x0018: "secp384r1",
+    0x0019: "secp521r1",
+    0x001D: "X25519",
+    0x001E: "X448",
+}
+
+
+def _set_groups(ctx: ssl.SSLContext, groups: tuple[int, ...]) -> bool:
+    """Make ``ctx`` use exactly ``groups`` (IANA codepoints, in order); False if OpenSSL refused."""
+    took = _openssl_ffi.set_groups(ctx, ":".join(GROUP_NAMES[g] for g in groups))
+    if took is not None:
+        return took
+    if len(groups) == 1 and groups[0] in _ECDH_CURVE_NAMES:
+        try:
+            ctx.set_ecdh_curve(_ECDH_CURVE_NAMES[groups[0]])
+        except (ValueError, ssl.SSLError):
+            return False
+        return True
+    return False
+
+
+def _probe_groups() -> tuple[int, ...]:
+    """The groups the linked OpenSSL takes (``groups``), x25519 first as OpenSSL orders them."""
+    if not _openssl_ffi.AVAILABLE:
+        return tuple(_ECDH_CURVE_NAMES)  # one at a time (see _set_groups)
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    found = [g for g in GROUP_NAMES if _set_groups(ctx, (g,))]
+    found.sort(key=lambda g: g != 0x001D)
+    return tuple(found)
+
+
 def _apply_common(
     ctx: ssl.SSLContext,
     config: TLSClientConfiguration | TLSServerConfiguration,
     keylog: str | None,
+    groups: tuple[int, ...] | None = None,
 ) -> None:
     if keylog is not None:
         try:
@@ -387,6 +398,10 @@ def _apply_common(
         except ssl.SSLError as exc:
             raise ConfigurationError(f"OpenSSL refused the cipher list: {exc.reason}") from exc
     ctx.options |= ssl.OP_NO_COMPRESSION | ssl.OP_CIPHER_SERVER_PREFERENCE
+    if groups is not None and not _set_groups(ctx, groups):
+        listed = ", ".join(GROUP_NAMES[g] for g in groups)
+        why = "" if _openssl_ffi.AVAILABLE else " (without ctypes access to OpenSSL: one group)"
+        raise ConfigurationError(f"OpenSSL did not accept the key exchange groups {listed}{why}")
     if config.inner_protocols:
         names = []
         for proto in config.inner_protocols:
@@ -647,11 +662,12 @@ def _client_context(
     _env: object = None,
     keylog: str | None = None,
     sessions: bool = True,
+    groups: tuple[int, ...] | None = None,
 ) -> ssl.SSLContext:
     """``sessions=False``: for the ``ssl`` bridge, whose sockets keep no engine sessions (see
     ``_openssl_ffi.install_client_sessions``)."""
     ctx = _SSLContext(ssl.PROTOCOL_TLS_CLIENT)
-    _apply_common(ctx, config, keylog)
+    _apply_common(ctx, config, keylog, groups)
     _openssl_ffi.install_client_sessions(ctx, hand_over=sessions)
     ctx.hostname_checks_common_name = False  # names come from the SAN only (RFC 6125)
     ctx.check_hostname = check_hostname and verify
@@ -669,6 +685,7 @@ def _server_contexts(
     keylog: str | None = None,
     *,
     session_cache: bool = True,
+    kx_groups: tuple[int, ...] | None = None,
 ) -> list[ssl.SSLContext]:
     """The contexts of one server (never shared: they hold its ticket keys and session cache).
 
@@ -680,7 +697,7 @@ def _server_contexts(
     groups = _chain_groups(config.certificate_chain)
     for group in groups:
         ctx = _SSLContext(ssl.PROTOCOL_TLS_SERVER)
-        _apply_common(ctx, config, keylog)
+        _apply_common(ctx, config, keylog, kx_groups)
         if keys is not None:
             _openssl_ffi.install_ticket_keys(ctx, keys)
         else:
@@ -740,10 +757,13 @@ def _shared_client_context(
     check_hostname: bool,
     keylog: str | None = None,
     sessions: bool = True,
+    groups: tuple[int, ...] | None = None,
 ) -> ssl.SSLContext:
     if _has_paths(config):
-        return _client_context(config, verify, check_hostname, None, keylog, sessions)
-    return _cached_client_context(config, verify, check_hostname, _trust_env(), keylog, sessions)
+        return _client_context(config, verify, check_hostname, None, keylog, sessions, groups)
+    return _cached_client_context(
+        config, verify, check_hostname, _trust_env(), keylog, sessions, groups
+    )
 
 
 def validate_config(config: TLSClientConfiguration | TLSServerConfiguration) -> None:
@@ -1512,6 +1532,9 @@ class OpenSSLSocket(_SocketBase):
         return f"<OpenSSLSocket {state} version={self._ssl.version()}>"
 
 
+_SUPPORTED_GROUPS = _probe_groups()
+
+
 # -- contexts ----------------------------------------------------------------------------------
 
 
@@ -1524,12 +1547,15 @@ class OpenSSLClientContext(ClientContextBase[ssl.SSLContext]):
 
     __slots__ = ("_sessions",)
     engine_name = "openssl"
+    supported_groups = _SUPPORTED_GROUPS
     validate = staticmethod(validate_config)
 
     def _compile(self, configuration: TLSClientConfiguration) -> ssl.SSLContext:
         verify, check_hostname = self._verification()
         self._sessions = SessionCache(self._resumption and _openssl_ffi.AVAILABLE)
-        return _shared_client_context(configuration, verify, check_hostname, self._keylog)
+        return _shared_client_context(
+            configuration, verify, check_hostname, self._keylog, groups=self._groups
+        )
 
     def _new_buffer(self, server_hostname: str, port: int | None, session: object) -> OpenSSLBuffer:
         offered = None
@@ -1624,11 +1650,14 @@ class OpenSSLServerContext(ServerContextBase[_ServerContexts]):
 
     __slots__ = ()
     engine_name = "openssl"
+    supported_groups = _SUPPORTED_GROUPS
     validate = staticmethod(validate_config)
 
     def _compile(self, configuration: TLSServerConfiguration) -> _ServerContexts:
         tickets = self._session_tickets
-        contexts = _server_contexts(configuration, tickets, self._keylog, session_cache=tickets)
+        contexts = _server_contexts(
+            configuration, tickets, self._keylog, session_cache=tickets, kx_groups=self._groups
+        )
         groups = _chain_groups(configuration.certificate_chain)
         return _ServerContexts(contexts, [group[0] for group in groups])
 

@@ -48,14 +48,22 @@ def _client_config(
     check_hostname: bool,
     resumption: bool,
     keylog: str | None = None,
+    groups: tuple[int, ...] | None = None,
 ) -> _native.RustlsClientConfig:
-    return _ENGINE.client_config(config, verify, check_hostname, resumption, keylog)
+    return _ENGINE.client_config(config, verify, check_hostname, resumption, keylog, groups)
 
 
 def _server_config(
-    config: TLSServerConfiguration, session_tickets: bool, keylog: str | None
+    config: TLSServerConfiguration,
+    session_tickets: bool,
+    keylog: str | None,
+    groups: tuple[int, ...] | None = None,
 ) -> _native.RustlsServerConfig:
-    return _ENGINE.server_config(config, session_tickets, keylog)
+    return _ENGINE.server_config(config, session_tickets, keylog, groups)
+
+
+# X25519MLKEM768 first (the default order), then x25519, secp256r1, secp384r1.
+_GROUPS = tuple(_native.supported_groups())
 
 
 class RustlsBuffer(NativeBuffer):
@@ -75,11 +83,14 @@ class RustlsClientContext(NativeClientSockets, ClientContextBase[_native.RustlsC
 
     __slots__ = ()
     engine_name = "rustls"
+    supported_groups = _GROUPS
     validate = staticmethod(validate_config)
 
     def _compile(self, configuration: TLSClientConfiguration) -> _native.RustlsClientConfig:
         verify, check_hostname = self._verification()
-        return _client_config(configuration, verify, check_hostname, self._resumption, self._keylog)
+        return _client_config(
+            configuration, verify, check_hostname, self._resumption, self._keylog, self._groups
+        )
 
     def _new_buffer(self, server_hostname: str, port: int | None, session: object) -> RustlsBuffer:
         conn = self._native.new_connection(server_hostname, port, check_session(session))
@@ -101,10 +112,11 @@ class RustlsServerContext(NativeServerSockets, ServerContextBase[_native.RustlsS
 
     __slots__ = ()
     engine_name = "rustls"
+    supported_groups = _GROUPS
     validate = staticmethod(validate_config)
 
     def _compile(self, configuration: TLSServerConfiguration) -> _native.RustlsServerConfig:
-        return _server_config(configuration, self._session_tickets, self._keylog)
+        return _server_config(configuration, self._session_tickets, self._keylog, self._groups)
 
     def _new_buffer(self, local_address: str | None) -> RustlsBuffer:
         return RustlsBuffer(self, self._native.new_connection(local_address))

@@ -71,6 +71,16 @@ pub fn nss_supported_cipher_suites() -> PyResult<Vec<u16>> {
         .collect())
 }
 
+/// The key exchange groups (IANA codepoints, NSS's `SSLNamedGroup` values) the nss engine can
+/// be asked for (`groups`): the elliptic curves every NSS since 3.28 has.
+pub const NSS_GROUPS: [u16; 4] = [0x001D, 0x0017, 0x0018, 0x0019];
+
+/// See `NSS_GROUPS`.
+#[pyfunction]
+pub fn nss_supported_groups() -> Vec<u16> {
+    NSS_GROUPS.to_vec()
+}
+
 /// `(True, "NSS 3.87.1 (NSPR 4.35)")`, or `(False, why the nss engine is unavailable)`.
 #[pyfunction]
 pub fn nss_status() -> (bool, String) {
@@ -191,6 +201,7 @@ impl Model {
         suites: &[u16],
         range: &SSLVersionRange,
         options: &[(i32, i32)],
+        groups: Option<&[u16]>,
     ) -> PyResult<Model> {
         let api = &nss.api;
         let layer = new_layer(std::ptr::null_mut());
@@ -231,6 +242,19 @@ impl Model {
         unsafe {
             if (api.SSL_VersionRangeSet)(model, range) != SEC_SUCCESS {
                 return Err(model_err("SSL_VersionRangeSet"));
+            }
+            if let Some(groups) = groups {
+                if let Some(id) = groups.iter().find(|id| !NSS_GROUPS.contains(id)) {
+                    return Err(config_err(format!(
+                        "the nss engine cannot do the key exchange group 0x{id:04x}"
+                    )));
+                }
+                let wide: Vec<u32> = groups.iter().map(|&id| u32::from(id)).collect();
+                if (api.SSL_NamedGroupConfig)(model, wide.as_ptr(), wide.len() as c_uint)
+                    != SEC_SUCCESS
+                {
+                    return Err(model_err("SSL_NamedGroupConfig"));
+                }
             }
             for id in implemented(nss) {
                 let on = if suites.contains(&id) {
@@ -497,7 +521,7 @@ impl NssClientConfig {
     #[new]
     #[pyo3(signature = (*, ca_certs, system_roots, client_chain, client_key, cipher_suites,
                         versions, alpn, verify_certificates=true, verify_hostname=true,
-                        resumption=true, keylog_path=None))]
+                        resumption=true, keylog_path=None, groups=None))]
     #[allow(clippy::too_many_arguments)]
     fn new(
         ca_certs: Option<Vec<Bound<'_, PyAny>>>,
@@ -511,6 +535,7 @@ impl NssClientConfig {
         verify_hostname: bool,
         resumption: bool,
         keylog_path: Option<PathBuf>,
+        groups: Option<Vec<u16>>,
     ) -> PyResult<Self> {
         let nss = loaded()?;
         let ca = extract_blobs(ca_certs, "ca_certs")?;
@@ -589,7 +614,7 @@ impl NssClientConfig {
         // NSS makes resumption tokens only with its cache and tickets on; the token callback
         // (set per connection) keeps the sessions out of NSS's process-wide cache.
         let options = [(SSL_NO_CACHE, 0), (SSL_ENABLE_SESSION_TICKETS, 1)];
-        let model = Model::new(nss, &suites, &range, &options)?;
+        let model = Model::new(nss, &suites, &range, &options, groups.as_deref())?;
         Ok(Self {
             shared: Arc::new(ClientShared {
                 model,
@@ -655,7 +680,7 @@ pub struct NssServerConfig {
 impl NssServerConfig {
     #[new]
     #[pyo3(signature = (*, chains, client_ca_certs, require_client_cert, cipher_suites, versions,
-                        alpn, session_tickets=true, keylog_path=None))]
+                        alpn, session_tickets=true, keylog_path=None, groups=None))]
     #[allow(clippy::too_many_arguments)]
     fn new(
         chains: Vec<(Vec<Bound<'_, PyAny>>, Bound<'_, PyAny>)>,
@@ -666,6 +691,7 @@ impl NssServerConfig {
         alpn: Vec<Vec<u8>>,
         session_tickets: bool,
         keylog_path: Option<PathBuf>,
+        groups: Option<Vec<u16>>,
     ) -> PyResult<Self> {
         let nss = loaded()?;
         let (suites, range) = plan_suites(nss, cipher_suites.as_deref(), &versions)?;
@@ -731,7 +757,7 @@ impl NssServerConfig {
         let names: Vec<Option<Vec<u8>>> = loaded.iter().map(|c| names_der(&c.leaf)).collect();
         let mut served = Vec::with_capacity(loaded.len());
         for (i, chain) in loaded.iter().enumerate() {
-            let model = Model::new(nss, &suites, &range, &options)?;
+            let model = Model::new(nss, &suites, &range, &options, groups.as_deref())?;
             configure_chain(nss, &model, chain)?;
             let mut kinds = vec![chain.kind.clone()];
             for (j, other) in loaded.iter().enumerate() {

@@ -492,6 +492,7 @@ nss_api! {
     ssl fn SSL_OptionSet(*mut PRFileDesc, i32, c_int) -> SECStatus;
     ssl fn SSL_VersionRangeSet(*mut PRFileDesc, *const SSLVersionRange) -> SECStatus;
     ssl fn SSL_CipherPrefSet(*mut PRFileDesc, i32, PRBool) -> SECStatus;
+    ssl fn SSL_NamedGroupConfig(*mut PRFileDesc, *const u32, c_uint) -> SECStatus;
     ssl fn SSL_CipherPolicyGet(i32, *mut i32) -> SECStatus;
     ssl fn SSL_CipherPrefGet(*mut PRFileDesc, i32, *mut PRBool) -> SECStatus;
     ssl fn SSL_VersionRangeGet(*mut PRFileDesc, *mut SSLVersionRange) -> SECStatus;

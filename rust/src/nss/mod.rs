@@ -14,4 +14,6 @@ mod io;
 mod pki;
 mod session;
 
-pub use config::{nss_status, nss_supported_cipher_suites, NssClientConfig, NssServerConfig};
+pub use config::{
+    nss_status, nss_supported_cipher_suites, nss_supported_groups, NssClientConfig, NssServerConfig,
+};

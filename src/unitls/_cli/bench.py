@@ -163,6 +163,19 @@ def format_rows(rows: list[dict[str, Any]]) -> str:
     text = format_table(headers, table)
     if suites:
         text += "\n\nnegotiated suite: " + "; ".join(suites)
+    # Key exchange groups, per engine: the rows' own, then any row that differs (named).
+    kx: dict[str, list[str]] = {}
+    for r in rows:
+        if r.get("group"):
+            engine, group = str(r.get("engine")), str(r["group"])
+            seen = kx.setdefault(engine, [])
+            entry = group if not seen else f"{group} ({r.get('name')})"
+            if group not in seen[:1] and entry not in seen:
+                seen.append(entry)
+    if kx:
+        text += "\nnegotiated key exchange: " + "; ".join(
+            f"{engine} {', '.join(groups)}" for engine, groups in sorted(kx.items())
+        )
     for r in rows:
         if r.get("error"):
             text += f"\n{r.get('name')} ({r.get('engine')}) failed: {one_line(r['error'])}"

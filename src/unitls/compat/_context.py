@@ -649,12 +649,16 @@ class SSLContext(_Base):
         self._changed()
 
     def set_ecdh_curve(self, name: str, /) -> None:
-        super().set_ecdh_curve(name)
-        if self._unitls_native:
-            self._unitls_ecdh_curve = name  # the OpenSSL engine's contexts take it as well
-            self._changed()
-        else:
-            _ignored(f"set_ecdh_curve({name!r})", "the engine chooses the key exchange group")
+        """The one key exchange group (OpenSSL's name; OpenSSL 3 uses it in TLS 1.3 too): the
+        OpenSSL engine's contexts take it as it is, the other engines as ``groups=(...)``."""
+        super().set_ecdh_curve(name)  # ValueError for a name OpenSSL does not know
+        if not self._unitls_native and _ecdh_group(name) is None:
+            raise UnsupportedSettingError(
+                f"set_ecdh_curve({name!r}): the {self._unitls_impl.name} engine has no such key "
+                "exchange group; use one of prime256v1, secp384r1, secp521r1, X25519, X448"
+            )
+        self._unitls_ecdh_curve = name
+        self._changed()
 
     # Settings the engines decide for themselves: kept on the OpenSSL object (so getters answer
     # as usual) but announced, never silently dropped.
@@ -857,8 +861,8 @@ class SSLContext(_Base):
                 if self._unitls_native:
                     native = self._native_server(server_config, tickets)
                     return _Plan(server_config, verify, native=native)
-                options = self._engine_keylog()  # keywords only when needed: third-party
-                if not (tickets and self.num_tickets != 0):  # engines may take none
+                options = self._engine_options()
+                if not (tickets and self.num_tickets != 0):
                     options["session_tickets"] = False
                 server = impl.server_context(server_config, **options)
                 return _Plan(server_config, verify, pep=server)
@@ -884,7 +888,7 @@ class SSLContext(_Base):
                 native = self._native_client(client_config, verify, self.check_hostname, private)
                 return _Plan(client_config, verify, native=native, private=private)
             if secure:
-                client = impl.client_context(client_config, **self._engine_keylog())
+                client = impl.client_context(client_config, **self._engine_options())
                 return _Plan(client_config, True, pep=client)
             return _Plan(client_config, verify, pep=self._insecure_client(client_config, verify))
         except UnsupportedSettingError:
@@ -894,11 +898,17 @@ class SSLContext(_Base):
                 f"the {impl.name} engine cannot honour this SSLContext's settings: {exc}"
             ) from exc
 
-    def _engine_keylog(self) -> dict[str, Any]:
-        """The key log keyword for the engine's contexts: ``keylog_filename`` when set (else
-        they follow ``SSLKEYLOGFILE`` by themselves, as the engines do)."""
+    def _engine_options(self) -> dict[str, Any]:
+        """Keywords for the engine's contexts, only those needed (third-party engines may take
+        none): ``keylog_filename`` when set (else they follow ``SSLKEYLOGFILE`` by themselves,
+        as the engines do), ``groups`` after ``set_ecdh_curve``."""
+        options: dict[str, Any] = {}
         path = _c_descriptor("keylog_filename").__get__(self)
-        return {} if path is None else {"keylog_filename": os.fsdecode(path)}
+        if path is not None:
+            options["keylog_filename"] = os.fsdecode(path)
+        if self._unitls_ecdh_curve is not None:
+            options["groups"] = (_ecdh_group(self._unitls_ecdh_curve),)
+        return options
 
     def _insecure_client(self, config: TLSClientConfiguration, verify: bool) -> _QuietInsecure:
         from ..insecure import InsecureConfiguration, _already_warned
@@ -909,7 +919,7 @@ class SSLContext(_Base):
             insecure = InsecureConfiguration(
                 disable_verification=not verify, disable_hostname_check=True
             )
-            ctx: ClientContext = impl.client_context(config, insecure, **self._engine_keylog())
+            ctx: ClientContext = impl.client_context(config, insecure, **self._engine_options())
         finally:
             _already_warned.reset(token)
         return _QuietInsecure(ctx)
@@ -1084,6 +1094,25 @@ def _native_sni_shim(ctx: SSLContext, engine_sni: Any) -> Callable[[Any, str | N
 
 class IgnoredSettingWarning(RuntimeWarning):
     """An ``ssl.SSLContext`` setting the bridge accepts but the PEP 748 engine does not use."""
+
+
+# set_ecdh_curve's names (OpenSSL's short names, and the aliases OpenSSL takes) for the IANA
+# names of the engines' ``groups`` option.
+_ECDH_GROUPS = {
+    "prime256v1": "secp256r1",
+    "secp256r1": "secp256r1",
+    "p-256": "secp256r1",
+    "secp384r1": "secp384r1",
+    "p-384": "secp384r1",
+    "secp521r1": "secp521r1",
+    "p-521": "secp521r1",
+    "x25519": "x25519",
+    "x448": "x448",
+}
+
+
+def _ecdh_group(name: str) -> str | None:
+    return _ECDH_GROUPS.get(name.lower())
 
 
 def _ignored(setting: str, why: str) -> None:
