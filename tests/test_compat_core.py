@@ -620,6 +620,31 @@ def test_non_blocking_server_event_loop(
     assert not server_errors and not client_errors, (server_errors, client_errors)
 
 
+def pump_bios(
+    c_in: ssl.MemoryBIO, c_out: ssl.MemoryBIO, s_in: ssl.MemoryBIO, s_out: ssl.MemoryBIO
+) -> None:
+    """Move what each side of a MemoryBIO pair wrote to the other side."""
+    s_in.write(c_out.read())
+    c_in.write(s_out.read())
+
+
+def handshake_objects(client: ssl.SSLObject, server: ssl.SSLObject, bios: Any) -> None:
+    """Both ``SSLObject``s' handshakes over their BIOs ``(c_in, c_out, s_in, s_out)``."""
+    done = {client: False, server: False}
+    for _ in range(20):
+        for obj in (client, server):
+            if not done[obj]:
+                try:
+                    obj.do_handshake()
+                    done[obj] = True
+                except ssl.SSLWantReadError:
+                    pass
+        pump_bios(*bios)
+        if all(done.values()):
+            break
+    assert all(done.values())
+
+
 def test_memory_bio_pair(bridge_client: SSLContext, bridge_server: SSLContext) -> None:
     """Two bridge SSLObjects talking through MemoryBIOs, no sockets at all."""
     c_in, c_out, s_in, s_out = (ssl.MemoryBIO() for _ in range(4))
@@ -629,22 +654,9 @@ def test_memory_bio_pair(bridge_client: SSLContext, bridge_server: SSLContext) -
     assert client.server_hostname == "localhost"
 
     def pump() -> None:
-        s_in.write(c_out.read())
-        c_in.write(s_out.read())
+        pump_bios(c_in, c_out, s_in, s_out)
 
-    done = {"c": False, "s": False}
-    for _ in range(20):
-        for key, obj in (("c", client), ("s", server)):
-            if not done[key]:
-                try:
-                    obj.do_handshake()
-                    done[key] = True
-                except ssl.SSLWantReadError:
-                    pass
-        pump()
-        if all(done.values()):
-            break
-    assert all(done.values())
+    handshake_objects(client, server, (c_in, c_out, s_in, s_out))
     big = b"z" * 3_000_000  # far more than one engine buffer: write() must take it all
     assert client.write(big) == len(big)
     got = bytearray()
@@ -693,18 +705,7 @@ def test_set_ecdh_curve_is_honoured(
         c_in, c_out, s_in, s_out = (ssl.MemoryBIO() for _ in range(4))
         client = client_ctx.wrap_bio(c_in, c_out, server_hostname="localhost")
         server = server_ctx.wrap_bio(s_in, s_out, server_side=True)
-        done = {client: False, server: False}
-        for _ in range(20):
-            for obj in (client, server):
-                if not done[obj]:
-                    try:
-                        obj.do_handshake()
-                        done[obj] = True
-                    except ssl.SSLWantReadError:
-                        pass
-            s_in.write(c_out.read())
-            c_in.write(s_out.read())
-        assert all(done.values())
+        handshake_objects(client, server, (c_in, c_out, s_in, s_out))
         peer = server if stdlib_is_server else client
         assert _group_of(peer._sslobj) == "secp384r1"  # type: ignore[attr-defined]
 

@@ -413,16 +413,25 @@ def test_stdlib_client_in_memory(
     assert stdlib_group(peer) == "x25519"
 
 
-@pytest.mark.parametrize("version", ["TLSv1_2", "TLSv1_3"])
-def test_stdlib_peer_over_tcp(
-    engine: Impl, ca: CA, server_cert: Issued, tmp_path: Path, version: str
-) -> None:
-    """Both roles over TCP: the engine's socket and the stdlib's agree on a classical group."""
-    ssl_version = getattr(ssl.TLSVersion, version)
+def against_stdlib_over_tcp(
+    client_ctx: Any,
+    server_ctx: Any,
+    ca: CA,
+    server_cert: Issued,
+    tmp_path: Path,
+    ssl_version: ssl.TLSVersion | None = None,
+) -> dict[str, Any]:
+    """An echo over TCP each way: the engine's client socket against a stdlib server, then the
+    engine's server socket against a stdlib client (both limited to ``ssl_version`` if given).
+    Returns the group each end reports and the engine client's TLS version."""
     sctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     (tmp_path / "chain.pem").write_bytes(server_cert.chain_pem + server_cert.key_pem)
     sctx.load_cert_chain(tmp_path / "chain.pem")
-    sctx.minimum_version = sctx.maximum_version = ssl_version
+    cctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    cctx.load_verify_locations(cadata=ca.cert_pem.decode())
+    if ssl_version is not None:
+        sctx.minimum_version = sctx.maximum_version = ssl_version
+        cctx.minimum_version = cctx.maximum_version = ssl_version
     seen: dict[str, Any] = {}
     with socket.create_server((HOST, 0)) as listener:
         listener.settimeout(TIMEOUT)
@@ -430,48 +439,56 @@ def test_stdlib_peer_over_tcp(
         def serve() -> None:
             conn, _ = listener.accept()
             with sctx.wrap_socket(conn, server_side=True) as tls:
-                seen["group"] = stdlib_group(tls)
+                seen["stdlib server"] = stdlib_group(tls)
                 tls.sendall(tls.recv(10))
 
         t, errors = run_thread(serve)
-        config = TLSClientConfiguration(trust_store=ca.trust_store())
-        with engine.client_context(config).connect(
-            (HOST, listener.getsockname()[1]), timeout=TIMEOUT
-        ) as sock:
+        with client_ctx.connect((HOST, listener.getsockname()[1]), timeout=TIMEOUT) as sock:
             sock.sendall(b"hi")
             assert sock.recv(10) == b"hi"
-            assert sock.negotiated_tls_version is getattr(TLSVersion, version)
-            group = sock.negotiated_group
+            seen["version"] = sock.negotiated_tls_version
+            seen["engine client"] = sock.negotiated_group
         t.join(TIMEOUT)
     assert not errors, errors
-    assert group == seen["group"] == "x25519"
 
-    server = engine.server_context(
-        TLSServerConfiguration(certificate_chain=[server_cert.signing_chain()])
-    ).connect((HOST, 0))
+    server = server_ctx.connect((HOST, 0))
     server.settimeout(TIMEOUT)
 
     def accept() -> None:
         conn, _ = server.accept()
         with conn:
-            seen["server"] = conn.negotiated_group
+            seen["engine server"] = conn.negotiated_group
             conn.sendall(conn.recv(10))
 
     t, errors = run_thread(accept)
-    cctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
-    cctx.load_verify_locations(cadata=ca.cert_pem.decode())
-    cctx.minimum_version = cctx.maximum_version = ssl_version
     try:
         with socket.create_connection(server.getsockname()[:2], timeout=TIMEOUT) as raw:
             with cctx.wrap_socket(raw, server_hostname="localhost") as tls:
                 tls.sendall(b"yo")
                 assert tls.recv(10) == b"yo"
-                client_group = stdlib_group(tls)
+                seen["stdlib client"] = stdlib_group(tls)
     finally:
         t.join(TIMEOUT)
         server.close()
     assert not errors, errors
-    assert client_group == seen["server"] == "x25519"
+    return seen
+
+
+@pytest.mark.parametrize("version", ["TLSv1_2", "TLSv1_3"])
+def test_stdlib_peer_over_tcp(
+    engine: Impl, ca: CA, server_cert: Issued, tmp_path: Path, version: str
+) -> None:
+    """Both roles over TCP: the engine's socket and the stdlib's agree on a classical group."""
+    client = engine.client_context(TLSClientConfiguration(trust_store=ca.trust_store()))
+    server = engine.server_context(
+        TLSServerConfiguration(certificate_chain=[server_cert.signing_chain()])
+    )
+    seen = against_stdlib_over_tcp(
+        client, server, ca, server_cert, tmp_path, getattr(ssl.TLSVersion, version)
+    )
+    assert seen["version"] is getattr(TLSVersion, version)
+    assert seen["engine client"] == seen["stdlib server"] == "x25519"
+    assert seen["engine server"] == seen["stdlib client"] == "x25519"
 
 
 # -- the groups option: choosing the key exchange ---------------------------------------------
@@ -562,55 +579,14 @@ def test_groups_over_sockets_and_against_the_stdlib(
     engine: Impl, ca: CA, server_cert: Issued, tmp_path: Path
 ) -> None:
     """The engine's own sockets (the native path on the Rust engines) with a chosen group, as
-    client of a stdlib server and as server of a stdlib client."""
+    client of a stdlib server and as server of a stdlib client (which offers x25519 first: the
+    engine's server asks again)."""
     client_ctx, server_ctx = _group_contexts(
         engine, engine, ca, server_cert, ("secp384r1",), ("secp384r1",)
     )
-    sctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-    (tmp_path / "chain.pem").write_bytes(server_cert.chain_pem + server_cert.key_pem)
-    sctx.load_cert_chain(tmp_path / "chain.pem")
-    seen: dict[str, Any] = {}
-    with socket.create_server((HOST, 0)) as listener:
-        listener.settimeout(TIMEOUT)
-
-        def serve() -> None:
-            conn, _ = listener.accept()
-            with sctx.wrap_socket(conn, server_side=True) as tls:
-                seen["stdlib server"] = stdlib_group(tls)
-                tls.sendall(tls.recv(10))
-
-        t, errors = run_thread(serve)
-        with client_ctx.connect((HOST, listener.getsockname()[1]), timeout=TIMEOUT) as sock:
-            sock.sendall(b"hi")
-            assert sock.recv(10) == b"hi"
-            assert sock.negotiated_group == "secp384r1"
-        t.join(TIMEOUT)
-    assert not errors, errors
-    assert seen["stdlib server"] == "secp384r1"
-
-    server = server_ctx.connect((HOST, 0))
-    server.settimeout(TIMEOUT)
-
-    def accept() -> None:
-        conn, _ = server.accept()
-        with conn:
-            seen["engine server"] = conn.negotiated_group
-            conn.sendall(conn.recv(10))
-
-    t, errors = run_thread(accept)
-    cctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
-    cctx.load_verify_locations(cadata=ca.cert_pem.decode())
-    try:
-        with socket.create_connection(server.getsockname()[:2], timeout=TIMEOUT) as raw:
-            with cctx.wrap_socket(raw, server_hostname="localhost") as tls:
-                tls.sendall(b"yo")
-                assert tls.recv(10) == b"yo"
-                assert stdlib_group(tls) == "secp384r1"  # x25519 offered first: a retry
-    finally:
-        t.join(TIMEOUT)
-        server.close()
-    assert not errors, errors
-    assert seen["engine server"] == "secp384r1"
+    seen = against_stdlib_over_tcp(client_ctx, server_ctx, ca, server_cert, tmp_path)
+    assert seen["engine client"] == seen["stdlib server"] == "secp384r1"
+    assert seen["engine server"] == seen["stdlib client"] == "secp384r1"
 
 
 @pytest.mark.parametrize("side", ["client", "server"])
