@@ -239,6 +239,43 @@ def test_serve_once_and_connect(tmp_path: Path, srv_engine: str, cli_engine: str
     assert "CA certificate written to" in out and "TLSv1.3" in out
 
 
+def test_serve_and_connect_choose_groups(tmp_path: Path, engine: Any) -> None:
+    """--groups on both ends: the server accepts secp384r1 and x25519, the client offers
+    secp384r1 first; both report it."""
+    ca_file = str(tmp_path / "ca.pem")
+    server = Server("--engine", engine.name, "--write-ca", ca_file, "--groups", "secp384r1,x25519")
+    try:
+        proc = run_cli(
+            "connect",
+            f"127.0.0.1:{server.port}",
+            "--engine",
+            engine.name,
+            "--cafile",
+            ca_file,
+            "--groups",
+            " SECP384R1 , secp256r1",
+            "--timeout",
+            "20",
+            input=b"GET / HTTP/1.0\r\nHost: localhost\r\n\r\n",
+        )
+        code, out, err = server.finish()
+    finally:
+        server.kill()
+    assert proc.returncode == 0, proc.stderr
+    assert re.search(r"key exchange:\s+secp384r1\n", proc.stdout)
+    assert "key exchange secp384r1," in out
+    assert code == 0, err
+
+
+@pytest.mark.parametrize("command", ["connect", "serve"])
+def test_bad_groups_are_one_line_usage_errors(command: str) -> None:
+    where = ["127.0.0.1:9"] if command == "connect" else ["--port", "0", "--once"]
+    assert_one_line_error(run_cli(command, *where, "--groups", ","), 2, "at least one group")
+    assert_one_line_error(run_cli(command, *where, "--groups", "x25520"), 2, "unknown key exchange")
+    bad = run_cli(command, *where, "--engine", "openssl", "--groups", "X25519MLKEM768")
+    assert_one_line_error(bad, 2, "cannot do the key exchange group")
+
+
 @pytest.mark.parametrize("srv_engine", ENGINES)
 @pytest.mark.parametrize("cli_engine", ENGINES)
 def test_connect_prints_the_peer_chain(tmp_path: Path, srv_engine: str, cli_engine: str) -> None:

@@ -106,6 +106,39 @@ def parse_alpn(values: Sequence[str] | None) -> list[bytes]:
     return out
 
 
+GROUPS_HELP = (
+    "key exchange groups to offer or accept, comma-separated, preferred first (IANA names), "
+    "e.g. x25519,secp256r1 or X25519MLKEM768; default: the engine's"
+)
+
+
+def parse_groups(value: str | None) -> tuple[str, ...] | None:
+    """``--groups a,b`` as the ``groups`` option of the engines' contexts (None: not given)."""
+    if value is None:
+        return None
+    names = tuple(n.strip() for n in value.split(",") if n.strip())
+    if not names:
+        raise CLIError("--groups needs at least one group name, e.g. x25519", EXIT_USAGE)
+    return names
+
+
+def with_groups(factory: Any, groups: tuple[str, ...] | None, *args: Any) -> Any:
+    """``factory(*args, groups=groups)`` (no keyword when ``groups`` is None), with the CLI's
+    errors for a bad list or an engine without the option."""
+    if groups is None:
+        return factory(*args)
+    try:
+        return factory(*args, groups=groups)
+    except TypeError as exc:
+        if "groups" not in str(exc):
+            raise
+        raise CLIError(
+            "--groups: this engine cannot choose key exchange groups", EXIT_USAGE
+        ) from None
+    except (ValueError, ConfigurationError) as exc:
+        raise CLIError(f"--groups: {exc}", EXIT_USAGE) from None
+
+
 def parse_port(value: str, option: str = "port", *, allow_zero: bool = False) -> int:
     try:
         port = int(value, 10)

@@ -17,6 +17,7 @@ from .common import (
     EXIT_OK,
     EXIT_USAGE,
     EXIT_VERIFY,
+    GROUPS_HELP,
     CLIError,
     cli_error_from,
     describe_cert,
@@ -28,9 +29,11 @@ from .common import (
     load_trust_store,
     note,
     parse_alpn,
+    parse_groups,
     parse_host_port,
     parse_version,
     positive_float,
+    with_groups,
 )
 
 _DEFAULT_TIMEOUT = 10.0
@@ -72,6 +75,7 @@ def add_parser(sub: Any) -> None:
     )
     p.add_argument("--tls-min", metavar="VER", help="lowest TLS version: 1.2 or 1.3")
     p.add_argument("--tls-max", metavar="VER", help="highest TLS version: 1.2 or 1.3")
+    p.add_argument("--groups", metavar="G1,G2", help=GROUPS_HELP)
     p.add_argument(
         "--cert", metavar="FILE", help="client certificate (PEM, leaf first) for mutual TLS"
     )
@@ -108,7 +112,12 @@ def build_config(args: argparse.Namespace) -> TLSClientConfiguration:
         raise CLIError(str(exc), EXIT_USAGE) from None
 
 
-def make_context(engine: str | None, config: TLSClientConfiguration, insecure: bool) -> Any:
+def make_context(
+    engine: str | None,
+    config: TLSClientConfiguration,
+    insecure: bool,
+    groups: tuple[str, ...] | None = None,
+) -> Any:
     if insecure:
         from ..insecure import InsecureConfiguration, get_insecure_implementation
 
@@ -116,17 +125,20 @@ def make_context(engine: str | None, config: TLSClientConfiguration, insecure: b
             impl = get_insecure_implementation(engine)
         except TLSError as exc:
             raise CLIError(f"--engine: {exc}", EXIT_USAGE) from None
-        return impl.client_context(config, InsecureConfiguration(disable_verification=True))
-    return get_engine(engine).client_context(config)
+        return with_groups(
+            impl.client_context, groups, config, InsecureConfiguration(disable_verification=True)
+        )
+    return with_groups(get_engine(engine).client_context, groups, config)
 
 
 def run(args: argparse.Namespace) -> int:
     host, port = parse_host_port(args.target)
     timeout = positive_float(args.timeout, "--timeout") or _DEFAULT_TIMEOUT
     config = build_config(args)
+    groups = parse_groups(args.groups)
     engine_name = get_engine(args.engine).name  # reject an unknown engine before anything else
     try:
-        ctx = make_context(args.engine, config, args.insecure)
+        ctx = make_context(args.engine, config, args.insecure, groups)
     except TLSError as exc:
         raise cli_error_from(exc) from None
     server_name = args.servername or host

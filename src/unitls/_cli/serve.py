@@ -24,6 +24,7 @@ from .common import (
     EXIT_CODES_HELP,
     EXIT_OK,
     EXIT_USAGE,
+    GROUPS_HELP,
     CLIError,
     cert_subject,
     cli_error_from,
@@ -35,9 +36,11 @@ from .common import (
     load_trust_store,
     note,
     parse_alpn,
+    parse_groups,
     parse_port,
     parse_version,
     positive_float,
+    with_groups,
 )
 
 _DEFAULT_PORT = 4433
@@ -94,6 +97,7 @@ def add_parser(sub: Any) -> None:
     )
     p.add_argument("--tls-min", metavar="VER", help="lowest TLS version: 1.2 or 1.3")
     p.add_argument("--tls-max", metavar="VER", help="highest TLS version: 1.2 or 1.3")
+    p.add_argument("--groups", metavar="G1,G2", help=GROUPS_HELP)
     p.add_argument("--echo", action="store_true", help="echo the client's data instead of a page")
     p.add_argument("--once", action="store_true", help="serve one connection, then exit")
     p.add_argument(
@@ -164,8 +168,9 @@ def run(args: argparse.Namespace) -> int:
     timeout = positive_float(args.timeout, "--timeout") or _DEFAULT_TIMEOUT
     impl = get_engine(args.engine)
     config, info = build_config(args)
+    groups = parse_groups(args.groups)
     try:
-        ctx = impl.server_context(config)
+        ctx = with_groups(impl.server_context, groups, config)
     except TLSError as exc:
         raise cli_error_from(exc) from None
     try:
