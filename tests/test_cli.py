@@ -183,6 +183,7 @@ def test_engines_table() -> None:
         assert re.search(rf"^{name}\s+\S", proc.stdout, re.M)
     assert "TLS 1.3" in proc.stdout and "mutual TLS" in proc.stdout
     assert "TLS_AES_128_GCM_SHA256" in proc.stdout
+    assert re.search(r"^x25519\s+yes", proc.stdout, re.M)
 
 
 def test_engines_json() -> None:
@@ -197,6 +198,13 @@ def test_engines_json() -> None:
         assert entry["features"]["TLS 1.3"]["supported"] is True
         assert entry["features"]["ALPN"]["supported"] is True
         assert isinstance(entry["cipher_suites"], dict)
+        assert entry["groups"]["x25519"]["supported"] is True
+        assert entry["groups"]["secp256r1"]["supported"] is True
+        # The hybrid where the engine has ML-KEM (rustls; OpenSSL from 3.5), never on NSS 3.87.
+        if name == "rustls":
+            assert entry["groups"]["X25519MLKEM768"]["supported"] is True
+        if name == "nss":
+            assert entry["groups"]["X25519MLKEM768"]["supported"] is False
 
 
 # -- serve + connect ----------------------------------------------------------------------------

@@ -16,6 +16,16 @@ from .common import EXIT_OK, cert_subject, format_table, one_line
 from .demo import handshake_in_memory
 
 _TLS13 = {0x1301, 0x1302, 0x1303, 0x1304, 0x1305}
+# Key exchange groups probed with the engines' ``groups`` option (TLS 1.3 handshakes).
+_GROUPS = (
+    "X25519MLKEM768",
+    "x25519",
+    "secp256r1",
+    "secp384r1",
+    "secp521r1",
+    "x448",
+    "ffdhe2048",
+)
 
 
 def add_parser(sub: Any) -> None:
@@ -23,7 +33,8 @@ def add_parser(sub: Any) -> None:
         "engines",
         help="list the TLS engines, their library versions and what they support",
         description=(
-            "Lists each built-in engine with its library version and the features it supports. "
+            "Lists each built-in engine with its library version and the features, cipher suites "
+            "and key exchange groups it supports. "
             "Support is probed by building contexts and running real in-memory handshakes, "
             "not read from a list."
         ),
@@ -221,6 +232,26 @@ def probe_engine(name: str, certs: _Certs) -> dict[str, Any]:
         ok, detail = _probe(cipher)
         suites[suite.name] = {"supported": ok, "detail": detail}
     info["cipher_suites"] = suites
+
+    groups: dict[str, dict[str, Any]] = {}
+    for group in _GROUPS:
+
+        def key_exchange(group: str = group) -> str:
+            c = impl.client_context(TLSClientConfiguration(trust_store=trust), groups=(group,))
+            s = impl.server_context(TLSServerConfiguration([ecdsa]), groups=(group,))
+            cb, sb = c.create_buffer("localhost"), s.create_buffer()
+            handshake_in_memory(cb, sb)
+            got = getattr(cb, "negotiated_group", group)
+            if got != group:
+                raise TLSError(f"negotiated {got} instead")
+            return ""
+
+        try:
+            ok, detail = _probe(key_exchange)
+        except TypeError:  # an engine without the groups option
+            ok, detail = False, "the engine cannot choose key exchange groups"
+        groups[group] = {"supported": ok, "detail": detail}
+    info["groups"] = groups
     return info
 
 
@@ -269,10 +300,17 @@ def run(args: argparse.Namespace) -> int:
             [[s, *(mark(e["cipher_suites"][s]) for e in usable)] for s in suites],
         )
     )
+    print()
+    print(
+        format_table(
+            ["key exchange group", *names],
+            [[g, *(mark(e["groups"][g]) for e in usable)] for g in usable[0]["groups"]],
+        )
+    )
     failing = [
         (e["name"], k, d["detail"])
         for e in usable
-        for group in ("features", "cipher_suites")
+        for group in ("features", "cipher_suites", "groups")
         for k, d in e[group].items()
         if not d["supported"] and d["detail"].startswith("fails:")
     ]
