@@ -240,6 +240,10 @@ fn crl_reason(e: &CertRevocationListError) -> String {
 }
 
 /// Map a fatal rustls error. `handshaking` tells whether the handshake was still running.
+/// What to do when the peers share no key exchange group (the OpenSSL engine says the same).
+const NO_COMMON_GROUP: &str = "no key exchange group in common with the peer (compare the \
+                               groups= option, or the ssl bridge's set_ecdh_curve, on both sides)";
+
 pub fn map_rustls_error(err: &rustls::Error, handshaking: bool) -> Failure {
     use rustls::Error as E;
     match err {
@@ -266,6 +270,9 @@ pub fn map_rustls_error(err: &rustls::Error, handshaking: bool) -> Failure {
                 reason,
                 alert: None,
             }
+        }
+        E::PeerIncompatible(rustls::PeerIncompatible::NoKxGroupsInCommon) => {
+            Failure::protocol(format!("TLS protocol error: {err}: {NO_COMMON_GROUP}"))
         }
         E::AlertReceived(AlertDescription::CloseNotify) if handshaking => Failure::HandshakeClosed(
             "the peer closed the connection (close_notify) during the TLS handshake".into(),

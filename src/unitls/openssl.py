@@ -816,6 +816,11 @@ def _translate(exc: Exception, handshaking: bool) -> TLSError:
             )
         if reason in ("WRONG_VERSION_NUMBER", "UNSUPPORTED_PROTOCOL", "HTTP_REQUEST"):
             return ProtocolError(f"TLS protocol error: {reason} (is the peer speaking TLS?)")
+        if reason in ("NO_SUITABLE_KEY_SHARE", "NO_SHARED_GROUPS"):
+            return ProtocolError(
+                f"TLS protocol error: {reason}: no key exchange group in common with the peer "
+                "(compare the groups= option, or the ssl bridge's set_ecdh_curve, on both sides)"
+            )
         return ProtocolError(f"TLS protocol error: {reason}")
     if isinstance(exc, OSError):
         if handshaking and isinstance(exc, (ConnectionResetError, BrokenPipeError)):
