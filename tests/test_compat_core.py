@@ -697,7 +697,7 @@ def test_set_ecdh_curve_is_honoured(
     from unitls.openssl import _group_of
 
     bridge_client.set_ecdh_curve("secp384r1")
-    bridge_server.set_ecdh_curve("secp384r1")
+    bridge_server.set_ecdh_curve(b"secp384r1")  # the stdlib takes bytes too
     for client_ctx, server_ctx, stdlib_is_server in (
         (bridge_client, plain_server, True),
         (plain_client, bridge_server, False),

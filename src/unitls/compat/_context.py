@@ -652,6 +652,7 @@ class SSLContext(_Base):
         """The one key exchange group (OpenSSL's name; OpenSSL 3 uses it in TLS 1.3 too): the
         OpenSSL engine's contexts take it as it is, the other engines as ``groups=(...)``."""
         super().set_ecdh_curve(name)  # ValueError for a name OpenSSL does not know
+        name = os.fsdecode(name)  # the stdlib takes bytes too
         if not self._unitls_native and _ecdh_group(name) is None:
             raise UnsupportedSettingError(
                 f"set_ecdh_curve({name!r}): the {self._unitls_impl.name} engine has no such key "
