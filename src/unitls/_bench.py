@@ -329,9 +329,13 @@ class _Engine:
         return self._defaults
 
     def group(self) -> str | None:
-        """The key exchange group one in-memory handshake negotiates (None: not reported)."""
-        c, s, c2s, s2c = self.buffer_pair()
-        self.handshake(c, s, c2s, s2c)
+        """The key exchange group one in-memory handshake negotiates (None: not reported, or
+        the handshake failed: the rows then report that failure themselves)."""
+        try:
+            c, s, c2s, s2c = self.buffer_pair()
+            self.handshake(c, s, c2s, s2c)
+        except Exception:
+            return None
         return getattr(c, "negotiated_group", None)
 
     def resumed_handshake(self) -> bool:

@@ -34,9 +34,11 @@ Options every engine's contexts take (keyword-only, beyond the PEP):
   context issues tickets by default, under keys that rotate; ``session_tickets=False`` turns
   tickets and the server's session cache off (every handshake is full).
 - Key exchange groups. ``groups=("x25519", "secp256r1")`` names the groups a context offers
-  (clients, the first getting a key share) or accepts (servers, in that order of preference),
-  by their names in IANA's TLS Supported Groups registry (any case); the default is the
-  engine's own list (rustls: X25519MLKEM768 first). A group the engine cannot do is a
+  (clients, in that order, the first getting a key share) or accepts (servers: of several
+  groups both sides have, OpenSSL and rustls take the one the client sent a share for, NSS
+  follows the server's order, asking for another share if needed), by their names in IANA's
+  TLS Supported Groups registry (any case); the default is the engine's own list (rustls:
+  X25519MLKEM768 first). A group the engine cannot do is a
   ``ConfigurationError`` naming those it can; only post-quantum hybrids with TLS 1.3 disabled
   is one too (they exist in TLS 1.3 only). It is the escape hatch for peers or middleboxes that
   choke on large post-quantum key shares, and for measuring like for like.
@@ -424,8 +426,8 @@ class ServerContextBase(StartTLSMixin, Generic[_Native]):
     """An engine's server context (see the module docstring for what a subclass fills in).
 
     ``session_tickets=False`` stops issuing resumption tickets and caching sessions (every
-    handshake is full); ``groups`` names the key exchange groups to accept, preferred first
-    (default: the engine's); ``keylog_filename`` names a key log file (default: the
+    handshake is full); ``groups`` names the key exchange groups to accept (default: the
+    engine's); ``keylog_filename`` names a key log file (default: the
     ``SSLKEYLOGFILE`` environment variable). See the module docstring.
     """
 
