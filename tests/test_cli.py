@@ -110,6 +110,29 @@ class Server:
             self.proc.wait()
 
 
+def get_once(
+    tmp_path: Path, serve_args: list[str], connect_args: list[str]
+) -> tuple[subprocess.CompletedProcess[str], tuple[int, str, str]]:
+    """``unitls serve --once`` with ``serve_args`` and one HTTP/1.0 GET from ``unitls connect``
+    with ``connect_args``: (the client's process, the server's (code, stdout, stderr))."""
+    ca_file = str(tmp_path / "ca.pem")
+    server = Server(*serve_args, "--write-ca", ca_file)
+    try:
+        proc = run_cli(
+            "connect",
+            f"127.0.0.1:{server.port}",
+            *connect_args,
+            "--cafile",
+            ca_file,
+            "--timeout",
+            "20",
+            input=b"GET / HTTP/1.0\r\nHost: localhost\r\n\r\n",
+        )
+        return proc, server.finish()
+    finally:
+        server.kill()
+
+
 @pytest.fixture
 def files(tmp_path: Path) -> dict[str, str]:
     """A CA, a server cert/key and a client cert/key as PEM files, plus a mismatched key."""
@@ -213,25 +236,11 @@ def test_engines_json() -> None:
 @pytest.mark.parametrize("srv_engine", ENGINES)
 @pytest.mark.parametrize("cli_engine", ENGINES)
 def test_serve_once_and_connect(tmp_path: Path, srv_engine: str, cli_engine: str) -> None:
-    ca_file = str(tmp_path / "ca.pem")
-    server = Server("--engine", srv_engine, "--write-ca", ca_file, "--alpn", "http/1.1")
-    try:
-        proc = run_cli(
-            "connect",
-            f"127.0.0.1:{server.port}",
-            "--engine",
-            cli_engine,
-            "--cafile",
-            ca_file,
-            "--alpn",
-            "http/1.1",
-            "--timeout",
-            "20",
-            input=b"GET / HTTP/1.0\r\nHost: localhost\r\n\r\n",
-        )
-        code, out, err = server.finish()
-    finally:
-        server.kill()
+    proc, (code, out, err) = get_once(
+        tmp_path,
+        ["--engine", srv_engine, "--alpn", "http/1.1"],
+        ["--engine", cli_engine, "--alpn", "http/1.1"],
+    )
     assert proc.returncode == 0, proc.stderr
     assert re.search(r"TLS version:\s+TLSv1\.3", proc.stdout)
     assert re.search(r"cipher:\s+TLS_\w+", proc.stdout)
@@ -250,25 +259,11 @@ def test_serve_once_and_connect(tmp_path: Path, srv_engine: str, cli_engine: str
 def test_serve_and_connect_choose_groups(tmp_path: Path, engine: Any) -> None:
     """--groups on both ends: the server accepts secp384r1 and x25519, the client offers
     secp384r1 first; both report it."""
-    ca_file = str(tmp_path / "ca.pem")
-    server = Server("--engine", engine.name, "--write-ca", ca_file, "--groups", "secp384r1,x25519")
-    try:
-        proc = run_cli(
-            "connect",
-            f"127.0.0.1:{server.port}",
-            "--engine",
-            engine.name,
-            "--cafile",
-            ca_file,
-            "--groups",
-            " SECP384R1 , secp256r1",
-            "--timeout",
-            "20",
-            input=b"GET / HTTP/1.0\r\nHost: localhost\r\n\r\n",
-        )
-        code, out, err = server.finish()
-    finally:
-        server.kill()
+    proc, (code, out, err) = get_once(
+        tmp_path,
+        ["--engine", engine.name, "--groups", "secp384r1,x25519"],
+        ["--engine", engine.name, "--groups", " SECP384R1 , secp256r1"],
+    )
     assert proc.returncode == 0, proc.stderr
     assert re.search(r"key exchange:\s+secp384r1\n", proc.stdout)
     assert "key exchange secp384r1," in out

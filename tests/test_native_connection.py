@@ -207,7 +207,7 @@ def test_session_resumption_and_group_are_reported(rustls: Any, pki: Any) -> Non
     resumed = []
     for _ in range(2):
         client, server = client_ctx.create_buffer("localhost"), server_ctx.create_buffer()
-        assert client._conn.negotiated_group() is None  # type: ignore[attr-defined]
+        assert client._conn.negotiated_group_id() is None  # type: ignore[attr-defined]
         _handshake(client, server)
         # TLS 1.3 tickets arrive after the handshake: let the client read them.
         _move(server, client)
@@ -218,8 +218,8 @@ def test_session_resumption_and_group_are_reported(rustls: Any, pki: Any) -> Non
         resumed.append(
             (client._conn.session_resumed(), server._conn.session_resumed())  # type: ignore[attr-defined]
         )
-        assert client._conn.negotiated_group() == server._conn.negotiated_group()  # type: ignore[attr-defined]
-        assert client._conn.negotiated_group() in ("x25519", "X25519MLKEM768")  # type: ignore[attr-defined]
+        assert client._conn.negotiated_group_id() == server._conn.negotiated_group_id()  # type: ignore[attr-defined]
+        assert client.negotiated_group in ("x25519", "X25519MLKEM768")
     assert resumed == [(False, False), (True, True)]
 
 

@@ -193,7 +193,7 @@ def test_handshake_and_info(ca: Cert, server_cert: Cert, version: int) -> None:
         assert side.protocol_version() is None
         assert side.peer_certificate() is None
         assert side.peer_chain() == []
-        assert side.negotiated_group() is None
+        assert side.negotiated_group_id() is None
         assert side.alpn_protocol() is None
     handshake(c, s)
     for side in (c.conn, s.conn):
@@ -201,7 +201,7 @@ def test_handshake_and_info(ca: Cert, server_cert: Cert, version: int) -> None:
         assert side.engine == "nss"
         assert side.protocol_version() == version
         assert side.alpn_protocol() == b"http/1.1"
-        assert side.negotiated_group() == "x25519"
+        assert side.negotiated_group_id() == 0x001D  # x25519
         assert not side.session_resumed()
     assert (
         c.conn.cipher_suite() == s.conn.cipher_suite() == (0x1301 if version == TLS13 else 0xC02B)
@@ -1140,7 +1140,7 @@ def test_client_resumes_with_openssl(
             reused.append((s.obj.session_reused, c.conn.session_resumed()))
             # a resumed TLS 1.2 session exchanges no key: no group to report
             tls12_resumed = c.conn.session_resumed() and version == ssl.TLSVersion.TLSv1_2
-            assert c.conn.negotiated_group() == (None if tls12_resumed else "x25519")
+            assert c.conn.negotiated_group_id() == (None if tls12_resumed else 0x001D)
         assert reused == [(False, False), (resumption, resumption)]
 
 
@@ -1320,7 +1320,7 @@ def test_openssl_p256_only_server_gives_secp256r1(
     c = Peer(nss_client(ca).new_connection("localhost"))
     s = SslPeer(sctx, server_side=True)
     handshake(c, s)  # a HelloRetryRequest: NSS offered an x25519 share only
-    assert c.conn.negotiated_group() == "secp256r1"
+    assert c.conn.negotiated_group_id() == 0x0017  # secp256r1
 
 
 def test_openssl_server_rejects_nss_client_cert(

@@ -10,7 +10,7 @@ use pyo3::prelude::*;
 use pyo3::types::PyBytes;
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
 use rustls::client::WebPkiServerVerifier;
-use rustls::crypto::{CryptoProvider, WebPkiSupportedAlgorithms};
+use rustls::crypto::{CryptoProvider, SupportedKxGroup, WebPkiSupportedAlgorithms};
 use rustls::server::{
     ClientHello, NoServerSessionStorage, ResolvesServerCert, WebPkiClientVerifier,
 };
@@ -224,12 +224,22 @@ fn version_name(v: u16) -> &'static str {
     }
 }
 
+/// Every key exchange group of this engine, in its default order: rustls' own (its aws-lc-rs
+/// provider, "prefer-post-quantum"), the hybrid first, then ring's classical groups, which a
+/// client also offers (x25519 with the hybrid's X25519 key) so a peer without ML-KEM needs no
+/// HelloRetryRequest.
+fn all_kx_groups() -> Vec<&'static dyn SupportedKxGroup> {
+    std::iter::once(crate::pq::X25519MLKEM768)
+        .chain(rustls::crypto::ring::default_provider().kx_groups)
+        .collect()
+}
+
 /// The key exchange groups this engine can be asked for, by IANA codepoint (`groups`), in its
 /// default order.
 #[pyfunction]
 pub fn supported_groups() -> Vec<u16> {
-    std::iter::once(crate::pq::X25519MLKEM768)
-        .chain(rustls::crypto::ring::default_provider().kx_groups)
+    all_kx_groups()
+        .iter()
         .map(|g| u16::from(g.name()))
         .collect()
 }
@@ -294,15 +304,11 @@ fn build_provider(
             asked.join(", ")
         )));
     }
-    // rustls' own default order (its aws-lc-rs provider, "prefer-post-quantum"): the hybrid
-    // first, then the classical groups, which a client also offers (x25519 with the hybrid's
-    // X25519 key) so a peer without ML-KEM needs no HelloRetryRequest.
-    let all = std::iter::once(crate::pq::X25519MLKEM768).chain(base.kx_groups.iter().copied());
+    let all = all_kx_groups();
     let kx_groups = match groups {
-        None => all.collect(),
+        None => all,
         // In the order asked (Python checked the names against `supported_groups`).
         Some(ids) => {
-            let all: Vec<_> = all.collect();
             let mut out = Vec::with_capacity(ids.len());
             for id in ids {
                 match all.iter().find(|g| u16::from(g.name()) == *id) {

@@ -470,8 +470,8 @@ impl Connection {
         self.client_session.as_ref().map(|s| s.clone_ref(py))
     }
 
-    /// The key exchange group's IANA name (None before the handshake completes).
-    fn negotiated_group(&self, py: Python<'_>) -> PyResult<Option<String>> {
+    /// The key exchange group's IANA codepoint (None before the handshake completes).
+    fn negotiated_group_id(&self, py: Python<'_>) -> PyResult<Option<u16>> {
         self.run_gil(py, |inner| Ok(inner.session.negotiated_group()))
     }
 

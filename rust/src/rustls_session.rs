@@ -495,28 +495,8 @@ impl TlsSession for RustlsSession {
             .is_some_and(|k| k == rustls::HandshakeKind::Resumed)
     }
 
-    fn negotiated_group(&self) -> Option<String> {
+    fn negotiated_group(&self) -> Option<u16> {
         let group = self.established()?.negotiated_key_exchange_group()?.name();
-        Some(group_name(u16::from(group)))
-    }
-}
-
-/// IANA TLS Supported Groups names (https://www.iana.org/assignments/tls-parameters).
-pub fn group_name(id: u16) -> String {
-    match id {
-        0x0017 => "secp256r1".into(),
-        0x0018 => "secp384r1".into(),
-        0x0019 => "secp521r1".into(),
-        0x001D => "x25519".into(),
-        0x001E => "x448".into(),
-        0x0100 => "ffdhe2048".into(),
-        0x0101 => "ffdhe3072".into(),
-        0x0102 => "ffdhe4096".into(),
-        0x0103 => "ffdhe6144".into(),
-        0x0104 => "ffdhe8192".into(),
-        0x11EB => "SecP256r1MLKEM768".into(),
-        0x11EC => "X25519MLKEM768".into(),
-        0x11ED => "SecP384r1MLKEM1024".into(),
-        other => format!("0x{other:04x}"),
+        Some(u16::from(group))
     }
 }

@@ -81,6 +81,7 @@ pub trait TlsSession: Send {
     /// Whether the handshake resumed an earlier session.
     fn session_resumed(&self) -> bool;
 
-    /// The key exchange group, by its name in IANA's TLS Supported Groups registry.
-    fn negotiated_group(&self) -> Option<String>;
+    /// The key exchange group, by its codepoint in IANA's TLS Supported Groups registry (named
+    /// in Python: `unitls._engine.GROUP_NAMES`).
+    fn negotiated_group(&self) -> Option<u16>;
 }

@@ -295,8 +295,9 @@ class Connection:
     def client_session(self) -> ClientSession | None:
         """Client side: the sessions this connection received (None on servers)."""
 
-    def negotiated_group(self) -> str | None:
-        """The key exchange group's IANA name (``"x25519"``...), ``None`` before the handshake."""
+    def negotiated_group_id(self) -> int | None:
+        """The key exchange group's IANA codepoint (0x001D for x25519...), ``None`` before the
+        handshake (``unitls._engine.group_name`` names it)."""
 
     def _panic_for_test(self) -> None:
         """Panic inside the engine boundary: raises ``TLSError`` and fails the connection."""

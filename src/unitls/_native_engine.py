@@ -17,6 +17,7 @@ from ._engine import (
     TLS12,
     TLS13,
     VERSION_ENUM,
+    group_name,
     read_source,
     reject_ids,
     sni_name,
@@ -144,7 +145,8 @@ class NativeBuffer:
     @property
     def negotiated_group(self) -> str | None:
         """The key exchange group's IANA name; None before the handshake."""
-        return self._conn.negotiated_group()
+        group = self._conn.negotiated_group_id()
+        return None if group is None else group_name(group)
 
     def __repr__(self) -> str:
         return f"<{type(self).__name__} version={self.negotiated_tls_version}>"

@@ -54,6 +54,7 @@ from ._engine import (
     ServerContextBase,
     check_server_hostname,
     engine_implementation,
+    group_name,
     read_source,
     reject_ids,
     sni_name,
@@ -281,7 +282,7 @@ _TLSEXT_NID_UNKNOWN = 0x1000000  # | codepoint, for groups without a NID (OpenSS
 def _group_of_nid(nid: int, tls13: bool) -> str | None:
     if nid & _TLSEXT_NID_UNKNOWN:
         unknown = nid & 0xFFFF
-        return GROUP_NAMES.get(unknown, f"0x{unknown:04x}")
+        return group_name(unknown)
     if nid in _BRAINPOOL_BY_NID:
         return GROUP_NAMES[_BRAINPOOL_BY_NID[nid][tls13]]
     codepoint = _GROUP_BY_NID.get(nid)

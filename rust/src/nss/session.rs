@@ -58,7 +58,6 @@ use super::pki::{self, Policy, Rejection};
 use crate::errors::{alert_name, is_certificate_alert, Failure};
 use crate::keylog::KeyLogFile;
 use crate::resumption::{AnyBag, TokenBag, TokenCache};
-use crate::rustls_session::group_name;
 use crate::session::TlsSession;
 
 const RAGGED: &str = "EOF occurred in violation of protocol: the peer closed the transport \
@@ -1056,7 +1055,7 @@ impl TlsSession for NssSession {
             .is_some_and(|i| u32_at(&i, CHANNEL_INFO_RESUMED) != 0)
     }
 
-    fn negotiated_group(&self) -> Option<String> {
+    fn negotiated_group(&self) -> Option<u16> {
         let info = self.channel_info()?;
         // A resumed TLS 1.2 session exchanges no key (NSS then reports a placeholder group).
         if u16_at(&info, CHANNEL_INFO_VERSION) == TLS12 && u32_at(&info, CHANNEL_INFO_RESUMED) != 0
@@ -1064,6 +1063,6 @@ impl TlsSession for NssSession {
             return None;
         }
         let group = u32_at(&info, CHANNEL_INFO_KEA_GROUP);
-        (group != 0).then(|| group_name(group as u16))
+        (group != 0).then_some(group as u16)
     }
 }

@@ -64,11 +64,12 @@ class _Certs:
 
 
 def _handshake(
-    impl: Any, server: TLSServerConfiguration, client: TLSClientConfiguration
+    impl: Any, server: TLSServerConfiguration, client: TLSClientConfiguration, **options: Any
 ) -> tuple[Any, Any]:
-    """(client buffer, server buffer) after a real in-memory handshake with itself."""
-    c = impl.client_context(client).create_buffer("localhost")
-    s = impl.server_context(server).create_buffer()
+    """(client buffer, server buffer) after a real in-memory handshake with itself; ``options``
+    are given to both contexts (the engines' keyword options, e.g. ``groups``)."""
+    c = impl.client_context(client, **options).create_buffer("localhost")
+    s = impl.server_context(server, **options).create_buffer()
     handshake_in_memory(c, s)
     return c, s
 
@@ -237,10 +238,12 @@ def probe_engine(name: str, certs: _Certs) -> dict[str, Any]:
     for group in _GROUPS:
 
         def key_exchange(group: str = group) -> str:
-            c = impl.client_context(TLSClientConfiguration(trust_store=trust), groups=(group,))
-            s = impl.server_context(TLSServerConfiguration([ecdsa]), groups=(group,))
-            cb, sb = c.create_buffer("localhost"), s.create_buffer()
-            handshake_in_memory(cb, sb)
+            cb, _ = _handshake(
+                impl,
+                TLSServerConfiguration([ecdsa]),
+                TLSClientConfiguration(trust_store=trust),
+                groups=(group,),
+            )
             got = getattr(cb, "negotiated_group", group)
             if got != group:
                 raise TLSError(f"negotiated {got} instead")
