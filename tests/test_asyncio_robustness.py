@@ -580,6 +580,59 @@ def test_pause_resume_reading(
     run(main())
 
 
+def test_pausing_from_data_received_loses_and_reorders_nothing(
+    engine: Impl, client_config: TLSClientConfiguration, server_config: TLSServerConfiguration
+) -> None:
+    """An application that pauses reading inside data_received and resumes later, while large
+    chunks keep coming: rustls decrypts them straight into the plaintext view while the
+    application reads (``SupportsIncomingInto``) and queues them while it is paused."""
+    sctx = engine.server_context(server_config)
+    cctx = engine.client_context(client_config)
+    payload = os.urandom(8 * 1024 * 1024)
+
+    class Pauser(Sink):
+        transport: asyncio.Transport
+        calls_while_paused = 0
+        paused = False
+
+        def connection_made(self, transport: asyncio.BaseTransport) -> None:
+            assert isinstance(transport, asyncio.Transport)
+            self.transport = transport
+
+        def data_received(self, data: bytes) -> None:
+            if self.paused:
+                self.calls_while_paused += 1
+            super().data_received(data)
+            if len(self.data) // (1024 * 1024) % 2 == 0 and not self.paused:
+                self.paused = True
+                self.transport.pause_reading()
+                asyncio.get_running_loop().call_later(0.005, self.resume)
+
+        def resume(self) -> None:
+            self.paused = False
+            self.transport.resume_reading()
+
+    async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        for start in range(0, len(payload), 300_000):
+            writer.write(payload[start : start + 300_000])
+        await writer.drain()
+        writer.close()
+        await writer.wait_closed()
+
+    async def main() -> None:
+        server = await uasyncio.start_server(handler, HOST, 0, context=sctx)
+        async with server:
+            _, proto = await uasyncio.create_connection(
+                None, Pauser, HOST, port_of(server), context=cctx, server_hostname="localhost"
+            )
+            assert isinstance(proto, Pauser)
+            await proto.lost
+            assert proto.calls_while_paused == 0
+            assert bytes(proto.data) == payload
+
+    run(main())
+
+
 class Sink(asyncio.Protocol):
     def __init__(self) -> None:
         self.data = bytearray()

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import array
 import ctypes
+import os
 import ssl
 import threading
 from typing import Any
@@ -273,3 +274,119 @@ def test_rustls_truncated_pem_and_bad_intermediate(rustls: Any, pki: Any) -> Non
     )
     with pytest.raises(unitls.ConfigurationError, match="chain certificate #1 is not a valid"):
         rustls.server_context(unitls.TLSServerConfiguration(certificate_chain=[not_a_cert]))
+
+
+# -- process_incoming_into (unitls.extensions.SupportsIncomingInto) -----------------------------
+
+
+@pytest.fixture(params=["rustls", "nss"])
+def native(request: pytest.FixtureRequest) -> Any:
+    """The extension's engines: both have process_incoming_into (NSS by the generic path)."""
+    if request.param not in unitls.implementations():
+        pytest.skip(f"{request.param} engine not available")
+    return unitls.get_implementation(request.param)
+
+
+def _open_pair(impl: Any, pki: Any) -> tuple[Any, Any]:
+    client, server = _pair(impl, pki)
+    _handshake(client, server)
+    _move(server, client)  # session tickets
+    return client, server
+
+
+def _sent(client: Any, payload: bytes) -> bytes:
+    client.write(payload)
+    return bytes(client.process_outgoing(-1))
+
+
+def _read_rest(buf: Any, view: memoryview) -> bytes:
+    out = bytearray()
+    while True:
+        try:
+            n = buf.read(len(view), view)
+        except unitls.WantReadError:
+            return bytes(out)
+        if not n:
+            return bytes(out)
+        out += view[:n]
+
+
+def test_process_incoming_into_decrypts_a_chunk_into_the_buffer(native: Any, pki: Any) -> None:
+    from unitls.extensions import SupportsIncomingInto
+
+    client, server = _open_pair(native, pki)
+    assert isinstance(server, SupportsIncomingInto)
+    payload = os.urandom(1024 * 1024)
+    ciphertext = _sent(client, payload)
+    view = memoryview(bytearray(256 * 1024))
+    n = server.process_incoming_into(ciphertext, view)
+    assert n == len(view)  # a full buffer: 256 KiB of the chunk's records decrypted into it
+    # The rest of the chunk waits in the engine for the next reads (the copy saved, rustls'
+    # queueing of the chunk's ciphertext, is measured by benchmarks/bench_asyncio.py).
+    assert bytes(view[:n]) + _read_rest(server, view) == payload
+
+
+def test_process_incoming_into_small_buffers_partial_records_and_many_calls(
+    native: Any, pki: Any
+) -> None:
+    client, server = _open_pair(native, pki)
+    payload = os.urandom(100_000)
+    ciphertext = _sent(client, payload)
+    got = bytearray()
+    one = memoryview(bytearray(1))
+    # A byte at a time out, uneven pieces in: every piece's plaintext in order, none lost.
+    for start in range(0, len(ciphertext), 7001):
+        n = server.process_incoming_into(ciphertext[start : start + 7001], one)
+        got += one[:n]
+        got += _read_rest(server, memoryview(bytearray(997)))
+    assert bytes(got) == payload
+    # Half a record: nothing yet, and read says so.
+    part = _sent(client, b"x" * 100)
+    assert server.process_incoming_into(part[:10], memoryview(bytearray(64))) == 0
+    with pytest.raises(unitls.WantReadError):
+        server.read(64)
+    assert server.process_incoming_into(part[10:], memoryview(bytearray(64))) == 64
+    assert server.read(64) == b"x" * 36
+
+
+def test_process_incoming_into_ends_as_read_says(native: Any, pki: Any) -> None:
+    view = memoryview(bytearray(1024))
+    # The peer's close_notify behind data: the data, then b"" from read.
+    client, server = _open_pair(native, pki)
+    client.write(b"bye")
+    client.shutdown()
+    assert server.process_incoming_into(client.process_outgoing(-1), view) == 3
+    assert bytes(view[:3]) == b"bye"
+    assert server.read(10) == b""
+    # The transport's EOF without close_notify: 0, then RaggedEOF; more data is a usage error.
+    client, server = _open_pair(native, pki)
+    assert server.process_incoming_into(b"", view) == 0
+    with pytest.raises(unitls.TLSError, match="after the transport reported EOF"):
+        server.process_incoming_into(b"more", view)
+    with pytest.raises(unitls.RaggedEOF):
+        server.read(10)
+    # A damaged record behind good ones: plaintext of good records first (rustls gives what it
+    # moved out before it met the damage), then the failure from the next read.
+    client, server = _open_pair(native, pki)
+    good = _sent(client, b"a" * 40_000)
+    bad = bytearray(_sent(client, b"b" * 100))
+    bad[-1] ^= 0xFF
+    big = memoryview(bytearray(64 * 1024))
+    n = server.process_incoming_into(good + bytes(bad), big)
+    assert 0 < n <= 40_000 and bytes(big[:n]) == b"a" * n
+    with pytest.raises(unitls.TLSError) as info:
+        server.read(10)
+    assert not isinstance(info.value, unitls.WantReadError)
+
+
+def test_process_incoming_into_during_the_handshake_feeds_it(native: Any, pki: Any) -> None:
+    client, server = _pair(native, pki)
+    with pytest.raises(unitls.WantReadError):
+        client.do_handshake()
+    # The ClientHello: taken (nothing to read yet), the handshake goes on from it.
+    assert server.process_incoming_into(client.process_outgoing(-1), bytearray(100)) == 0
+    with pytest.raises(unitls.WantReadError):
+        server.do_handshake()
+    assert server.outgoing_bytes_buffered() > 0  # the server's flight
+    _handshake(client, server)
+    assert server.negotiated_tls_version is not None

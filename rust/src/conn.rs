@@ -45,6 +45,29 @@ pub(crate) struct Inner {
 }
 
 impl Inner {
+    /// Before feeding `data`: `Ok(false)` when it is the EOF (delivered here, once), the
+    /// usage and queue-limit failures of `process_incoming` as `Err`.
+    fn may_feed(&mut self, data: &[u8]) -> Result<bool, Failure> {
+        if data.is_empty() {
+            if !self.eof {
+                self.eof = true;
+                self.session.feed_eof()?;
+            }
+            return Ok(false);
+        }
+        if self.eof {
+            return Err(Failure::Usage(
+                "data received after the transport reported EOF".into(),
+            ));
+        }
+        if self.session.incoming_len() > MAX_QUEUED_INCOMING {
+            return Err(Failure::WantRead(
+                "more than 1 MiB of ciphertext is queued: read the plaintext first",
+            ));
+        }
+        Ok(true)
+    }
+
     fn check(&self) -> Result<(), Failure> {
         match &self.error {
             Some(f) => Err(f.clone()),
@@ -263,26 +286,36 @@ impl Connection {
     fn process_incoming(&self, py: Python<'_>, data: &Bound<'_, PyAny>) -> PyResult<()> {
         let view = ByteView::readable(data)?;
         self.run_records(py, view.len(), |inner| {
-            let data = view.as_slice();
-            if data.is_empty() {
-                if inner.eof {
-                    return Ok(());
-                }
-                inner.eof = true;
-                return inner.session.feed_eof();
-            }
-            if inner.eof {
-                return Err(Failure::Usage(
-                    "data received after the transport reported EOF".into(),
-                ));
-            }
-            if inner.session.incoming_len() > MAX_QUEUED_INCOMING {
-                return Err(Failure::WantRead(
-                    "more than 1 MiB of ciphertext is queued: read the plaintext first",
-                ));
+            if !inner.may_feed(view.as_slice())? {
+                return Ok(());
             }
             // rustls' receive buffer shrinks and grows around every record (`keep_in_place`).
-            crate::keep_in_place(|| inner.session.feed(data))
+            crate::keep_in_place(|| inner.session.feed(view.as_slice()))
+        })
+    }
+
+    /// `process_incoming(data)`, then `read_into(buffer)` as far as plaintext is ready, in one
+    /// call that never raises for the reading part: returns the bytes read (0: none yet, or
+    /// the end of the stream; the next `read` says which, and raises what stopped it). Only
+    /// `process_incoming`'s exceptions come out of it (`WantReadError`: nothing was taken).
+    /// rustls decrypts `data`'s records into `buffer` as it takes them, where separate calls
+    /// queue the ciphertext it cannot take while it holds 16 KiB of plaintext (one copy less).
+    fn process_incoming_into(
+        &self,
+        py: Python<'_>,
+        data: &Bound<'_, PyAny>,
+        buffer: &Bound<'_, PyAny>,
+    ) -> PyResult<usize> {
+        let view = ByteView::readable(data)?;
+        let out = ByteView::writable(buffer)?;
+        self.run_records(py, view.len(), move |inner| {
+            if !inner.may_feed(view.as_slice())? {
+                return Ok(0);
+            }
+            if out.len() == 0 {
+                return crate::keep_in_place(|| inner.session.feed(view.as_slice())).map(|_| 0);
+            }
+            crate::keep_in_place(|| inner.session.feed_read(view.as_slice(), out.as_mut_slice()))
         })
     }
 

@@ -207,14 +207,21 @@ impl RustlsSession {
 
     /// Feed queued ciphertext, then `fresh`, to rustls as far as it takes it; queue the rest.
     fn pump(&mut self, fresh: &[u8]) -> Result<(), Failure> {
+        self.pump_into(fresh, &mut []).map(|_| ())
+    }
+
+    /// `pump`, moving plaintext into `out` whenever rustls' 16 KiB of decrypted data is full
+    /// (then rustls takes more of `fresh` instead of it being queued). Returns the bytes moved.
+    fn pump_into(&mut self, fresh: &[u8], out: &mut [u8]) -> Result<usize, Failure> {
         let mut fresh = fresh;
+        let mut got = 0;
         if matches!(self.stage, Stage::Accepting(..)) {
             self.incoming.extend(fresh);
             fresh = &[];
             self.accept()?;
         }
         let Stage::Running(_) = self.stage else {
-            return Ok(());
+            return Ok(got);
         };
         loop {
             // Give rustls all it takes, then process once (see `refresh`).
@@ -256,15 +263,30 @@ impl RustlsSession {
                         }
                         return Err(Failure::protocol(format!("TLS protocol error: {e}")));
                     }
-                    // "received plaintext buffer full": wait for the application to read.
-                    Err(_) => break,
+                    // "received plaintext buffer full": make room in `out`, else wait for the
+                    // application to read.
+                    Err(_) => {
+                        if got == out.len() || self.is_handshaking() {
+                            break;
+                        }
+                        match self.read_plain(&mut out[got..]) {
+                            Ok(0) => break,
+                            Ok(n) => got += n,
+                            // Comes back from the next read, after the bytes moved so far.
+                            Err(_) => break,
+                        }
+                    }
                 }
             }
             if !fed {
                 break;
             }
             self.unprocessed = true;
-            self.process()?;
+            if let Err(e) = self.process() {
+                // rustls keeps the error: it comes back from the next call, after the
+                // plaintext already moved.
+                return if got == 0 { Err(e) } else { Ok(got) };
+            }
             if self.close_notify_received {
                 self.incoming.clear();
                 fresh = &[];
@@ -280,9 +302,11 @@ impl RustlsSession {
                 let mut empty: &[u8] = &[];
                 let _ = conn.read_tls(&mut empty);
             }
-            self.process()?;
+            if let Err(e) = self.process() {
+                return if got == 0 { Err(e) } else { Ok(got) };
+            }
         }
-        Ok(())
+        Ok(got)
     }
 
     fn handshake_blocked(&self) -> Failure {
@@ -334,6 +358,15 @@ impl RustlsSession {
 impl TlsSession for RustlsSession {
     fn feed(&mut self, data: &[u8]) -> Result<(), Failure> {
         self.pump(data)
+    }
+
+    fn feed_read(&mut self, data: &[u8], out: &mut [u8]) -> Result<usize, Failure> {
+        let got = self.pump_into(data, out)?;
+        if got == out.len() || self.is_handshaking() {
+            return Ok(got);
+        }
+        // The plaintext of the records rustls took without refusing more.
+        Ok(got + self.read(&mut out[got..]).unwrap_or(0))
     }
 
     fn feed_eof(&mut self) -> Result<(), Failure> {

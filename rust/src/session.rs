@@ -52,6 +52,19 @@ pub trait TlsSession: Send {
     /// transport ended without close_notify.
     fn read(&mut self, buf: &mut [u8]) -> Result<usize, Failure>;
 
+    /// `feed(data)`, then decrypted bytes into `out` (not empty) as far as they are ready, in
+    /// one step (after the handshake). Engines that hold little decrypted data (rustls: 16 KiB)
+    /// move it into `out` while they take `data` instead of queueing what they cannot take yet.
+    /// `Err` only as `feed` fails; what stops the reading (nothing more yet, the end of the
+    /// stream, a failure) is what the next `read` reports.
+    fn feed_read(&mut self, data: &[u8], out: &mut [u8]) -> Result<usize, Failure> {
+        self.feed(data)?;
+        if self.is_handshaking() {
+            return Ok(0);
+        }
+        Ok(self.read(out).unwrap_or(0))
+    }
+
     /// Decrypted bytes that `read` can return without more input.
     fn plaintext_len(&mut self) -> usize;
 

@@ -18,6 +18,7 @@ if TYPE_CHECKING:
 __all__ = [
     "SupportsConnectTimeout",
     "SupportsCreateBufferFor",
+    "SupportsIncomingInto",
     "SupportsIncomingViews",
     "SupportsNativeIO",
     "SupportsPeerCertChain",
@@ -119,6 +120,24 @@ class SupportsUpgrade(Protocol):
 
     @abstractmethod
     def upgrade(self, sock: socket.socket, server_hostname: str | None = None) -> Any: ...
+
+
+@runtime_checkable
+class SupportsIncomingInto(Protocol):
+    """Buffers that take ciphertext and give the plaintext it completes in one call (the
+    extension's engines, rustls and NSS; not the OpenSSL engine's buffers).
+
+    ``process_incoming_into(data, buffer)`` is ``process_incoming(data)`` followed by reading
+    into ``buffer`` as far as plaintext is ready; it returns the bytes read. It raises only what
+    ``process_incoming`` raises (``WantReadError``: nothing was taken, as there); what ended the
+    reading part (nothing more yet, the end of the stream, a failure) is what the next ``read``
+    reports. rustls decrypts the records into ``buffer`` as it takes them: separate calls make
+    it queue the ciphertext it cannot take while it holds 16 KiB of plaintext, a copy of most
+    of every large chunk received.
+    """
+
+    @abstractmethod
+    def process_incoming_into(self, data_from_network: Any, buffer: Any) -> int: ...
 
 
 @runtime_checkable

@@ -39,7 +39,7 @@ class NativeBuffer:
     """A ``TLSBuffer`` over a ``_native.Connection`` (client or server).
 
     The data path (``read``, ``write``, ``do_handshake``, ``shutdown``, ``process_incoming``,
-    ``process_outgoing`` and the two byte counts) is the connection's own methods, bound per
+    ``process_incoming_into``, ``process_outgoing`` and the two byte counts) is the connection's own methods, bound per
     buffer: no Python frame between the caller and the engine. The PEP's rules on those calls
     (EOF, data after EOF, close_notify during the handshake) live in ``rust/src/conn.rs``.
     """
@@ -52,6 +52,7 @@ class NativeBuffer:
         "incoming_bytes_buffered",
         "outgoing_bytes_buffered",
         "process_incoming",
+        "process_incoming_into",
         "process_outgoing",
         "read",
         "shutdown",
@@ -71,6 +72,8 @@ class NativeBuffer:
     shutdown: Callable[[], None]
     #: Ciphertext from the peer; empty means the transport's EOF (data after it: TLSError).
     process_incoming: Callable[[Buffer], None]
+    #: process_incoming, then plaintext into a buffer, in one call (``SupportsIncomingInto``).
+    process_incoming_into: Callable[[Buffer, Buffer], int]
     #: Ciphertext bytes received and not yet consumed.
     incoming_bytes_buffered: Callable[[], int]
     #: Up to ``amount_bytes_for_network`` bytes of ciphertext for the peer.
@@ -89,6 +92,7 @@ class NativeBuffer:
         self.do_handshake = conn.do_handshake
         self.shutdown = conn.shutdown
         self.process_incoming = conn.process_incoming
+        self.process_incoming_into = conn.process_incoming_into
         self.incoming_bytes_buffered = conn.incoming_bytes_buffered
         self.process_outgoing = conn.process_outgoing
         self.outgoing_bytes_buffered = conn.outgoing_bytes_buffered

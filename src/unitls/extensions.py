@@ -10,6 +10,7 @@ For example:
 from ._extensions import (
     SupportsConnectTimeout,
     SupportsCreateBufferFor,
+    SupportsIncomingInto,
     SupportsIncomingViews,
     SupportsPeerCertChain,
     SupportsServerName,
@@ -23,6 +24,7 @@ from ._extensions import (
 __all__ = [
     "SupportsConnectTimeout",
     "SupportsCreateBufferFor",
+    "SupportsIncomingInto",
     "SupportsIncomingViews",
     "SupportsPeerCertChain",
     "SupportsServerName",

@@ -53,7 +53,12 @@ from .._errors import (
     WantReadError,
     WantWriteError,
 )
-from .._extensions import SupportsIncomingViews, SupportsSessionInfo, implements
+from .._extensions import (
+    SupportsIncomingInto,
+    SupportsIncomingViews,
+    SupportsSessionInfo,
+    implements,
+)
 from .._protocols import ClientContext, ServerContext, TLSBuffer
 from .._socket import server_buffer
 
@@ -107,6 +112,12 @@ _scratch = _Scratch()
 def _is_server_context(context: ClientContext | ServerContext) -> bool:
     # The two Protocols have the same members; the configuration types tell them apart.
     return isinstance(context.configuration, TLSServerConfiguration)
+
+
+def _feed_into(buffer: TLSBuffer) -> Callable[[Any, Any], int] | None:
+    if implements(buffer, SupportsIncomingInto):
+        return buffer.process_incoming_into  # type: ignore[attr-defined,no-any-return]
+    return None
 
 
 def _wrap_os_error(exc: BaseException) -> BaseException:
@@ -257,6 +268,7 @@ class TLSProtocol(asyncio.BufferedProtocol):
         self._plain_view = _scratch.plain
         # Engines that copy process_incoming's argument get a view of the receive buffer.
         self._zero_copy = implements(buffer, SupportsIncomingViews)
+        self._feed_into = _feed_into(buffer)
         if isinstance(loop, selector_events.BaseSelectorEventLoop):
             self._recv_view = _scratch.recv
         else:
@@ -275,6 +287,7 @@ class TLSProtocol(asyncio.BufferedProtocol):
     def _set_buffer(self, buffer: TLSBuffer) -> None:
         self._core = Core(buffer)
         self._zero_copy = implements(buffer, SupportsIncomingViews)
+        self._feed_into = _feed_into(buffer)
         self._extra["tls_buffer"] = buffer
 
     def _set_state(self, new: _State) -> None:
@@ -354,7 +367,15 @@ class TLSProtocol(asyncio.BufferedProtocol):
         if self._state == _State.CLOSED:
             return
         view = self._recv_view[:nbytes]
-        self._feed(view if self._zero_copy else bytes(view))
+        if (
+            self._feed_into is not None
+            and self._state == _State.OPEN
+            and not (self._app_reading_paused or self._app_buffered)
+            and not (self._core.backlogged or self._core.peer_closed)
+        ):
+            self._feed_and_read(self._feed_into, view)
+        else:
+            self._feed(view if self._zero_copy else bytes(view))
 
     def eof_received(self) -> bool:
         if self._state != _State.CLOSED:
@@ -408,6 +429,22 @@ class TLSProtocol(asyncio.BufferedProtocol):
             return
         self._advance()
 
+    def _feed_and_read(self, feed_into: Callable[[Any, Any], int], data: memoryview) -> None:
+        """``_feed`` then ``_do_read`` with the engine's first read made in the same call (see
+        ``SupportsIncomingInto``): while the application reads, rustls decrypts a received
+        chunk's records into the plaintext view instead of queueing most of its ciphertext."""
+        core = self._core
+        try:
+            with core.lock:
+                ready = feed_into(data, self._plain_view)
+        except WantReadError:
+            self._feed(data)  # the engine is full: the backlog takes it, as in _feed
+            return
+        except TLSError as exc:
+            self._fatal(exc)
+            return
+        self._do_read(ready)
+
     def _advance(self) -> None:
         if self._state == _State.HANDSHAKE:
             self._do_handshake()
@@ -440,19 +477,22 @@ class TLSProtocol(asyncio.BufferedProtocol):
         if self._state == _State.OPEN:
             self._do_read()
 
-    def _do_read(self) -> None:
+    def _do_read(self, ready: int = 0) -> None:
+        """Hand plaintext to the application; ``ready``: bytes already in the plaintext view
+        (``_feed_and_read``, which only runs while the application reads)."""
         if self._state in (_State.HANDSHAKE, _State.CLOSED) or self._core.peer_closed:
             return
         discard = self._state == _State.CLOSING
         if not self._app_reading_paused or discard:
-            self._read_plaintext(discard)
+            self._read_plaintext(discard, ready)
         if self._state < _State.CLOSED:
             self._update_raw_reading()  # the backlog may have gone into the engine
             self._flush()  # e.g. a KeyUpdate answer or a session ticket acknowledgement
 
-    def _read_plaintext(self, discard: bool) -> None:
+    def _read_plaintext(self, discard: bool, ready: int = 0) -> None:
         """Hand the engine's plaintext to the app until the engine wants more ciphertext, the app
-        pauses, or reading ends (close_notify, ragged EOF, failure).
+        pauses, or reading ends (close_notify, ragged EOF, failure). ``ready``: bytes already
+        read into ``_plain_view``, for a reading application that is not a BufferedProtocol.
 
         Reads until the engine raises ``WantReadError`` (the only way to learn of close_notify
         and ragged EOFs, so it is provoked once per received chunk, not once per record).
@@ -475,7 +515,7 @@ class TLSProtocol(asyncio.BufferedProtocol):
             else:
                 view = self._plain_view
             size = view.nbytes
-            off = 0
+            off, ready = ready, 0
             end: BaseException | None = None
             eof = False
             # ``core.read_available`` inlined: this loop runs once per TLS record.
