@@ -621,6 +621,184 @@ def test_hostname_mismatch(
     assert info.value.reason
 
 
+# -- process_incoming_into (unitls.extensions.SupportsIncomingInto) -----------------------------
+
+
+def _into_pair(
+    client_engine: Impl,
+    server_engine: Impl,
+    client_config: TLSClientConfiguration,
+    server_config: TLSServerConfiguration,
+    pump: Any,
+) -> tuple[Any, Any]:
+    if not isinstance(
+        server_engine.server_context(server_config).create_buffer(),
+        extensions.SupportsIncomingInto,
+    ):
+        pytest.skip(f"{server_engine.name} buffers have no process_incoming_into")
+    client, server = pump.connected(client_engine, server_engine, client_config, server_config)
+    return client, server
+
+
+def _ciphertext_of(src: Any, payload: bytes) -> bytes:
+    src.write(payload)
+    return bytes(src.process_outgoing(1 << 30))
+
+
+def _read_rest(buf: Any, view: memoryview) -> bytes:
+    out = bytearray()
+    while True:
+        try:
+            n = buf.read(len(view), view)
+        except unitls.WantReadError:
+            return bytes(out)
+        if not n:
+            return bytes(out)
+        out += view[:n]
+
+
+def test_process_incoming_into_reads_a_large_chunk(
+    client_engine: Impl,
+    server_engine: Impl,
+    client_config: TLSClientConfiguration,
+    server_config: TLSServerConfiguration,
+    pump: Any,
+) -> None:
+    client, server = _into_pair(client_engine, server_engine, client_config, server_config, pump)
+    payload = random.randbytes(1024 * 1024)
+    view = memoryview(bytearray(256 * 1024))
+    n = server.process_incoming_into(_ciphertext_of(client, payload), view)
+    assert n == len(view)  # a full buffer: the chunk's first 256 KiB of plaintext
+    # The rest waits in the engine for the next reads.
+    assert bytes(view) + _read_rest(server, view) == payload
+
+
+def test_process_incoming_into_small_buffers_and_partial_records(
+    engine: Impl,
+    client_config: TLSClientConfiguration,
+    server_config: TLSServerConfiguration,
+    pump: Any,
+) -> None:
+    client, server = _into_pair(engine, engine, client_config, server_config, pump)
+    payload = random.randbytes(100_000)
+    ciphertext = _ciphertext_of(client, payload)
+    got = bytearray()
+    one = memoryview(bytearray(1))
+    # A byte at a time out, uneven pieces in: every piece's plaintext in order, none lost.
+    for start in range(0, len(ciphertext), 7001):
+        n = server.process_incoming_into(ciphertext[start : start + 7001], one)
+        got += one[:n]
+        got += _read_rest(server, memoryview(bytearray(997)))
+    assert bytes(got) == payload
+    # Half a record: nothing yet, and read says so.
+    part = _ciphertext_of(client, b"x" * 100)
+    assert server.process_incoming_into(part[:10], bytearray(64)) == 0
+    with pytest.raises(unitls.WantReadError):
+        server.read(64)
+    into = bytearray(64)
+    assert server.process_incoming_into(part[10:], into) == 64
+    assert bytes(into) + server.read(64) == b"x" * 100
+
+
+def test_process_incoming_into_ends_as_read_says(
+    engine: Impl,
+    client_config: TLSClientConfiguration,
+    server_config: TLSServerConfiguration,
+    pump: Any,
+) -> None:
+    view = memoryview(bytearray(1024))
+    # The peer's close_notify behind data: the data, then b"" from read.
+    client, server = _into_pair(engine, engine, client_config, server_config, pump)
+    client.write(b"bye")
+    client.shutdown()
+    assert server.process_incoming_into(client.process_outgoing(1 << 20), view) == 3
+    assert bytes(view[:3]) == b"bye"
+    assert server.read(10) == b""
+    # The transport's EOF without close_notify: 0; more data is the caller's bug; RaggedEOF.
+    client, server = _into_pair(engine, engine, client_config, server_config, pump)
+    assert server.process_incoming_into(b"", view) == 0
+    with pytest.raises(unitls.TLSError, match="EOF"):
+        server.process_incoming_into(b"\x17\x03\x03\x00\x01x", view)
+    with pytest.raises(unitls.RaggedEOF):
+        server.read(10)
+
+
+def test_process_incoming_into_damaged_record_behind_good_ones(
+    engine: Impl,
+    client_config: TLSClientConfiguration,
+    server_config: TLSServerConfiguration,
+    pump: Any,
+) -> None:
+    """Plaintext of the good records first (rustls gives what it moved out before it met the
+    damage; the others all of it), then the failure, from the next read and every one after."""
+    client, server = _into_pair(engine, engine, client_config, server_config, pump)
+    good = _ciphertext_of(client, b"a" * 40_000)
+    bad = bytearray(_ciphertext_of(client, b"b" * 100))
+    bad[-1] ^= 0xFF
+    big = memoryview(bytearray(64 * 1024))
+    n = server.process_incoming_into(good + bytes(bad), big)
+    assert 0 < n <= 40_000 and bytes(big[:n]) == b"a" * n
+    with pytest.raises(unitls.TLSError) as first:
+        server.read(10)
+    assert not isinstance(first.value, unitls.WantReadError)
+    with pytest.raises(unitls.TLSError) as again:
+        server.read(10)
+    assert type(again.value) is type(first.value) and str(again.value) == str(first.value)
+
+
+def test_process_incoming_into_during_the_handshake_feeds_it(
+    engine: Impl,
+    client_config: TLSClientConfiguration,
+    server_config: TLSServerConfiguration,
+    pump: Any,
+) -> None:
+    server = engine.server_context(server_config).create_buffer()
+    if not isinstance(server, extensions.SupportsIncomingInto):
+        pytest.skip(f"{engine.name} buffers have no process_incoming_into")
+    client = engine.client_context(client_config).create_buffer("localhost")
+    with pytest.raises(unitls.WantReadError):
+        client.do_handshake()
+    # The ClientHello: taken (nothing to read yet), the handshake goes on from it.
+    assert server.process_incoming_into(client.process_outgoing(1 << 20), bytearray(100)) == 0
+    with pytest.raises(unitls.WantReadError):
+        server.do_handshake()
+    assert server.outgoing_bytes_buffered() > 0  # the server's flight
+    pump.handshake(client, server)
+    assert server.negotiated_tls_version is not None
+
+
+def test_a_failed_connection_repeats_its_failure(
+    client_engine: Impl,
+    server_engine: Impl,
+    client_config: TLSClientConfiguration,
+    server_config: TLSServerConfiguration,
+    pump: Any,
+) -> None:
+    """A damaged record fails the reader; every later read raises that failure again (OpenSSL
+    itself reports the next reads as an EOF, or as the end of the stream once the alert it
+    sent back reached the peer: neither may look like a clean close)."""
+    client, server = pump.connected(client_engine, server_engine, client_config, server_config)
+    bad = bytearray(_ciphertext_of(client, b"b" * 100))
+    bad[-1] ^= 0xFF
+    failures = []
+    for attempt in range(3):
+        with pytest.raises(unitls.TLSError) as info:
+            if not attempt:
+                server.process_incoming(bytes(bad))  # (rustls fails as it takes the record)
+            server.read(10)
+        failures.append(info.value)
+    assert not isinstance(failures[0], unitls.WantReadError)
+    assert {(type(f), str(f)) for f in failures} == {(type(failures[0]), str(failures[0]))}
+    # The peer got the alert: its reads fail too, and keep failing.
+    with pytest.raises(unitls.TLSError) as peer:
+        pump.transfer(server, client)
+        client.read(10)
+    assert not isinstance(peer.value, unitls.WantReadError)
+    with pytest.raises(unitls.TLSError) as peer_again:
+        client.read(10)
+    assert type(peer_again.value) is type(peer.value)
+
+
 # -- closing -----------------------------------------------------------------------------------
 
 

@@ -124,8 +124,7 @@ class SupportsUpgrade(Protocol):
 
 @runtime_checkable
 class SupportsIncomingInto(Protocol):
-    """Buffers that take ciphertext and give the plaintext it completes in one call (the
-    extension's engines, rustls and NSS; not the OpenSSL engine's buffers).
+    """Buffers that take ciphertext and give the plaintext it completes in one call.
 
     ``process_incoming_into(data, buffer)`` is ``process_incoming(data)`` followed by reading
     into ``buffer`` as far as plaintext is ready; it returns the bytes read. It raises only what

@@ -32,6 +32,7 @@ under a process-wide lock).
 from __future__ import annotations
 
 import _ssl
+import copy
 import errno
 import functools
 import ipaddress
@@ -924,6 +925,7 @@ class OpenSSLBuffer:
     __slots__ = (
         "_context",
         "_done",
+        "_failure",
         "_first",
         "_in",
         "_obj",
@@ -967,6 +969,7 @@ class OpenSSLBuffer:
         self.outgoing_bytes_buffered = functools.partial(_pending, outgoing)
         self.incoming_bytes_buffered = functools.partial(_pending, incoming)
         self._done = False
+        self._failure: TLSError | None = None  # the fatal one (see _error)
         self._first: bytes | None = None  # the start of what the peer sent (see _error)
         self._session: ClientSession | None = None
         if sessions is not None and server_hostname is not None:
@@ -975,13 +978,16 @@ class OpenSSLBuffer:
 
     def read(self, amt: int, buffer: Buffer | None = None) -> bytes | int:
         try:
-            if buffer is None:
-                return self._obj.read(amt)
-            return self._obj.read(amt, buffer)
+            data = self._obj.read(amt) if buffer is None else self._obj.read(amt, buffer)
         except ssl.SSLZeroReturnError:
-            return b"" if buffer is None else 0
+            data = b"" if buffer is None else 0
         except (ssl.SSLError, OSError) as exc:
             raise self._error(exc) from exc
+        # Nothing more: the peer's close_notify, or OpenSSL's answer once a fatal alert was
+        # received (it counts the alert as the peer's shutdown): that failure again, then.
+        if data or self._failure is None:
+            return data
+        raise copy.copy(self._failure)
 
     def write(self, buf: Buffer) -> int:
         try:
@@ -998,7 +1004,41 @@ class OpenSSLBuffer:
             raise self._error(exc) from exc
         self._done = True
 
+    def process_incoming_into(self, data_from_network: bytes, buffer: Buffer) -> int:
+        """``process_incoming``, then plaintext into ``buffer`` as far as it is ready, in one
+        call (``unitls.extensions.SupportsIncomingInto``): the bytes read."""
+        self.process_incoming(data_from_network)
+        if not self._done:
+            return 0
+        view = memoryview(buffer)
+        size = view.nbytes
+        read: Callable[[int, memoryview], int] = self._obj.read  # type: ignore[assignment]
+        got = 0
+        while got < size:
+            try:
+                n = read(size - got, view[got:] if got else view)
+            except (ssl.SSLWantReadError, ssl.SSLZeroReturnError):
+                break  # the next read says which
+            except (ssl.SSLError, OSError) as exc:
+                self._error(exc)  # kept: the next read raises it
+                break
+            if not n:
+                break  # the peer's close_notify (the next read returns b"")
+            got += n
+        return got
+
     def _error(self, exc: Exception) -> TLSError:
+        """The TLSError for ``exc``. A fatal one is kept and given again (a copy) for every
+        later failure: OpenSSL reports a failed connection's next read as an EOF
+        (``SSLEOFError``), where every engine repeats the failure that ended it."""
+        if self._failure is not None:
+            return copy.copy(self._failure)
+        failure = self._translate(exc)
+        if not isinstance(failure, (WantReadError, WantWriteError)):
+            self._failure = failure
+        return failure
+
+    def _translate(self, exc: Exception) -> TLSError:
         if not self._done and self._obj.version() is not None:
             self._done = True
         if isinstance(exc, ssl.SSLWantReadError) and self._in.eof:

@@ -1,0 +1,121 @@
+"""Where the OpenSSL engine's in-memory bulk row loses to the stdlib: the same loop as
+``unitls._bench.bulk_memory`` (16 KiB written, pumped, read), with parts of the engine's path
+replaced by the bare C calls under it, in alternating rounds.
+
+python benchmarks/openssl_memory_parts.py [--rounds 14] [--records 4000]
+
+Rows: ``stdlib`` (``ssl.SSLObject`` and its ``MemoryBIO``s), ``engine`` (the PEP's calls on the
+engine's ``TLSBuffer``), ``engine, bare pump`` (the engine's ``read``/``write`` but the pump on
+its ``MemoryBIO``s directly, as the stdlib side), ``engine, bare read/write`` (the C object's
+``read``/``write`` with the PEP's pump), and ``C objects only`` (no Python frame at all on
+either side's C objects: the cost of OpenSSL's own work on each side's connection).
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+try:
+    import unitls  # noqa: F401
+except ImportError:  # running from a checkout without `pip install -e .`
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
+
+from unitls import _bench, get_implementation
+
+Loop = tuple[Callable[..., Any], Callable[..., Any], Callable[[], None]]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--rounds", type=int, default=14)
+    parser.add_argument("--records", type=int, default=4000)
+    args = parser.parse_args()
+    with _bench._material() as (leaf, ca, tmpdir):
+        std = _bench._Stdlib(leaf, ca, tmpdir)
+        eng = _bench._Engine(get_implementation("openssl"), leaf, ca)
+
+        def stdlib_opened() -> tuple[Any, Any, Callable[[], None]]:
+            c, s, c2s, s2c = std.buffer_pair()
+            std.handshake(c, s, c2s, s2c)
+            s2c()
+            return c, s, c2s
+
+        def stdlib() -> Loop:
+            c, s, c2s = stdlib_opened()
+            return c.write, s.read, c2s
+
+        def opened() -> tuple[Any, Any, Callable[[], None]]:
+            c, s, c2s, s2c = eng.buffer_pair()
+            eng.handshake(c, s, c2s, s2c)
+            s2c()
+            return c, s, c2s
+
+        def engine() -> Loop:
+            c, s, c2s = opened()
+            return c.write, s.read, c2s
+
+        def bare_pump() -> Loop:
+            c, s, _ = opened()
+            out, into = c._out, s._in
+
+            def c2s() -> None:
+                if out.pending:
+                    into.write(out.read())
+
+            return c.write, s.read, c2s
+
+        def bare_read_write() -> Loop:
+            c, s, c2s = opened()
+            return c._obj.write, s._obj.read, c2s
+
+        def c_only_stdlib() -> Loop:
+            c, s, c2s = stdlib_opened()  # its pump is on the MemoryBIOs already
+            return c._sslobj.write, s._sslobj.read, c2s
+
+        def c_only_engine() -> Loop:
+            c, s, _ = opened()
+            out, into = c._out, s._in
+
+            def c2s() -> None:
+                if out.pending:
+                    into.write(out.read())
+
+            return c._obj.write, s._obj.read, c2s
+
+        loops = {
+            "stdlib": stdlib,
+            "engine": engine,
+            "engine, bare pump": bare_pump,
+            "engine, bare read/write": bare_read_write,
+            "C objects only, stdlib": c_only_stdlib,
+            "C objects only, engine": c_only_engine,
+        }
+        chunk = bytes(_bench.CHUNK)
+        view = memoryview(bytearray(_bench.CHUNK))
+        results: dict[str, list[float]] = {name: [] for name in loops}
+        order = list(loops.items())
+        for rnd in range(args.rounds):
+            for name, make in order if rnd % 2 == 0 else order[::-1]:
+                write, read, c2s = make()
+                start = time.perf_counter()
+                for _ in range(args.records):
+                    write(chunk)
+                    c2s()
+                    want = _bench.CHUNK
+                    while want:
+                        want -= read(want, view)
+                results[name].append(args.records / (time.perf_counter() - start))
+    base = statistics.median(results["stdlib"])
+    for name, values in results.items():
+        value = statistics.median(values)
+        print(f"{name:28} {value:10.0f} records/s  {value / base:.3f}x")
+
+
+if __name__ == "__main__":
+    main()
