@@ -40,59 +40,50 @@ def main() -> None:
         std = _bench._Stdlib(leaf, ca, tmpdir)
         eng = _bench._Engine(get_implementation("openssl"), leaf, ca)
 
-        def stdlib_opened() -> tuple[Any, Any, Callable[[], None]]:
-            c, s, c2s, s2c = std.buffer_pair()
-            std.handshake(c, s, c2s, s2c)
+        def opened(side: Any) -> tuple[Any, Any, Callable[[], None]]:
+            c, s, c2s, s2c = side.buffer_pair()
+            side.handshake(c, s, c2s, s2c)
             s2c()
             return c, s, c2s
 
-        def stdlib() -> Loop:
-            c, s, c2s = stdlib_opened()
-            return c.write, s.read, c2s
-
-        def opened() -> tuple[Any, Any, Callable[[], None]]:
-            c, s, c2s, s2c = eng.buffer_pair()
-            eng.handshake(c, s, c2s, s2c)
-            s2c()
-            return c, s, c2s
-
-        def engine() -> Loop:
-            c, s, c2s = opened()
-            return c.write, s.read, c2s
-
-        def bare_pump() -> Loop:
-            c, s, _ = opened()
+        def bare_pump(c: Any, s: Any) -> Callable[[], None]:
             out, into = c._out, s._in
 
             def c2s() -> None:
                 if out.pending:
                     into.write(out.read())
 
+            return c2s
+
+        def stdlib() -> Loop:
+            c, s, c2s = opened(std)
             return c.write, s.read, c2s
 
-        def bare_read_write() -> Loop:
-            c, s, c2s = opened()
+        def engine() -> Loop:
+            c, s, c2s = opened(eng)
+            return c.write, s.read, c2s
+
+        def engine_bare_pump() -> Loop:
+            c, s, _ = opened(eng)
+            return c.write, s.read, bare_pump(c, s)
+
+        def engine_bare_read_write() -> Loop:
+            c, s, c2s = opened(eng)
             return c._obj.write, s._obj.read, c2s
 
         def c_only_stdlib() -> Loop:
-            c, s, c2s = stdlib_opened()  # its pump is on the MemoryBIOs already
+            c, s, c2s = opened(std)  # its pump is on the MemoryBIOs already
             return c._sslobj.write, s._sslobj.read, c2s
 
         def c_only_engine() -> Loop:
-            c, s, _ = opened()
-            out, into = c._out, s._in
-
-            def c2s() -> None:
-                if out.pending:
-                    into.write(out.read())
-
-            return c._obj.write, s._obj.read, c2s
+            c, s, _ = opened(eng)
+            return c._obj.write, s._obj.read, bare_pump(c, s)
 
         loops = {
             "stdlib": stdlib,
             "engine": engine,
-            "engine, bare pump": bare_pump,
-            "engine, bare read/write": bare_read_write,
+            "engine, bare pump": engine_bare_pump,
+            "engine, bare read/write": engine_bare_read_write,
             "C objects only, stdlib": c_only_stdlib,
             "C objects only, engine": c_only_engine,
         }

@@ -10,7 +10,7 @@ import subprocess
 import sys
 import textwrap
 import tracemalloc
-from collections.abc import Coroutine
+from collections.abc import Callable, Coroutine
 from pathlib import Path
 from typing import Any, TypeAlias, TypeVar
 
@@ -554,14 +554,8 @@ def test_pause_resume_reading(
     cctx = engine.client_context(client_config)
     payload = os.urandom(4 * 1024 * 1024)
 
-    async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        writer.write(payload)
-        await writer.drain()
-        writer.close()
-        await writer.wait_closed()
-
     async def main() -> None:
-        server = await uasyncio.start_server(handler, HOST, 0, context=sctx)
+        server = await uasyncio.start_server(sender(payload), HOST, 0, context=sctx)
         async with server:
             transport, proto = await uasyncio.create_connection(
                 None, Sink, HOST, port_of(server), context=cctx, server_hostname="localhost"
@@ -612,15 +606,8 @@ def test_pausing_from_data_received_loses_and_reorders_nothing(
             self.paused = False
             self.transport.resume_reading()
 
-    async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        for start in range(0, len(payload), 300_000):
-            writer.write(payload[start : start + 300_000])
-        await writer.drain()
-        writer.close()
-        await writer.wait_closed()
-
     async def main() -> None:
-        server = await uasyncio.start_server(handler, HOST, 0, context=sctx)
+        server = await uasyncio.start_server(sender(payload, 300_000), HOST, 0, context=sctx)
         async with server:
             _, proto = await uasyncio.create_connection(
                 None, Pauser, HOST, port_of(server), context=cctx, server_hostname="localhost"
@@ -631,6 +618,23 @@ def test_pausing_from_data_received_loses_and_reorders_nothing(
             assert bytes(proto.data) == payload
 
     run(main())
+
+
+def sender(
+    payload: bytes, piece: int = 0
+) -> Callable[[asyncio.StreamReader, asyncio.StreamWriter], Coroutine[Any, Any, None]]:
+    """A ``start_server`` handler that sends ``payload`` (written ``piece`` bytes at a time),
+    then closes."""
+
+    async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        step = piece or len(payload)
+        for start in range(0, len(payload), step):
+            writer.write(payload[start : start + step])
+        await writer.drain()
+        writer.close()
+        await writer.wait_closed()
+
+    return handler
 
 
 class Sink(asyncio.Protocol):

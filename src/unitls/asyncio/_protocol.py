@@ -8,6 +8,11 @@ ciphertext and the transport's *eof*) and then does whatever the engine can do n
 
 * ``buffer_updated``/``eof_received``: ``Core.feed``/``feed_eof``. A refused chunk waits in the
   backlog and the socket stops reading (``_update_raw_reading``) until plaintext has been read.
+  While the connection is open, the application reads (not paused, not a BufferedProtocol) and
+  nothing is backlogged, ``buffer_updated`` gives the chunk to the engine's
+  ``process_incoming_into`` instead, which makes the first read in the same call
+  (``SupportsIncomingInto``: rustls then decrypts the chunk's records straight into the
+  plaintext view); ``_do_read`` goes on from the bytes it produced.
 * Then, while handshaking, ``Core.handshake_step``; once open, ``_do_read`` hands the engine's
   plaintext to the application (``Core.read_available`` refills from the backlog) until the engine
   wants more ciphertext, the application pauses reading, or the peer's close_notify / a ragged
@@ -373,7 +378,7 @@ class TLSProtocol(asyncio.BufferedProtocol):
             and not (self._app_reading_paused or self._app_buffered)
             and not (self._core.backlogged or self._core.peer_closed)
         ):
-            self._feed_and_read(self._feed_into, view)
+            self._feed_and_read(self._feed_into, view if self._zero_copy else bytes(view))
         else:
             self._feed(view if self._zero_copy else bytes(view))
 
@@ -429,7 +434,9 @@ class TLSProtocol(asyncio.BufferedProtocol):
             return
         self._advance()
 
-    def _feed_and_read(self, feed_into: Callable[[Any, Any], int], data: memoryview) -> None:
+    def _feed_and_read(
+        self, feed_into: Callable[[Any, Any], int], data: bytes | memoryview
+    ) -> None:
         """``_feed`` then ``_do_read`` with the engine's first read made in the same call (see
         ``SupportsIncomingInto``): while the application reads, rustls decrypts a received
         chunk's records into the plaintext view instead of queueing most of its ciphertext."""
