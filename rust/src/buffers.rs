@@ -46,6 +46,12 @@ impl ByteView {
         self.view.len as usize
     }
 
+    /// Whether the two views share any byte (a slice and a mutable slice of them may not).
+    pub fn overlaps(&self, other: &ByteView) -> bool {
+        let (a, b) = (self.view.buf as usize, other.view.buf as usize);
+        self.len() > 0 && other.len() > 0 && a < b + other.len() && b < a + self.len()
+    }
+
     pub fn as_slice(&self) -> &[u8] {
         if self.view.len == 0 || self.view.buf.is_null() {
             return &[];

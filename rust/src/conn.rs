@@ -308,6 +308,12 @@ impl Connection {
     ) -> PyResult<usize> {
         let view = ByteView::readable(data)?;
         let out = ByteView::writable(buffer)?;
+        if view.overlaps(&out) {
+            return Err(PyValueError::new_err(
+                "process_incoming_into: the ciphertext and the buffer to read into share memory: \
+                 pass separate buffers",
+            ));
+        }
         self.run_records(py, view.len(), move |inner| {
             if !inner.may_feed(view.as_slice())? {
                 return Ok(0);
