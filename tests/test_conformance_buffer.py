@@ -619,6 +619,15 @@ def test_hostname_mismatch(
     with pytest.raises(unitls.CertificateVerificationError) as info:
         pump.handshake(client, server)
     assert info.value.reason
+    # The failed client says the same again, whatever is called next.
+    for call in (client.do_handshake, lambda: client.read(10), lambda: client.write(b"x")):
+        with pytest.raises(unitls.CertificateVerificationError) as again:
+            call()
+        assert (str(again.value), again.value.reason, again.value.alert) == (
+            str(info.value),
+            info.value.reason,
+            info.value.alert,
+        )
 
 
 # -- process_incoming_into (unitls.extensions.SupportsIncomingInto) -----------------------------

@@ -32,7 +32,6 @@ under a process-wide lock).
 from __future__ import annotations
 
 import _ssl
-import copy
 import errno
 import functools
 import ipaddress
@@ -987,7 +986,7 @@ class OpenSSLBuffer:
         # received (it counts the alert as the peer's shutdown): that failure again, then.
         if data or self._failure is None:
             return data
-        raise copy.copy(self._failure)
+        raise _again(self._failure)
 
     def write(self, buf: Buffer) -> int:
         try:
@@ -1032,7 +1031,7 @@ class OpenSSLBuffer:
         later failure: OpenSSL reports a failed connection's next read as an EOF
         (``SSLEOFError``), where every engine repeats the failure that ended it."""
         if self._failure is not None:
-            return copy.copy(self._failure)
+            return _again(self._failure)
         failure = self._translate(exc)
         if not isinstance(failure, (WantReadError, WantWriteError)):
             self._failure = failure
@@ -1163,6 +1162,15 @@ class OpenSSLBuffer:
 
 
 # -- sockets -----------------------------------------------------------------------------------
+
+
+def _again(failure: TLSError) -> TLSError:
+    """A new exception equal to ``failure`` (same class, arguments and attributes), to raise
+    once more without growing the first one's traceback. Not ``copy.copy``: that calls
+    ``__init__`` with ``args``, which rebuilds the message of classes that compose it."""
+    again = type(failure).__new__(type(failure), *failure.args)
+    again.__dict__.update(failure.__dict__)
+    return again
 
 
 def _write_after_close() -> TLSError:
