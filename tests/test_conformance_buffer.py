@@ -796,6 +796,9 @@ def test_a_failed_connection_repeats_its_failure(
                 server.process_incoming(bytes(bad))  # (rustls fails as it takes the record)
             server.read(10)
         failures.append(info.value)
+    with pytest.raises(unitls.TLSError) as writing:
+        server.write(b"x")
+    failures.append(writing.value)
     assert not isinstance(failures[0], unitls.WantReadError)
     assert {(type(f), str(f)) for f in failures} == {(type(failures[0]), str(failures[0]))}
     # The peer got the alert: its reads fail too, and keep failing.
@@ -806,6 +809,9 @@ def test_a_failed_connection_repeats_its_failure(
     with pytest.raises(unitls.TLSError) as peer_again:
         client.read(10)
     assert type(peer_again.value) is type(peer.value)
+    with pytest.raises(unitls.TLSError) as peer_writing:
+        client.write(b"x")
+    assert type(peer_writing.value) is type(peer.value)
 
 
 # -- closing -----------------------------------------------------------------------------------

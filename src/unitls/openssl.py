@@ -992,7 +992,8 @@ class OpenSSLBuffer:
         try:
             return self._obj.write(buf)
         except (ssl.SSLError, OSError) as exc:
-            if getattr(exc, "reason", None) == "PROTOCOL_IS_SHUTDOWN":
+            # (After a failure OpenSSL may call any write "shut down": the failure says why.)
+            if self._failure is None and getattr(exc, "reason", None) == "PROTOCOL_IS_SHUTDOWN":
                 raise TLSError("cannot write: close_notify was already sent (shutdown)") from exc
             raise self._error(exc) from exc
 
