@@ -14,8 +14,9 @@ from __future__ import annotations
 import argparse
 import statistics
 import sys
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 try:
     import unitls  # noqa: F401
@@ -23,6 +24,21 @@ except ImportError:  # running from a checkout without `pip install -e .`
     sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 
 from unitls import _bench, get_implementation
+
+T = TypeVar("T")
+
+
+def alternating(
+    sides: dict[str, T], rounds: int, measure: Callable[[T], float]
+) -> dict[str, list[float]]:
+    """``measure`` of every side, ``rounds`` times, in an order reversed every other round (a
+    drift of the machine's speed then weighs on every side alike)."""
+    results: dict[str, list[float]] = {name: [] for name in sides}
+    order = list(sides.items())
+    for rnd in range(rounds):
+        for name, side in order if rnd % 2 == 0 else order[::-1]:
+            results[name].append(measure(side))
+    return results
 
 
 class _Mixed:
@@ -58,11 +74,7 @@ def main() -> None:
         if args.mix:
             sides[f"{args.engine} server, stdlib client"] = _Mixed(engine, stdlib)
             sides[f"stdlib server, {args.engine} client"] = _Mixed(stdlib, engine)
-        results: dict[str, list[float]] = {name: [] for name in sides}
-        order = list(sides.items())
-        for rnd in range(args.rounds):
-            for name, side in order if rnd % 2 == 0 else order[::-1]:
-                results[name].append(measure(side, args.seconds))
+        results = alternating(sides, args.rounds, lambda side: measure(side, args.seconds))
     base = statistics.median(results["stdlib"])
     for name, values in results.items():
         value = statistics.median(values)

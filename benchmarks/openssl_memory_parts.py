@@ -26,6 +26,8 @@ try:
 except ImportError:  # running from a checkout without `pip install -e .`
     sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 
+from ab_core import alternating  # this directory's A/B helper
+
 from unitls import _bench, get_implementation
 
 Loop = tuple[Callable[..., Any], Callable[..., Any], Callable[[], None]]
@@ -89,19 +91,21 @@ def main() -> None:
         }
         chunk = bytes(_bench.CHUNK)
         view = memoryview(bytearray(_bench.CHUNK))
-        results: dict[str, list[float]] = {name: [] for name in loops}
-        order = list(loops.items())
-        for rnd in range(args.rounds):
-            for name, make in order if rnd % 2 == 0 else order[::-1]:
-                write, read, c2s = make()
-                start = time.perf_counter()
-                for _ in range(args.records):
-                    write(chunk)
-                    c2s()
-                    want = _bench.CHUNK
-                    while want:
-                        want -= read(want, view)
-                results[name].append(args.records / (time.perf_counter() - start))
+
+        records: int = args.records
+
+        def records_per_second(make: Callable[[], Loop]) -> float:
+            write, read, c2s = make()
+            start = time.perf_counter()
+            for _ in range(records):
+                write(chunk)
+                c2s()
+                want = _bench.CHUNK
+                while want:
+                    want -= read(want, view)
+            return records / (time.perf_counter() - start)
+
+        results = alternating(loops, args.rounds, records_per_second)
     base = statistics.median(results["stdlib"])
     for name, values in results.items():
         value = statistics.median(values)

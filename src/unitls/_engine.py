@@ -129,14 +129,13 @@ GROUP_NAMES: dict[int, str] = {
 }
 _GROUP_BY_NAME = {name.lower(): group for group, name in GROUP_NAMES.items()}
 
+# Groups that exist in TLS 1.3 only (ML-KEM, alone or in a hybrid).
+_TLS13_ONLY_GROUPS = frozenset({0x0200, 0x0201, 0x0202, 0x11EB, 0x11EC, 0x11ED})
+
 
 def group_name(group: int) -> str:
     """A negotiated group's IANA name (a codepoint outside ``GROUP_NAMES`` as ``0x....``)."""
     return GROUP_NAMES.get(group) or f"0x{group:04x}"
-
-
-# Groups that exist in TLS 1.3 only (ML-KEM, alone or in a hybrid).
-_TLS13_ONLY_GROUPS = frozenset({0x0200, 0x0201, 0x0202, 0x11EB, 0x11EC, 0x11ED})
 
 
 def check_groups(

@@ -39,8 +39,8 @@ class NativeBuffer:
     """A ``TLSBuffer`` over a ``_native.Connection`` (client or server).
 
     The data path (``read``, ``write``, ``do_handshake``, ``shutdown``, ``process_incoming``,
-    ``process_incoming_into``, ``process_outgoing`` and the two byte counts) is the connection's own methods, bound per
-    buffer: no Python frame between the caller and the engine. The PEP's rules on those calls
+    ``process_incoming_into``, ``process_outgoing`` and the two byte counts) is the connection's
+    own methods, bound per buffer: no Python frame between the caller and the engine. The PEP's rules on those calls
     (EOF, data after EOF, close_notify during the handshake) live in ``rust/src/conn.rs``.
     """
 
