@@ -755,6 +755,35 @@ def test_process_incoming_into_damaged_record_behind_good_ones(
     assert type(again.value) is type(first.value) and str(again.value) == str(first.value)
 
 
+def test_process_incoming_into_buffer_sharing_memory_with_the_ciphertext(
+    engine: Impl,
+    client_config: TLSClientConfiguration,
+    server_config: TLSServerConfiguration,
+    pump: Any,
+) -> None:
+    """Plaintext read over the ciphertext it came from (one bytearray for both, or views that
+    overlap) is right on every engine: the Rust engines, which decrypt while they read the
+    ciphertext, copy it first when the memory is shared (they once raised ValueError here,
+    where OpenSSL took it)."""
+    client, server = _into_pair(engine, engine, client_config, server_config, pump)
+    payload = random.randbytes(50_000)
+    # The same object for both: plaintext (shorter than its records) written from its start.
+    both = bytearray(_ciphertext_of(client, payload))
+    n = server.process_incoming_into(both, both)
+    assert 0 < n <= len(payload)
+    assert bytes(both[:n]) + _read_rest(server, memoryview(bytearray(4096))) == payload
+    # Overlapping views of one buffer, the plaintext landing inside the ciphertext's records.
+    message = _ciphertext_of(client, b"x" * 100)
+    whole = memoryview(bytearray(message) + bytearray(100))
+    assert server.process_incoming_into(whole[: len(message)], whole[50:]) == 100
+    assert bytes(whole[50:150]) == b"x" * 100
+    # Side by side in one buffer, as before.
+    message = _ciphertext_of(client, b"y" * 100)
+    whole = memoryview(bytearray(message) + bytearray(100))
+    assert server.process_incoming_into(whole[: len(message)], whole[len(message) :]) == 100
+    assert bytes(whole[len(message) :]) == b"y" * 100
+
+
 def test_process_incoming_into_during_the_handshake_feeds_it(
     engine: Impl,
     client_config: TLSClientConfiguration,

@@ -308,20 +308,19 @@ impl Connection {
     ) -> PyResult<usize> {
         let view = ByteView::readable(data)?;
         let out = ByteView::writable(buffer)?;
-        if view.overlaps(&out) {
-            return Err(PyValueError::new_err(
-                "process_incoming_into: the ciphertext and the buffer to read into share memory: \
-                 pass separate buffers",
-            ));
-        }
+        // Plaintext may not be written over ciphertext still being read: a buffer sharing
+        // memory with the ciphertext gets a copy of the ciphertext first (what the OpenSSL
+        // engine does with every chunk), so the call means the same on every engine.
+        let copied: Option<Vec<u8>> = view.overlaps(&out).then(|| view.as_slice().to_vec());
         self.run_records(py, view.len(), move |inner| {
-            if !inner.may_feed(view.as_slice())? {
+            let data = copied.as_deref().unwrap_or_else(|| view.as_slice());
+            if !inner.may_feed(data)? {
                 return Ok(0);
             }
             if out.len() == 0 {
-                return crate::keep_in_place(|| inner.session.feed(view.as_slice())).map(|_| 0);
+                return crate::keep_in_place(|| inner.session.feed(data)).map(|_| 0);
             }
-            crate::keep_in_place(|| inner.session.feed_read(view.as_slice(), out.as_mut_slice()))
+            crate::keep_in_place(|| inner.session.feed_read(data, out.as_mut_slice()))
         })
     }
 

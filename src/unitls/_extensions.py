@@ -132,7 +132,8 @@ class SupportsIncomingInto(Protocol):
     reading part (nothing more yet, the end of the stream, a failure) is what the next ``read``
     reports. rustls decrypts the records into ``buffer`` as it takes them: separate calls make
     it queue the ciphertext it cannot take while it holds 16 KiB of plaintext, a copy of most
-    of every large chunk received.
+    of every large chunk received. ``buffer`` may share memory with ``data`` (an engine that
+    decrypts while it reads the ciphertext copies the ciphertext first, then).
     """
 
     @abstractmethod
