@@ -1000,6 +1000,12 @@ class OpenSSLBuffer:
     def do_handshake(self) -> None:
         try:
             self._obj.do_handshake()
+        except ssl.SSLWantReadError as exc:
+            # Every flight but the last ends here: the error without _error's checks (an EOF
+            # and a kept failure take the general path).
+            if self._failure is None and not self._in.eof:
+                raise WantReadError("more TLS data must be read from the network") from exc
+            raise self._error(exc) from exc
         except (ssl.SSLError, OSError) as exc:
             raise self._error(exc) from exc
         self._done = True
