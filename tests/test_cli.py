@@ -606,3 +606,21 @@ def test_bench_progress_bar() -> None:
         "[" + "#" * 15 + "." * 15 + "] 8/16 rustls: bulk-memory (stdlib)"
     )
     assert progress_line("bench_compat ...") == "bench_compat ..."
+
+
+@pytest.mark.parametrize("row", ["handshake-memory", "bulk-memory"])
+def test_instructions_script_runs_each_sides_loop(row: str) -> None:
+    """``benchmarks/instructions.py`` counts what its child runs under valgrind; the child's
+    loops (the timed rows' calls, one operation each) must work on the stdlib and every engine
+    (valgrind itself is not needed for this)."""
+    script = Path(__file__).resolve().parents[1] / "benchmarks" / "instructions.py"
+    for side in ["stdlib", *ENGINES]:
+        proc = subprocess.run(
+            [sys.executable, str(script), "--child", side, row, "1"],
+            stdin=subprocess.DEVNULL,
+            capture_output=True,
+            text=True,
+            env=_env(),
+            timeout=120,
+        )
+        assert proc.returncode == 0 and not proc.stderr, (side, proc.stderr)
