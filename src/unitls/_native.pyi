@@ -235,9 +235,9 @@ class Connection:
 
     def process_incoming_into(self, data: Buffer, buffer: Buffer) -> int:
         """``process_incoming(data)``, then plaintext into ``buffer`` as far as it is ready:
-        the bytes read. Raises only what ``process_incoming`` raises (and ``ValueError`` if
-        ``data`` and ``buffer`` share memory); what ended the reading (nothing yet, the end of
-        the stream, a failure) the next ``read`` reports."""
+        the bytes read. Raises only what ``process_incoming`` raises; what ended the reading
+        (nothing yet, the end of the stream, a failure) the next ``read`` reports. ``data`` and
+        ``buffer`` may share memory (the ciphertext is then copied first)."""
 
     def incoming_bytes_buffered(self) -> int:
         """Ciphertext bytes queued and not yet consumed by rustls."""
