@@ -50,19 +50,9 @@ def _handshakes(side: _bench._Side, count: int) -> None:
 
 
 def _bulk(side: _bench._Side, mib: int) -> None:
-    """``mib`` MiB client to server in 16 KiB writes, as ``_bench.bulk_memory`` moves them."""
-    c, s, c2s, s2c = side.buffer_pair()
-    side.handshake(c, s, c2s, s2c)
-    s2c()
-    chunk = bytes(_bench.CHUNK)
-    view = memoryview(bytearray(_bench.CHUNK))
-    write, read = c.write, s.read
-    for _ in range(_WARM_UP + mib * (1 << 20) // _bench.CHUNK):
-        write(chunk)
-        c2s()
-        want = _bench.CHUNK
-        while want:
-            want -= read(want, view)
+    """``mib`` MiB client to server, moved as ``_bench.bulk_memory`` moves them."""
+    _, move = _bench.memory_stream(side)
+    move(_WARM_UP + mib * (1 << 20) // _bench.CHUNK)
 
 
 def _child(side_name: str, row: str, count: int) -> None:

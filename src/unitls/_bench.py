@@ -473,25 +473,37 @@ def bulk_socket(side: _Side, seconds: float) -> float:
     return received[0] / elapsed / (1024 * 1024)
 
 
-def bulk_memory(side: _Side, seconds: float) -> float:
-    """MiB/s through a client -> server pair of in-memory connections in one thread."""
+def memory_stream(side: _Side) -> tuple[Any, Callable[[int], None]]:
+    """A client -> server pair of in-memory connections, handshaken, and ``move(count)``, which
+    writes ``count`` 16 KiB chunks and reads each on the other end (also counted, not timed, by
+    ``benchmarks/instructions.py``). Returns (the client buffer, ``move``)."""
     c, s, c2s, s2c = side.buffer_pair()
     side.handshake(c, s, c2s, s2c)
     s2c()
     chunk = bytes(CHUNK)
     view = memoryview(bytearray(CHUNK))
     write, read = c.write, s.read
-    total = 0
-    start = time.perf_counter()
-    deadline = start + seconds
-    while time.perf_counter() < deadline:
-        for _ in range(16):
+
+    def move(count: int) -> None:
+        for _ in range(count):
             write(chunk)
             c2s()
             # Read exactly what was written: no reliance on WantRead exceptions on either side.
             want = CHUNK
             while want:
                 want -= read(want, view)
+
+    return c, move
+
+
+def bulk_memory(side: _Side, seconds: float) -> float:
+    """MiB/s through a client -> server pair of in-memory connections in one thread."""
+    c, move = memory_stream(side)
+    total = 0
+    start = time.perf_counter()
+    deadline = start + seconds
+    while time.perf_counter() < deadline:
+        move(16)
         total += 16 * CHUNK
     elapsed = time.perf_counter() - start
     if isinstance(side, _Engine):
