@@ -1002,7 +1002,9 @@ class OpenSSLBuffer:
             self._obj.do_handshake()
         except ssl.SSLWantReadError as exc:
             # Every flight but the last ends here: the error without _error's checks (an EOF
-            # and a kept failure take the general path).
+            # and a kept failure take the general path). Here rather than in _error: only from
+            # do_handshake does a WantRead mean the handshake is unfinished, which _error must
+            # otherwise ask OpenSSL (a read may complete a handshake nobody started).
             if self._failure is None and not self._in.eof:
                 raise WantReadError("more TLS data must be read from the network") from exc
             raise self._error(exc) from exc
