@@ -1,7 +1,10 @@
 """The ssl.SSLContext bridge against a plain ssl.SSLContext: http.client GETs/s and bulk MiB/s.
 
 Every client talks to the same local stdlib (OpenSSL) HTTPS server on 127.0.0.1, so the numbers
-differ only by the client's TLS path. Run as a script for a table::
+differ only by the client's TLS path. The row of engine ``no TLS`` is the GETs' bound: the same
+client and server code over plain TCP (no TLS at either end) against the stdlib's TLS, in the
+same alternating rounds. No TLS engine in the client can beat it, since its server still does
+TLS; a target above it is out of reach of TLS work. Run as a script for a table::
 
     python benchmarks/bench_compat.py [seconds per measurement]
 """
@@ -27,6 +30,8 @@ from unitls._certgen import CA
 from unitls.compat import ORIGINAL_SSLCONTEXT, SSLContext
 
 CHUNK = b"x" * (1 << 20)
+#: The engine name of the bound row: no TLS at either end.
+NO_TLS = "no TLS"
 BULK_MIB = 16
 
 
@@ -58,16 +63,18 @@ class _Server(http.server.ThreadingHTTPServer):
 
 
 @contextlib.contextmanager
-def _server(ca: CA) -> Iterator[int]:
-    leaf = ca.issue("localhost", "127.0.0.1")
-    with tempfile.TemporaryDirectory() as tmp:
-        cert, key = Path(tmp) / "cert.pem", Path(tmp) / "key.pem"
-        cert.write_bytes(leaf.chain_pem)
-        key.write_bytes(leaf.key_pem)
-        ctx = ORIGINAL_SSLCONTEXT(ssl.PROTOCOL_TLS_SERVER)
-        ctx.load_cert_chain(cert, key)
+def _server(ca: CA | None) -> Iterator[int]:
+    """The HTTPS server (``ca``'s certificate), or with ``ca=None`` the same over plain TCP."""
     server = _Server(("127.0.0.1", 0), _Handler)
-    server.socket = ctx.wrap_socket(server.socket, server_side=True)
+    if ca is not None:
+        leaf = ca.issue("localhost", "127.0.0.1")
+        with tempfile.TemporaryDirectory() as tmp:
+            cert, key = Path(tmp) / "cert.pem", Path(tmp) / "key.pem"
+            cert.write_bytes(leaf.chain_pem)
+            key.write_bytes(leaf.key_pem)
+            ctx = ORIGINAL_SSLCONTEXT(ssl.PROTOCOL_TLS_SERVER)
+            ctx.load_cert_chain(cert, key)
+        server.socket = ctx.wrap_socket(server.socket, server_side=True)
     thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05})
     thread.daemon = True
     thread.start()
@@ -79,8 +86,14 @@ def _server(ca: CA) -> Iterator[int]:
         thread.join(5)
 
 
-def _gets_per_second(ctx: ssl.SSLContext, port: int, seconds: float) -> float:
-    conn = http.client.HTTPSConnection("127.0.0.1", port, context=ctx, timeout=30)
+def _connection(ctx: ssl.SSLContext | None, port: int) -> http.client.HTTPConnection:
+    if ctx is None:
+        return http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+    return http.client.HTTPSConnection("127.0.0.1", port, context=ctx, timeout=30)
+
+
+def _gets_per_second(ctx: ssl.SSLContext | None, port: int, seconds: float) -> float:
+    conn = _connection(ctx, port)
     try:
         conn.request("GET", "/")  # connect + handshake outside the timed loop
         conn.getresponse().read()
@@ -98,8 +111,8 @@ def _gets_per_second(ctx: ssl.SSLContext, port: int, seconds: float) -> float:
         conn.close()
 
 
-def _mib_per_second(ctx: ssl.SSLContext, port: int, seconds: float) -> float:
-    conn = http.client.HTTPSConnection("127.0.0.1", port, context=ctx, timeout=30)
+def _mib_per_second(ctx: ssl.SSLContext | None, port: int, seconds: float) -> float:
+    conn = _connection(ctx, port)
     try:
         total = 0
         start = time.perf_counter()
@@ -117,8 +130,8 @@ def _mib_per_second(ctx: ssl.SSLContext, port: int, seconds: float) -> float:
 
 
 def _on_fresh_context(
-    bench: Callable[[ssl.SSLContext, int, float], float],
-    make: Callable[[], ssl.SSLContext],
+    bench: Callable[[ssl.SSLContext | None, int, float], float],
+    make: Callable[[], ssl.SSLContext | None],
     port: int,
     seconds: float,
 ) -> float:
@@ -140,12 +153,12 @@ def run(seconds: float = 1.0) -> list[dict[str, Any]]:
         ctx.load_verify_locations(cadata=cadata)
         return ctx
 
-    benches: list[tuple[str, str, Callable[[ssl.SSLContext, int, float], float]]] = [
+    benches: list[tuple[str, str, Callable[[ssl.SSLContext | None, int, float], float]]] = [
         ("http.client GET (keep-alive)", "req/s", _gets_per_second),
         ("http.client bulk download", "MiB/s", _mib_per_second),
     ]
-    with _server(ca) as port:
-        return [
+    with _server(ca) as port, _server(None) as plain_port:
+        rows = [
             side_by_side(
                 name,
                 engine,
@@ -157,6 +170,17 @@ def run(seconds: float = 1.0) -> list[dict[str, Any]]:
             for name, unit, bench in benches
             for engine in unitls.implementations()
         ]
+        name, unit, bench = benches[0]
+        bound = side_by_side(
+            name,
+            NO_TLS,
+            unit,
+            partial(_on_fresh_context, bench, plain, port),
+            partial(bench, None, plain_port),
+            seconds,
+        )
+        bound["bound"] = True  # kept by `unitls bench --engine ...`: it bounds every engine
+        return [*rows, bound]
 
 
 def _table(rows: list[dict[str, Any]]) -> str:

@@ -561,6 +561,13 @@ def test_bench_json() -> None:
     if "rustls" in ENGINES:
         assert defaults.pop("rustls")["group"] == "X25519MLKEM768"
     assert not defaults, defaults
+    # benchmarks/bench_compat.py (in this checkout): the bridge's GETs on every engine, and
+    # their bound, the same GETs without TLS, measured against the stdlib's TLS.
+    gets = {r["engine"]: r for r in rows if r["name"] == "http.client GET (keep-alive)"}
+    assert set(ENGINES) < set(gets), gets
+    bound = gets["no TLS"]
+    assert bound["bound"] and bound["value"] > 0 and bound["baseline"] > 0, bound
+    assert bound.get("target") is None, bound
 
 
 def test_bench_plot_without_matplotlib(tmp_path: Path) -> None:

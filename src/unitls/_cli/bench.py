@@ -122,7 +122,9 @@ def run_all(
             note(f"warning: {filename} failed: {type(exc).__name__}: {one_line(exc)}")
             continue
         for row in extra:
-            if isinstance(row, dict) and (engines is None or row.get("engine") in engines):
+            if not isinstance(row, dict):
+                continue
+            if engines is None or row.get("engine") in engines or row.get("bound"):
                 targets = TARGETS.get(str(row.get("engine")), {})
                 row.setdefault("target", targets.get(str(row.get("name"))))
                 rows.append(row)
