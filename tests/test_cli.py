@@ -631,3 +631,23 @@ def test_instructions_script_runs_each_sides_loop(row: str) -> None:
             timeout=120,
         )
         assert proc.returncode == 0 and not proc.stderr, (side, proc.stderr)
+
+
+def test_get_costs_script_measures_every_client() -> None:
+    """``benchmarks/get_costs.py`` (what one http.client GET costs the client, the server in a
+    process of its own): every client, TLS-free, the stdlib and each engine's bridge, makes its
+    GETs and reports their cost (valgrind is not used here)."""
+    script = Path(__file__).resolve().parents[1] / "benchmarks" / "get_costs.py"
+    proc = subprocess.run(
+        [sys.executable, str(script), "--gets", "20", "--rounds", "1", "--json"],
+        stdin=subprocess.DEVNULL,
+        capture_output=True,
+        text=True,
+        env=_env(),
+        timeout=120,
+    )
+    assert proc.returncode == 0 and not proc.stderr, proc.stderr
+    table = json.loads(proc.stdout)
+    assert list(table) == ["no TLS", "stdlib", *ENGINES]
+    for client, costs in table.items():
+        assert set(costs) == {"wall", "cpu"} and costs["wall"] > 0 and costs["cpu"] > 0, client
