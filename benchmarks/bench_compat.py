@@ -3,8 +3,9 @@
 Every client talks to the same local stdlib (OpenSSL) HTTPS server on 127.0.0.1, so the numbers
 differ only by the client's TLS path. The row of engine ``no TLS`` is the GETs' bound: the same
 client and server code over plain TCP (no TLS at either end) against the stdlib's TLS, in the
-same alternating rounds. No TLS engine in the client can beat it, since its server still does
-TLS; a target above it is out of reach of TLS work. Run as a script for a table::
+same alternating rounds. An engine in the client cannot beat it (its server still does TLS)
+but by the machine's swing between rows; a target above it is out of reach of TLS work. Run as
+a script for a table::
 
     python benchmarks/bench_compat.py [seconds per measurement]
 """
