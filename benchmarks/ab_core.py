@@ -26,14 +26,13 @@ except ImportError:  # running from a checkout without `pip install -e .`
 from unitls import _bench, get_implementation
 
 T = TypeVar("T")
+R = TypeVar("R")
 
 
-def alternating(
-    sides: dict[str, T], rounds: int, measure: Callable[[T], float]
-) -> dict[str, list[float]]:
+def alternating(sides: dict[str, T], rounds: int, measure: Callable[[T], R]) -> dict[str, list[R]]:
     """``measure`` of every side, ``rounds`` times, in an order reversed every other round (a
     drift of the machine's speed then weighs on every side alike)."""
-    results: dict[str, list[float]] = {name: [] for name in sides}
+    results: dict[str, list[R]] = {name: [] for name in sides}
     order = list(sides.items())
     for rnd in range(rounds):
         for name, side in order if rnd % 2 == 0 else order[::-1]:

@@ -14,10 +14,8 @@ instructions per GET counted by callgrind (N GETs minus 0, after the same warm-u
 from __future__ import annotations
 
 import argparse
-import http.client
 import json
 import os
-import re
 import shutil
 import ssl
 import statistics
@@ -33,7 +31,11 @@ except ImportError:  # running from a checkout without `pip install -e .`
     sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
     import unitls
 
-HERE = Path(__file__).resolve().parent
+# Siblings (a script's folder is on sys.path).
+import bench_compat
+from ab_core import alternating
+from instructions import callgrind
+
 _WARM_UP = 20
 # Spinning (UNITLS_SPIN_US) would count waiting for the server as the client's CPU time.
 _ENV = {**os.environ, "UNITLS_SPIN_US": "0"}
@@ -41,9 +43,6 @@ _ENV = {**os.environ, "UNITLS_SPIN_US": "0"}
 
 def _serve(folder: Path) -> None:
     """The servers, until standard input closes: their ports and CA go to ``folder``."""
-    sys.path.insert(0, str(HERE))
-    import bench_compat
-
     from unitls._certgen import CA
 
     ca = CA.create("get_costs CA")
@@ -57,9 +56,8 @@ def _serve(folder: Path) -> None:
 def _client(which: str, gets: int, folder: Path) -> None:
     """``gets`` GETs after the warm-up, on one keep-alive connection; prints what they cost."""
     plain_port, tls_port = map(int, (folder / "ports").read_text().split())
-    conn: http.client.HTTPConnection
     if which == "no TLS":
-        conn = http.client.HTTPConnection("127.0.0.1", plain_port, timeout=30)
+        conn = bench_compat._connection(None, plain_port)
     else:
         from unitls.compat import ORIGINAL_SSLCONTEXT, SSLContext
 
@@ -68,7 +66,7 @@ def _client(which: str, gets: int, folder: Path) -> None:
         else:
             ctx = SSLContext(ssl.PROTOCOL_TLS_CLIENT, implementation=which)
         ctx.load_verify_locations(cafile=str(folder / "ca.pem"))
-        conn = http.client.HTTPSConnection("127.0.0.1", tls_port, context=ctx, timeout=30)
+        conn = bench_compat._connection(ctx, tls_port)
     for _ in range(_WARM_UP):
         conn.request("GET", "/")
         conn.getresponse().read()
@@ -81,17 +79,16 @@ def _client(which: str, gets: int, folder: Path) -> None:
     print(json.dumps({"wall": wall / max(gets, 1), "cpu": cpu / max(gets, 1)}))
 
 
-def _run_client(which: str, gets: int, folder: Path, valgrind: bool = False) -> str:
-    command = [sys.executable, __file__, "--client", which, str(gets), str(folder)]
-    if valgrind:
-        command = ["valgrind", "--tool=callgrind", "--callgrind-out-file=/dev/null", *command]
+def _client_command(which: str, gets: int, folder: Path) -> list[str]:
+    return [sys.executable, __file__, "--client", which, str(gets), str(folder)]
+
+
+def _costs(which: str, gets: int, folder: Path) -> dict[str, float]:
+    """One client's run, in a process of its own: wall and CPU seconds per GET."""
+    command = _client_command(which, gets, folder)
     out = subprocess.run(command, capture_output=True, text=True, check=True, env=_ENV)
-    if not valgrind:
-        return out.stdout
-    found = re.search(r"Collected : (\d+)", out.stderr)
-    if found is None:
-        raise RuntimeError(f"callgrind printed no count:\n{out.stderr[-2000:]}")
-    return found.group(1)
+    costs: dict[str, float] = json.loads(out.stdout)
+    return costs
 
 
 def measure(
@@ -99,7 +96,6 @@ def measure(
 ) -> dict[str, dict[str, float]]:
     """Per client: median wall and CPU µs per GET over ``rounds`` alternating rounds, and with
     ``instructions`` > 0 the instructions per GET (that many GETs under callgrind, minus 0)."""
-    results: dict[str, dict[str, list[float]]] = {c: {"wall": [], "cpu": []} for c in clients}
     with tempfile.TemporaryDirectory(prefix="unitls-get-costs-") as tmp:
         folder = Path(tmp)
         server = subprocess.Popen(
@@ -113,17 +109,19 @@ def measure(
             assert server.stdout is not None
             if server.stdout.readline().strip() != "ready":
                 raise RuntimeError("the server did not start")
-            for rnd in range(rounds):
-                for which in clients if rnd % 2 == 0 else clients[::-1]:
-                    got = json.loads(_run_client(which, gets, folder))
-                    results[which]["wall"].append(got["wall"] * 1e6)
-                    results[which]["cpu"].append(got["cpu"] * 1e6)
+            runs = alternating(
+                {c: c for c in clients}, rounds, lambda which: _costs(which, gets, folder)
+            )
             table = {
-                which: {key: statistics.median(values) for key, values in seen.items()}
-                for which, seen in results.items()
+                which: {
+                    key: statistics.median(r[key] * 1e6 for r in seen) for key in ("wall", "cpu")
+                }
+                for which, seen in runs.items()
             }
             for which in clients if instructions else ():
-                counts = [int(_run_client(which, n, folder, True)) for n in (instructions, 0)]
+                counts = [
+                    callgrind(_client_command(which, n, folder), _ENV) for n in (instructions, 0)
+                ]
                 table[which]["instructions"] = (counts[0] - counts[1]) / instructions
         finally:
             assert server.stdin is not None

@@ -65,28 +65,24 @@ def _child(side_name: str, row: str, count: int) -> None:
             _bulk(side, count)
 
 
-def _instructions(side: str, row: str, count: int) -> int:
-    """Instructions callgrind counts for the whole child process."""
+def callgrind(command: list[str], env: dict[str, str] | None = None) -> int:
+    """Instructions callgrind counts for the whole process ``command`` starts."""
     out = subprocess.run(
-        [
-            "valgrind",
-            "--tool=callgrind",
-            "--callgrind-out-file=/dev/null",
-            sys.executable,
-            __file__,
-            "--child",
-            side,
-            row,
-            str(count),
-        ],
+        ["valgrind", "--tool=callgrind", "--callgrind-out-file=/dev/null", *command],
         capture_output=True,
         text=True,
         check=True,
+        env=env,
     )
     found = re.search(r"Collected : (\d+)", out.stderr)
     if found is None:
         raise RuntimeError(f"callgrind printed no count:\n{out.stderr[-2000:]}")
     return int(found.group(1))
+
+
+def _instructions(side: str, row: str, count: int) -> int:
+    """Instructions callgrind counts for the whole child process."""
+    return callgrind([sys.executable, __file__, "--child", side, row, str(count)])
 
 
 def per_operation(side: str, row: str, count: int) -> float:
